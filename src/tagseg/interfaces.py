@@ -1,0 +1,83 @@
+"""The four seams of the pipeline.
+
+Real models (``transformers`` backbones), tiny random models (tests) and the toy world
+(:mod:`tagseg.toy`) all implement these small protocols, so each stage can be swapped and
+tested alone.
+
+Pixel convention shared by both image seams: ``pixels`` is a float tensor of shape
+``(B, 3, H, W)`` holding RGB values in ``[0, 1]``; ``H`` and ``W`` are multiples of the
+implementation's ``patch_size``. Each implementation applies its own normalisation (mean/std)
+so that callers never need to know which model they feed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+
+
+@runtime_checkable
+class PatchFeatureExtractor(Protocol):
+    """Per-patch features used to find segment candidates (DINOv2 in the paper)."""
+
+    patch_size: int
+    model_id: str
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Return features of shape ``(B, H // patch_size, W // patch_size, C)``."""
+        ...
+
+
+@runtime_checkable
+class DenseImageEmbedder(Protocol):
+    """Per-patch embeddings in the joint image-text space (CLIP + GEM in the paper)."""
+
+    patch_size: int
+    dim: int
+    model_id: str
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Return embeddings of shape ``(B, H // patch_size, W // patch_size, dim)``, not normalised."""
+        ...
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """Text tower of the joint space (CLIP's in the paper)."""
+
+    dim: int
+    model_id: str
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Return L2-normalised embeddings of shape ``(len(texts), dim)`` (float32, CPU)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved database entry."""
+
+    text: str
+    similarity: float
+    id: int = -1
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@runtime_checkable
+class TextDatabase(Protocol):
+    """A searchable collection of texts embedded with a :class:`TextEncoder`."""
+
+    dim: int
+    model_id: str
+
+    def __len__(self) -> int: ...
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """For each L2-normalised query row of ``(Q, dim)``, the ``k`` most similar texts, best first.
+
+        Hits carry their stored vector when the database can give it (used to drop near-duplicates).
+        """
+        ...
