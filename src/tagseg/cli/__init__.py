@@ -1,0 +1,20 @@
+"""The ``tagseg`` command line: a thin layer over the public Python API.
+
+Each command group lives in its own module and is registered here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="tagseg",
+    help="Guidance-free open-vocabulary semantic segmentation: give it images, get named segments.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def main() -> None:
+    """Entry point of the ``tagseg`` console script."""
+    app()
