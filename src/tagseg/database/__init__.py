@@ -1,0 +1,5 @@
+"""Text databases that segments retrieve their names from."""
+
+from tagseg.database.memory import InMemoryTextDatabase
+
+__all__ = ["InMemoryTextDatabase"]
