@@ -1,0 +1,227 @@
+"""TAG as one callable: an image in, named segments out. Wires the stages; owns nothing else."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from tagseg import segments as seg
+from tagseg.config import TAGConfig, preset
+from tagseg.image import ImageSource, load_image
+from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, TextDatabase, TextEncoder
+from tagseg.naming import CandidateEmbeddings, name_segments
+from tagseg.result import Segment, Segmentation
+
+
+class TAG:
+    """Guidance-free open-vocabulary segmentation.
+
+    ``TAG.from_pretrained("paper")`` builds the paper's models; ``TAG(...)`` takes any
+    implementations of the four seams. Calling it with an image returns a :class:`Segmentation`.
+    """
+
+    def __init__(
+        self,
+        features: PatchFeatureExtractor,
+        embedder: DenseImageEmbedder,
+        text_encoder: TextEncoder,
+        database: TextDatabase,
+        config: TAGConfig | None = None,
+    ) -> None:
+        if database.dim != text_encoder.dim or embedder.dim != text_encoder.dim:
+            raise ValueError(
+                f"Embedding sizes differ: image embedder {embedder.dim}, text encoder {text_encoder.dim}, "
+                f"database {database.dim}; all three must share one joint space."
+            )
+        self.features = features
+        self.embedder = embedder
+        self.text_encoder = text_encoder
+        self.database = database
+        self.config = config or TAGConfig()
+        self.candidate_embeddings = CandidateEmbeddings(text_encoder, self.config.prompt_template)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_config: str | TAGConfig = "paper", *, database: TextDatabase | None = None, **overrides: Any
+    ) -> "TAG":
+        """Build from a preset name (``paper``, ``fast``, ``toy``) or a :class:`TAGConfig`.
+
+        Keyword overrides replace config fields, e.g. ``clip_model="/models/clip"``, ``num_clusters=8``.
+        ``database`` overrides ``config.database`` with a ready :class:`TextDatabase`.
+        """
+        if isinstance(name_or_config, TAGConfig):
+            config = name_or_config.replace(**overrides)
+        else:
+            config = preset(name_or_config, **overrides)
+        if config.feature_model == "toy" or config.clip_model == "toy":
+            return cls._toy(config, database)
+        from tagseg.clip_dense import CLIPTextEncoder, GEMDenseCLIP
+        from tagseg.features import Dinov2Features
+        from tagseg.models import resolve_device
+
+        device = resolve_device(config.device)
+        features = Dinov2Features.from_pretrained(config.feature_model, device=device, normalize=config.normalize)
+        embedder = GEMDenseCLIP.from_pretrained(
+            config.clip_model, gem_depth=config.gem_depth, device=device, normalize=config.normalize
+        )
+        text_encoder = CLIPTextEncoder.from_pretrained(config.clip_model, device=device)
+        if database is None:
+            database = _open_database(config.database, text_encoder)
+        return cls(features, embedder, text_encoder, database, config)
+
+    @classmethod
+    def _toy(cls, config: TAGConfig, database: TextDatabase | None) -> "TAG":
+        from tagseg import toy
+
+        encoder = toy.ToyTextEncoder()
+        if database is None:
+            database = toy.toy_database(encoder) if config.database == "toy" else _open_database(config.database, encoder)
+        return cls(toy.ToyPatchFeatures(), toy.ToyDenseEmbedder(), encoder, database, config)
+
+    @property
+    def models(self) -> dict[str, str]:
+        """Which model made each part of the result."""
+        return {
+            "features": self.features.model_id,
+            "embedder": self.embedder.model_id,
+            "text_encoder": self.text_encoder.model_id,
+        }
+
+    def __call__(self, image: ImageSource) -> Segmentation:
+        """Segment one image (path, bytes, PIL image or HxWx3 array) and name its segments."""
+        timings: dict[str, float] = {}
+        with _timed(timings, "load"):
+            rgb = load_image(image)
+        height, width = working_size(rgb.shape[0], rgb.shape[1], self.config.image_size, self.config.keep_aspect_ratio)
+        with _timed(timings, "preprocess"):
+            working = np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
+            pixels = torch.from_numpy(working).permute(2, 0, 1)[None].float() / 255.0
+        with _timed(timings, "features"):
+            features = self.features(_fit_to_patches(pixels, self.features.patch_size))[0].float().cpu()
+        with _timed(timings, "kmeans"):
+            centres = seg.kmeans(
+                features.reshape(-1, features.shape[-1]),
+                self.config.num_clusters,
+                restarts=self.config.kmeans_restarts,
+                iterations=self.config.kmeans_iterations,
+                seed=self.config.seed,
+            )
+            scores = seg.upsample(seg.cluster_scores(features, centres), (height, width))
+        with _timed(timings, "crf"):
+            if self.config.crf.enabled:
+                cluster_map = seg.refine_with_crf(scores, working, self.config.crf)
+            else:
+                cluster_map = scores.argmax(dim=0).numpy().astype(np.int32)
+            cluster_map, cluster_ids = seg.compact_labels(cluster_map)
+        with _timed(timings, "embedder"):
+            embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
+        with _timed(timings, "pooling"):
+            pooled = seg.pool_embeddings(embeddings, cluster_map, len(cluster_ids))
+        with _timed(timings, "naming"):
+            namings = name_segments(
+                pooled,
+                self.database,
+                self.candidate_embeddings,
+                top_k=self.config.top_k,
+                duplicate_threshold=self.config.duplicate_threshold,
+                min_count=self.config.min_count,
+                pos_filter=self.config.pos_filter,
+            )
+        with _timed(timings, "assemble"):
+            full_clusters = _resize_labels(cluster_map, rgb.shape[:2])
+            result = _assemble(full_clusters, cluster_ids, namings, pooled.numpy())
+        result.settings = self.config.to_dict()
+        result.models = self.models
+        result.timings = timings
+        return result
+
+
+def working_size(height: int, width: int, size: int, keep_aspect_ratio: bool) -> tuple[int, int]:
+    """The (height, width) the models see: ``size`` square, or the longer side ``size`` keeping the aspect."""
+    if not keep_aspect_ratio:
+        return (size, size)
+    scale = size / max(height, width)
+    return (max(1, round(height * scale)), max(1, round(width * scale)))
+
+
+def _fit_to_patches(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Resize (bilinear, antialiased) so both sides are the nearest multiple of ``patch_size``."""
+    height, width = pixels.shape[-2:]
+    target = (max(patch_size, round(height / patch_size) * patch_size), max(patch_size, round(width / patch_size) * patch_size))
+    if target == (height, width):
+        return pixels
+    return F.interpolate(pixels, size=target, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _resize_labels(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an integer map to ``size`` (height, width)."""
+    if label_map.shape == tuple(size):
+        return label_map
+    resized = Image.fromarray(label_map.astype(np.int32)).resize((size[1], size[0]), Image.Resampling.NEAREST)
+    return np.asarray(resized, dtype=np.int32)
+
+
+def _assemble(cluster_map: np.ndarray, cluster_ids: np.ndarray, namings: list, embeddings: np.ndarray) -> Segmentation:
+    """Merge clusters that got the same name into one segment each, largest segment first."""
+    areas = np.bincount(cluster_map.ravel(), minlength=len(namings))
+    groups: dict[str, list[int]] = {}
+    for cluster, naming in enumerate(namings):
+        if areas[cluster] > 0:
+            groups.setdefault(naming.label, []).append(cluster)
+    ordered = sorted(groups.items(), key=lambda item: -int(areas[item[1]].sum()))
+    label_map = np.zeros_like(cluster_map)
+    segments = []
+    for segment_id, (label, clusters) in enumerate(ordered):
+        mask = np.isin(cluster_map, clusters)
+        label_map[mask] = segment_id
+        weights = areas[clusters] / areas[clusters].sum()
+        segments.append(
+            Segment(
+                id=segment_id,
+                label=label,
+                score=float(sum(w * namings[c].score for w, c in zip(weights, clusters))),
+                mask=mask,
+                cluster_ids=[int(cluster_ids[c]) for c in clusters],
+                candidates=_merge_best(
+                    (cand for c in clusters for cand in namings[c].candidates), key=lambda x: x.name, value=lambda x: x.score
+                ),
+                retrieved=_merge_best(
+                    (r for c in clusters for r in namings[c].retrieved), key=lambda x: x.text, value=lambda x: x.similarity
+                ),
+                embedding=(weights[:, None] * embeddings[clusters]).sum(axis=0),
+            )
+        )
+    original_cluster_map = cluster_ids[cluster_map].astype(np.int32)
+    return Segmentation(label_map=label_map, segments=segments, cluster_map=original_cluster_map)
+
+
+def _merge_best(items: Iterator, key, value) -> list:
+    """Keep the highest-valued item per key, best first."""
+    best: dict[str, Any] = {}
+    for item in items:
+        if key(item) not in best or value(item) > value(best[key(item)]):
+            best[key(item)] = item
+    return sorted(best.values(), key=lambda x: -value(x))
+
+
+def _open_database(spec: str, text_encoder: TextEncoder) -> TextDatabase:
+    """The database named by a config value: ``default`` (the shipped vocabulary) or a directory."""
+    from tagseg import database
+
+    if spec == "default":
+        return database.default_database(text_encoder)
+    return database.open_database(Path(spec), text_encoder)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start

@@ -1,0 +1,170 @@
+"""A toy vision-language world that implements the four seams with no neural network.
+
+Colours play the part of concepts: patch features and patch embeddings are soft assignments of a
+patch's colour to a palette of named colours, and the toy text tower puts each colour word on its
+palette axis and every other word on a pseudo-random direction of its own. A caption list mentions
+the colours among distractor words. Images of coloured shapes with known masks then exercise every
+stage of the real pipeline (k-means, CRF, pooling, retrieval, candidate rules, naming) with a known
+right answer, offline and in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFilter
+
+from tagseg.database.memory import InMemoryTextDatabase
+
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (210, 35, 35),
+    "green": (40, 150, 55),
+    "blue": (35, 65, 200),
+    "yellow": (235, 215, 45),
+    "orange": (240, 135, 25),
+    "purple": (125, 45, 155),
+    "pink": (245, 150, 195),
+    "brown": (115, 70, 30),
+    "grey": (128, 128, 128),
+    "black": (20, 20, 20),
+    "white": (245, 245, 245),
+}
+
+_NOUNS = ["car", "door", "balloon", "house", "flower", "umbrella", "bicycle", "kite", "shirt", "boat"]
+_DISTRACTORS = [
+    "a dog sleeping on the sofa",
+    "people walking along the beach at sunset",
+    "a bowl of soup on a wooden table",
+    "cars parked on a street at night",
+    "a man riding a horse in the field",
+    "an old church in a small village",
+    "children playing football in the park",
+    "a cat looking out of the window",
+]
+
+
+def toy_captions() -> list[str]:
+    """Captions naming every palette colour six times among other words, plus distractors."""
+    captions = []
+    for i, colour in enumerate(PALETTE):
+        nouns = [_NOUNS[(i + j) % len(_NOUNS)] for j in range(3)]
+        captions += [
+            f"a {colour} {nouns[0]} parked near the river",
+            f"the {colour} {nouns[0]} in the morning",
+            f"a bright {colour} {nouns[1]} on display",
+            f"{colour} paint on the old {nouns[2]}",
+            f"a small {colour} {nouns[1]} and a tree",
+            f"the {colour} {nouns[2]} seen from above",
+        ]
+    return captions + _DISTRACTORS
+
+
+def _soft_assignment(pixels: torch.Tensor, sharpness: float) -> torch.Tensor:
+    """(B, P, H, W) Gaussian affinity of every pixel's colour to every palette colour."""
+    palette = torch.tensor(list(PALETTE.values()), dtype=torch.float32) / 255.0  # (P, 3)
+    distances = ((pixels[:, None] - palette[None, :, :, None, None]) ** 2).sum(dim=2)
+    return torch.exp(-sharpness * distances)
+
+
+class ToyPatchFeatures:
+    """Patch features: mean colour affinities over 8x8 patches, L2-normalised (stands in for DINOv2)."""
+
+    patch_size = 8
+    model_id = "tagseg/toy-features"
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        affinity = _soft_assignment(pixels.float(), sharpness=25.0)
+        patches = F.avg_pool2d(affinity, self.patch_size)
+        return F.normalize(patches.permute(0, 2, 3, 1), dim=-1)
+
+
+class ToyDenseEmbedder:
+    """Patch embeddings in the toy joint space: palette axes first, text-only axes left at zero."""
+
+    patch_size = 16
+    model_id = "tagseg/toy-joint-space"
+
+    def __init__(self, extra_dims: int = 64) -> None:
+        self.dim = len(PALETTE) + extra_dims
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        affinity = F.avg_pool2d(_soft_assignment(pixels.float(), sharpness=12.0), self.patch_size)
+        embeddings = affinity.permute(0, 2, 3, 1)
+        padding = self.dim - embeddings.shape[-1]
+        return F.pad(embeddings, (0, padding))
+
+
+class ToyTextEncoder:
+    """Text tower of the toy joint space: colour words on their palette axis, other words hashed."""
+
+    model_id = "tagseg/toy-joint-space"
+
+    def __init__(self, extra_dims: int = 64, other_word_weight: float = 0.5) -> None:
+        self.dim = len(PALETTE) + extra_dims
+        self.other_word_weight = other_word_weight
+        self._colour_axis = {name: i for i, name in enumerate(PALETTE)}
+
+    def _word_vector(self, word: str) -> np.ndarray:
+        vector = np.zeros(self.dim, dtype=np.float32)
+        if word in self._colour_axis:
+            vector[self._colour_axis[word]] = 1.0
+            return vector
+        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+        direction = np.random.default_rng(seed).standard_normal(self.dim - len(PALETTE))
+        vector[len(PALETTE) :] = self.other_word_weight * direction / np.linalg.norm(direction)
+        return vector
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"[a-z]+", text.lower()):
+                vectors[row] += self._word_vector(word)
+        return F.normalize(torch.from_numpy(vectors), dim=-1)
+
+
+def toy_database(encoder: ToyTextEncoder | None = None) -> InMemoryTextDatabase:
+    """The toy captions embedded by the toy text tower."""
+    return InMemoryTextDatabase.from_texts(toy_captions(), encoder or ToyTextEncoder())
+
+
+def toy_scene(
+    seed: int, size: tuple[int, int] = (240, 320), num_shapes: int = 3, noise: float = 6.0
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A photo-like image of coloured shapes on a coloured background, with its ground truth.
+
+    Returns ``(image HxWx3 uint8, region map HxW int32, colour name of each region)``; region 0 is
+    the background. Colours are distinct; shapes are rectangles, ellipses and triangles that do not
+    overlap; edges are slightly blurred and pixels noisy, as in a photo.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = size
+    names = [str(n) for n in rng.choice(list(PALETTE), size=num_shapes + 1, replace=False)]
+    canvas = Image.new("RGB", (width, height), PALETTE[names[0]])
+    regions = Image.new("I", (width, height), 0)
+    boxes: list[tuple[int, int, int, int]] = []
+    for _ in range(10_000):
+        if len(boxes) == num_shapes:
+            break
+        w, h = (int(v) for v in rng.integers([width // 5, height // 5], [width // 2, height // 2]))
+        x, y = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+        if all(x > bx + bw or bx > x + w or y > by + bh or by > y + h for bx, by, bw, bh in boxes):
+            boxes.append((x, y, w, h))
+    else:
+        raise ValueError(f"cannot place {num_shapes} separate shapes in an image of size {size}")
+    for region, (name, (x, y, w, h)) in enumerate(zip(names[1:], boxes), start=1):
+        for target, fill in ((canvas, PALETTE[name]), (regions, region)):
+            draw = ImageDraw.Draw(target)
+            if region % 3 == 0:
+                draw.rectangle([x, y, x + w, y + h], fill=fill)
+            elif region % 3 == 1:
+                draw.ellipse([x, y, x + w, y + h], fill=fill)
+            else:
+                draw.polygon([(x, y + h), (x + w // 2, y), (x + w, y + h)], fill=fill)
+    image = np.asarray(canvas.filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float32)
+    image += rng.normal(0.0, noise, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), np.asarray(regions, dtype=np.int32), names
