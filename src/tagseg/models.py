@@ -1,0 +1,184 @@
+"""Where model weights come from: Hugging Face ids, the local cache, or plain directories.
+
+Every ``transformers`` object tagseg loads (models, configs, tokenizers) goes through
+:func:`load_pretrained`, so a missing model always surfaces as one
+:class:`~tagseg.errors.ModelNotAvailableError` with a message that says how to provide it,
+never as a library traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import torch
+
+from tagseg.errors import ModelNotAvailableError
+
+__all__ = [
+    "ModelSource",
+    "download_model",
+    "load_pretrained",
+    "read_model_json",
+    "resolve_device",
+    "source_name",
+]
+
+ModelSource = str | os.PathLike[str]
+"""A Hugging Face model id (``facebook/dinov2-base``) or a local model directory."""
+
+_DOWNLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model")
+
+
+class _Pretrained(Protocol):
+    @classmethod
+    def from_pretrained(cls, source: str, *args: Any, **kwargs: Any) -> Any: ...
+
+
+T = TypeVar("T")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Turn ``"auto"``/``None`` into CUDA when available (else CPU); pass anything else to ``torch.device``."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def source_name(source: ModelSource) -> str:
+    """The string that identifies ``source`` in messages and ``model_id`` attributes."""
+    return os.fspath(source)
+
+
+def _looks_like_path(name: str) -> bool:
+    """True when ``name`` cannot be a Hugging Face id (``name`` or ``owner/name``) and must be a path."""
+    return (
+        os.path.isabs(name)
+        or name.startswith(("~", "."))
+        or name.count("/") > 1
+        or "\\" in name
+        or os.path.exists(name)
+    )
+
+
+def _how_to_provide(name: str) -> str:
+    if _looks_like_path(name):
+        return (
+            "Pass a directory written by `save_pretrained` (config.json plus weights), or a Hugging Face id "
+            "such as 'facebook/dinov2-base' that is in the local cache."
+        )
+    return (
+        "Provide it in one of these ways: on a machine with internet access run "
+        f"`tagseg models download {name}` (or `hf download {name}`, formerly `huggingface-cli download`) "
+        "and copy the Hugging Face cache (~/.cache/huggingface, or $HF_HOME) to this machine; "
+        "or pass the path of a local directory that holds the model (config.json plus weights, "
+        "as written by `save_pretrained`)."
+    )
+
+
+def _missing(name: str, reason: str) -> ModelNotAvailableError:
+    return ModelNotAvailableError(f"Model {name!r} is not available: {reason}. {_how_to_provide(name)}")
+
+
+def _local_directory(name: str) -> Path:
+    """The model directory ``name`` points to, checked to look like a saved model."""
+    directory = Path(name).expanduser()
+    if not directory.is_dir():
+        raise _missing(name, "no such directory")
+    if not any((directory / marker).is_file() for marker in ("config.json", "tokenizer_config.json")):
+        raise _missing(name, "the directory holds no config.json, so it is not a saved model")
+    return directory
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class _LoadReportFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+@contextmanager
+def _without_load_report() -> Iterator[None]:
+    """Drop transformers' per-key load report; :func:`load_pretrained` checks missing weights itself."""
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_filter = _LoadReportFilter()
+    report_logger.addFilter(report_filter)
+    try:
+        yield
+    finally:
+        report_logger.removeFilter(report_filter)
+
+
+def load_pretrained(loader: type[T] | _Pretrained, source: ModelSource, **kwargs: Any) -> T:
+    """Call ``loader.from_pretrained`` on a Hugging Face id or a local directory.
+
+    Hugging Face ids go through the normal cache (``HF_HUB_OFFLINE`` is respected); any failure to
+    find the files becomes a :class:`ModelNotAvailableError` naming the model. For model classes,
+    weights the checkpoint lacks are an error too (they would silently stay random); weights it has
+    beyond the model's (the other tower of a full CLIP checkpoint) are ignored.
+    """
+    from transformers import PreTrainedModel
+
+    name = source_name(source)
+    location = str(_local_directory(name)) if _looks_like_path(name) else name
+    is_model = isinstance(loader, type) and issubclass(loader, PreTrainedModel)
+    try:
+        with _without_load_report():
+            if not is_model:
+                return loader.from_pretrained(location, **kwargs)  # type: ignore[union-attr]
+            model, info = loader.from_pretrained(location, output_loading_info=True, **kwargs)  # type: ignore[union-attr]
+    except (OSError, ValueError) as error:
+        raise _missing(name, f"loading failed ({_first_line(error)})") from None
+    if info["missing_keys"]:
+        example = sorted(info["missing_keys"])[0]
+        raise _missing(
+            name,
+            f"it does not hold the weights of a {loader.__name__} "  # type: ignore[union-attr]
+            f"({len(info['missing_keys'])} missing, e.g. {example!r})",
+        )
+    return model
+
+
+def read_model_json(source: ModelSource, filename: str) -> dict[str, Any] | None:
+    """The parsed JSON file ``filename`` of a model, or ``None`` when the model has no such file.
+
+    For Hugging Face ids the file is looked up in the cache (and downloaded when online).
+    """
+    name = source_name(source)
+    if _looks_like_path(name):
+        path: Path | None = _local_directory(name) / filename
+        if not path.is_file():
+            return None
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+        try:
+            path = Path(hf_hub_download(name, filename))
+        except (EntryNotFoundError, LocalEntryNotFoundError):
+            return None
+        except OSError as error:
+            raise _missing(name, f"cannot read {filename} ({error})") from None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def download_model(model_id: str, patterns: tuple[str, ...] = _DOWNLOAD_PATTERNS) -> Path:
+    """Download a Hugging Face model into the local cache (configs, safetensors weights, tokenizer).
+
+    Returns the snapshot directory. Raises :class:`ModelNotAvailableError` when it cannot be fetched.
+    """
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_id, allow_patterns=list(patterns)))
+    except (OSError, ValueError) as error:
+        raise _missing(model_id, f"download failed ({_first_line(error)})") from None
