@@ -1,0 +1,74 @@
+"""Crash-safe file writing: write beside the target, flush to disk, then rename over it."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: writers are not serialised between processes there.
+    fcntl = None  # type: ignore[assignment]
+
+
+def temporary_name(target: Path) -> Path:
+    """A unique hidden name in ``target``'s folder (a rename within one folder is atomic)."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make renames inside ``directory`` durable (a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temporary_path)``, flush it to disk and rename it to ``target``.
+
+    If ``write`` fails or the process dies, ``target`` keeps its previous content (or stays absent).
+    """
+    temporary = temporary_name(target)
+    try:
+        write(temporary)
+        with temporary.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    fsync_directory(target.parent)
+
+
+def write_bytes_atomically(target: Path, data: bytes) -> None:
+    """Replace ``target`` with ``data`` atomically."""
+    write_atomically(target, lambda path: path.write_bytes(data))
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as ``sha256:<hex>``."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_file`` (created if needed) while inside the block."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
