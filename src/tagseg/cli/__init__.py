@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import typer
 
+from tagseg.cli import db
+
 app = typer.Typer(
     name="tagseg",
     help="Guidance-free open-vocabulary semantic segmentation: give it images, get named segments.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(db.app, name="db", help="Build, update, inspect and search text databases.")
 
 
 def main() -> None:

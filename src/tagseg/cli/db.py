@@ -1,0 +1,182 @@
+"""``tagseg db``: build, update, inspect and search text databases."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tagseg.errors import TagsegError
+from tagseg.interfaces import TextEncoder
+
+app = typer.Typer(no_args_is_help=True, help="Build, update, inspect and search text databases.")
+console = Console()
+errors = Console(stderr=True)
+
+DEFAULT_TEXT_MODEL = "openai/clip-vit-large-patch14"
+TEXT_MODEL_HELP = "Text tower: a Hugging Face CLIP id or a local directory."
+
+
+@contextmanager
+def _reported_errors() -> Iterator[None]:
+    try:
+        yield
+    except TagsegError as error:
+        errors.print(f"[red]Error:[/red] {error}", highlight=False)
+        raise typer.Exit(1) from error
+
+
+def _load_encoder(source: str) -> TextEncoder:
+    from tagseg.clip_dense import CLIPTextEncoder
+
+    return CLIPTextEncoder.from_pretrained(source)
+
+
+def _stored_model(path: Path) -> str:
+    from tagseg.database.store import read_manifest
+
+    return str(read_manifest(path)["model_id"])
+
+
+@app.command()
+def build(
+    path: Path = typer.Argument(..., help="Database folder to create."),
+    inputs: List[Path] = typer.Argument(..., help="Text files: .txt (one a line), .csv, .tsv, .jsonl, .parquet."),
+    text_model: str = typer.Option(DEFAULT_TEXT_MODEL, "--text-model", help=TEXT_MODEL_HELP),
+    column: Optional[str] = typer.Option(None, help="Column holding the texts (CSV/TSV/JSONL/Parquet)."),
+    template: str = typer.Option("{}", help="Prompt template applied before embedding, e.g. 'a photo of {}'."),
+    index: str = typer.Option("auto", help="Index kind: auto, flat (exact), ivf or hnsw (approximate)."),
+    batch_size: int = typer.Option(256, min=1, help="Texts embedded at once."),
+    resume: bool = typer.Option(False, help="Finish an interrupted build of the same inputs."),
+    overwrite: bool = typer.Option(False, help="Replace an existing database (once the new one is complete)."),
+) -> None:
+    """Embed texts from files into a new database."""
+    from tagseg.database import build_database
+
+    with _reported_errors():
+        report = build_database(
+            path,
+            inputs,
+            _load_encoder(text_model),
+            column=column,
+            template=template,
+            index=index,
+            batch_size=batch_size,
+            resume=resume,
+            overwrite=overwrite,
+        )
+        console.print(
+            f"Stored {report.stored} texts in {report.path} ({report.index} index); skipped "
+            f"{report.duplicates} duplicates, {report.blank} blank, {report.unreadable} unreadable."
+        )
+
+
+@app.command()
+def add(
+    path: Path = typer.Argument(..., help="Database folder."),
+    texts: List[str] = typer.Argument(None, help="Texts to add."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="A file of texts to add (any build format)."),
+    column: Optional[str] = typer.Option(None, help="Column holding the texts in --file."),
+    text_model: Optional[str] = typer.Option(None, "--text-model", help=f"{TEXT_MODEL_HELP} Default: the database's."),
+) -> None:
+    """Add texts without rebuilding; the next search sees them."""
+    from tagseg.database import PersistentTextDatabase, open_source
+
+    with _reported_errors():
+        encoder = _load_encoder(text_model or _stored_model(path))
+        database = PersistentTextDatabase.open(path, encoder=encoder)
+        new = list(texts or [])
+        unreadable = 0
+        source_name = "added"
+        if file is not None:
+            source = open_source(file, column=column)
+            records = [r.text for r in source.records()]
+            unreadable = sum(text is None for text in records)
+            new += [text for text in records if text is not None]
+            source_name = file.name
+        report = database.add_texts(new, encoder, source=source_name)
+        console.print(
+            f"Added {report.added} texts (now {len(database)}); skipped {report.duplicates} already stored, "
+            f"{report.blank} blank, {unreadable} unreadable."
+        )
+
+
+@app.command()
+def remove(
+    path: Path = typer.Argument(..., help="Database folder."),
+    texts: List[str] = typer.Argument(None, help="Texts to remove (exact, after stripping)."),
+    ids: List[int] = typer.Option([], "--id", help="Ids to remove (as shown by search)."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="A file of texts to remove."),
+    column: Optional[str] = typer.Option(None, help="Column holding the texts in --file."),
+) -> None:
+    """Remove texts by text or id; the next search no longer returns them."""
+    from tagseg.database import PersistentTextDatabase, open_source
+
+    with _reported_errors():
+        database = PersistentTextDatabase.open(path)
+        doomed = list(texts or [])
+        if file is not None:
+            doomed += [r.text for r in open_source(file, column=column).records() if r.text]
+        removed = database.remove(texts=doomed, ids=ids)
+        console.print(f"Removed {removed} texts (now {len(database)}).")
+
+
+@app.command()
+def info(
+    path: Path = typer.Argument(..., help="Database folder."),
+    verify: bool = typer.Option(False, help="Check every file's checksum."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Count, text model, sources and size on disk."""
+    from tagseg.database import ClipRetrievalDatabase, PersistentTextDatabase
+    from tagseg.database.clip_retrieval import is_clip_retrieval_folder
+
+    with _reported_errors():
+        if is_clip_retrieval_folder(path):
+            folder = ClipRetrievalDatabase(path)
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            facts = {"path": str(path), "layout": "clip-retrieval", "count": len(folder), "dim": folder.dim, "size_bytes": size}
+        else:
+            facts = asdict(PersistentTextDatabase.open(path, verify=verify).info())
+            facts["path"] = str(facts["path"])
+        if as_json:
+            console.print_json(json.dumps(facts))
+            return
+        table = Table(show_header=False, box=None)
+        for key, value in facts.items():
+            shown = ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else value
+            table.add_row(key.replace("_", " "), str(shown))
+        console.print(table)
+
+
+@app.command()
+def search(
+    path: Path = typer.Argument(..., help="Database folder (tagseg or clip-retrieval layout)."),
+    queries: List[str] = typer.Argument(..., help="Query texts."),
+    k: int = typer.Option(10, "-k", min=1, help="Texts retrieved per query."),
+    text_model: Optional[str] = typer.Option(None, "--text-model", help=f"{TEXT_MODEL_HELP} Default: the database's."),
+) -> None:
+    """Text-to-text search: what a segment close to each query would retrieve."""
+    from tagseg.database import open_database
+    from tagseg.database.clip_retrieval import CLIP_VIT_L14, is_clip_retrieval_folder
+
+    with _reported_errors():
+        default_model = CLIP_VIT_L14 if is_clip_retrieval_folder(path) else _stored_model(path)
+        encoder = _load_encoder(text_model or default_model)
+        database = open_database(path, encoder=encoder)
+        template = getattr(database, "template", "{}")
+        results = database.search(encoder.encode([template.format(q) for q in queries]).numpy(), k)
+        for query, hits in zip(queries, results):
+            table = Table(title=f"{query!r}", title_justify="left")
+            table.add_column("similarity", justify="right")
+            table.add_column("id", justify="right")
+            table.add_column("text")
+            for hit in hits:
+                table.add_row(f"{hit.similarity:.3f}", str(hit.id), hit.text)
+            console.print(table)
