@@ -1,0 +1,121 @@
+"""Reading and changing the text database behind a running :class:`~tagseg.pipeline.TAG`.
+
+Segmentations hold the read side of a lock and changes the write side, so a request never sees
+a half-made change, and the request after a change retrieves from the changed database.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from tagseg.database import InMemoryTextDatabase, PersistentTextDatabase
+from tagseg.errors import DatabaseError
+from tagseg.pipeline import TAG
+
+
+class ReadWriteLock:
+    """Many readers or one writer."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._readers = 0
+        self._writing = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._writing)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._readers -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._writing and self._readers == 0)
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._writing = False
+                self._condition.notify_all()
+
+
+class DatabaseAccess:
+    """Search, add and remove texts in ``tag.database``.
+
+    A :class:`PersistentTextDatabase` is changed in place (on disk); an
+    :class:`InMemoryTextDatabase` is replaced by a changed copy. Other databases are read-only.
+    """
+
+    def __init__(self, tag: TAG) -> None:
+        self.tag = tag
+        self.lock = ReadWriteLock()
+
+    @property
+    def updatable(self) -> bool:
+        """Whether this kind of database can take added and removed texts."""
+        return isinstance(self.tag.database, (InMemoryTextDatabase, PersistentTextDatabase))
+
+    def info(self) -> dict[str, Any]:
+        """Kind, size and text model of the database."""
+        database = self.tag.database
+        return {
+            "kind": type(database).__name__,
+            "size": len(database),
+            "model_id": database.model_id,
+            "dim": database.dim,
+            "updatable": self.updatable,
+        }
+
+    def search(self, query: str, k: int) -> list[dict[str, Any]]:
+        """The ``k`` stored texts closest to ``query`` in the text space."""
+        with self.lock.reading():
+            database = self.tag.database
+            template = getattr(database, "template", "{}")
+            vector = self.tag.text_encoder.encode([template.format(query)]).numpy()
+            hits = database.search(vector, k)[0]
+        return [{"text": h.text, "similarity": round(h.similarity, 6)} for h in hits]
+
+    def add(self, texts: Sequence[str]) -> int:
+        """Store ``texts`` (blank ones and ones already stored skipped); returns how many were added."""
+        with self.lock.writing():
+            database = self.tag.database
+            if isinstance(database, PersistentTextDatabase):
+                return database.add_texts(texts, self.tag.text_encoder, source="serve").added
+            assert isinstance(database, InMemoryTextDatabase)
+            stored = set(database.texts)
+            fresh = [t for t in dict.fromkeys(t.strip() for t in texts) if t and t not in stored]
+            if fresh:
+                vectors = self.tag.text_encoder.encode(fresh).numpy()
+                self.tag.database = InMemoryTextDatabase(
+                    database.texts + fresh, np.concatenate([database.vectors, vectors]), database.model_id
+                )
+            return len(fresh)
+
+    def remove(self, texts: Sequence[str]) -> int:
+        """Remove stored ``texts``; returns how many were removed."""
+        with self.lock.writing():
+            database = self.tag.database
+            if isinstance(database, PersistentTextDatabase):
+                return database.remove(texts=texts)
+            assert isinstance(database, InMemoryTextDatabase)
+            unwanted = {t.strip() for t in texts}
+            keep = [i for i, t in enumerate(database.texts) if t not in unwanted]
+            if not keep:
+                raise DatabaseError("Removing these texts would leave the database empty; keep at least one.")
+            removed = len(database.texts) - len(keep)
+            if removed:
+                self.tag.database = InMemoryTextDatabase(
+                    [database.texts[i] for i in keep], database.vectors[keep], database.model_id
+                )
+            return removed

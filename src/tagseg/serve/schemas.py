@@ -1,0 +1,105 @@
+"""Request bodies of the API and the examples its OpenAPI schema shows."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tagseg.serve.service import SegmentOptions
+
+
+class SegmentSettings(BaseModel):
+    """Optional per-request settings, as JSON fields or multipart form fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int | None = Field(None, ge=1, le=64, description="Number of k-means clusters (segment candidates).")
+    top_k: int | None = Field(None, ge=1, le=200, description="Texts retrieved per segment.")
+    crf: bool | None = Field(None, description="Refine segment borders with a dense CRF.")
+    masks: bool = Field(True, description="Include each segment's mask (uncompressed COCO RLE).")
+    formats: list[Literal["overlay", "labels"]] = Field(
+        default_factory=list,
+        description="Extra pictures as base64 PNG: `overlay` (photo with names and legend), `labels` (label map).",
+    )
+
+    def options(self) -> SegmentOptions:
+        return SegmentOptions(
+            num_clusters=self.k,
+            top_k=self.top_k,
+            crf=self.crf,
+            masks=self.masks,
+            overlay="overlay" in self.formats,
+            labels="labels" in self.formats,
+        )
+
+
+class SegmentJSON(SegmentSettings):
+    """An image as base64 data or as an http(s) URL, plus optional settings."""
+
+    image_base64: str | None = Field(None, description="The encoded image file, base64 (a `data:` URI prefix is fine).")
+    image_url: str | None = Field(None, description="An http(s) URL the server fetches (host allow-list applies).")
+
+    @model_validator(mode="after")
+    def _one_image(self) -> "SegmentJSON":
+        if (self.image_base64 is None) == (self.image_url is None):
+            raise ValueError("give exactly one of image_base64 and image_url")
+        return self
+
+
+class TextsRequest(BaseModel):
+    """Texts to add to or remove from the database."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["a teal kayak on a lake"]}]})
+
+    texts: list[str] = Field(min_length=1, max_length=10_000)
+
+
+MULTIPART_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["image"],
+    "properties": {
+        "image": {"type": "string", "format": "binary", "description": "The image file."},
+        "k": {"type": "integer", "minimum": 1, "maximum": 64},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": 200},
+        "crf": {"type": "boolean"},
+        "masks": {"type": "boolean", "default": True},
+        "formats": {"type": "array", "items": {"type": "string", "enum": ["overlay", "labels"]}},
+    },
+}
+
+SEGMENT_EXAMPLE: dict[str, Any] = {
+    "image": {"height": 240, "width": 320},
+    "models": {"features": "facebook/dinov2-base", "embedder": "openai/clip-vit-large-patch14", "text_encoder": "openai/clip-vit-large-patch14"},
+    "settings": {"num_clusters": 15, "top_k": 10},
+    "segments": [
+        {
+            "id": 0,
+            "label": "sky",
+            "score": 0.281,
+            "area": 30120,
+            "bbox": [0, 0, 320, 110],
+            "cluster_ids": [2, 7],
+            "candidates": [{"name": "sky", "score": 0.281, "count": 5}, {"name": "cloud", "score": 0.262, "count": 3}],
+            "retrieved": [{"text": "blue sky with white clouds", "similarity": 0.301}],
+            "rle": {"size": [240, 320], "counts": [0, 110, 130, 110]},
+        }
+    ],
+}
+
+SEGMENT_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": MULTIPART_SCHEMA},
+        "application/json": {
+            "schema": SegmentJSON.model_json_schema(),
+            "examples": {
+                "url": {"summary": "Fetch from a URL", "value": {"image_url": "https://example.com/street.jpg", "k": 10}},
+                "base64": {
+                    "summary": "Inline base64 with an overlay",
+                    "value": {"image_base64": "iVBORw0KGgoAAAANSUhEUgAA...", "formats": ["overlay"]},
+                },
+            },
+        },
+    },
+}
