@@ -101,7 +101,7 @@ class TAG:
             rgb = load_image(image)
         height, width = working_size(rgb.shape[0], rgb.shape[1], self.config.image_size, self.config.keep_aspect_ratio)
         with _timed(timings, "preprocess"):
-            working = np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
+            working = np.array(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
             pixels = torch.from_numpy(working).permute(2, 0, 1)[None].float() / 255.0
         with _timed(timings, "features"):
             features = self.features(_fit_to_patches(pixels, self.features.patch_size))[0].float().cpu()

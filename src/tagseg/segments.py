@@ -67,7 +67,7 @@ def refine_with_crf(scores: torch.Tensor, image: np.ndarray, settings: CRFSettin
     crf.addPairwiseBilateral(
         sxy=settings.bilateral_sxy,
         srgb=settings.bilateral_srgb,
-        rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+        rgbim=np.array(image, dtype=np.uint8, order="C"),
         compat=settings.bilateral_compat,
     )
     marginals = np.asarray(crf.inference(settings.iterations))

@@ -1,0 +1,72 @@
+"""All stages together: the toy world end to end recovers every shape and names it by its colour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tagseg import TAG
+from tagseg.toy import PALETTE, ToyTextEncoder, toy_captions, toy_scene
+
+
+@pytest.fixture(scope="module")
+def toy_tag() -> TAG:
+    return TAG.from_pretrained("toy")
+
+
+def _named_iou(result, regions: np.ndarray, names: list[str]) -> list[float]:
+    """Per true region, IoU with the union of predicted segments carrying the region's colour name."""
+    ious = []
+    for region, name in enumerate(names):
+        truth = regions == region
+        predicted = np.isin(result.label_map, [s.id for s in result.segments if s.label == name])
+        ious.append((truth & predicted).sum() / (truth | predicted).sum())
+    return ious
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_shape_is_recovered_and_named_by_its_colour(toy_tag: TAG, seed: int) -> None:
+    image, regions, names = toy_scene(seed, num_shapes=3)
+    result = toy_tag(image)
+    assert result.label_map.shape == regions.shape
+    ious = _named_iou(result, regions, names)
+    assert min(ious) > 0.8, dict(zip(names, ious))
+    assert np.mean(ious) >= 0.9
+    assert set(names) <= set(result.labels)
+
+
+def test_names_come_from_the_database_not_the_palette(toy_tag: TAG) -> None:
+    """Remove one colour from the captions: that colour can no longer be named."""
+    image, regions, names = toy_scene(1, num_shapes=3)
+    missing = names[1]
+    captions = [c for c in toy_captions() if missing not in c.split()]
+    from tagseg.database.memory import InMemoryTextDatabase
+
+    encoder = ToyTextEncoder()
+    result = TAG.from_pretrained("toy", database=InMemoryTextDatabase.from_texts(captions, encoder))(image)
+    assert missing not in result.labels
+    assert set(names) - {missing} <= set(result.labels)
+
+
+def test_segments_carry_their_evidence(toy_tag: TAG) -> None:
+    image, regions, names = toy_scene(2)
+    result = toy_tag(image)
+    for segment in result.segments:
+        assert segment.candidates[0].name == segment.label
+        assert segment.candidates[0].score == pytest.approx(max(c.score for c in segment.candidates))
+        assert any(segment.label in r.text.split() for r in segment.retrieved)
+        assert segment.area == int((result.label_map == segment.id).sum())
+        assert np.array_equal(segment.mask, result.label_map == segment.id)
+    assert len(set(result.labels)) == len(result.labels), "same-name clusters are merged"
+    assert sum(s.area for s in result.segments) == regions.size
+
+
+def test_crf_off_and_aspect_ratio_kept_still_recover_shapes() -> None:
+    image, regions, names = toy_scene(4, size=(180, 360))
+    result = TAG.from_pretrained("toy", crf=False, keep_aspect_ratio=True)(image)
+    assert np.mean(_named_iou(result, regions, names)) >= 0.85
+
+
+def test_toy_palette_is_what_the_scenes_use() -> None:
+    _, _, names = toy_scene(0)
+    assert set(names) <= set(PALETTE)
