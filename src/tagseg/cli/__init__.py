@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from tagseg.cli import db
+from tagseg.cli import config_cmd, db, models_cmd, segment
 
 app = typer.Typer(
     name="tagseg",
@@ -16,6 +16,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(db.app, name="db", help="Build, update, inspect and search text databases.")
+app.command(rich_help_panel="Segment")(segment.segment)
+app.add_typer(models_cmd.app, name="models")
+app.add_typer(config_cmd.app, name="config")
+from tagseg.cli import eval as _eval  # noqa: E402,F401  (registers `tagseg eval`; needs `app` above)
 
 
 def main() -> None:

@@ -1,0 +1,127 @@
+"""``tagseg models``: fetch models ahead of time and check what the local cache holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tagseg.api import ModelStatus, config_models, download_models, model_status
+from tagseg.cli import options as opt
+from tagseg.config import PRESETS
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Download models into the Hugging Face cache ahead of time and check what is there (never online).",
+)
+console = Console(highlight=False)
+
+Models = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Hugging Face ids or model folders [default: the models of the chosen settings].", show_default=False),
+]
+
+
+def _chosen(
+    models: Optional[list[str]],
+    preset: Optional[str],
+    config: Optional[Path],
+    feature_model: Optional[str],
+    clip_model: Optional[str],
+) -> list[str]:
+    """The models named on the command line, else those of the effective settings."""
+    if models:
+        return list(dict.fromkeys(models))
+    return config_models(opt.build_config(preset, config, feature_model=feature_model, clip_model=clip_model))
+
+
+def _size(status: ModelStatus) -> str:
+    return f"{status.size_bytes / 1e6:,.1f} MB" if status.size_bytes else "-"
+
+
+def _table(statuses: list[ModelStatus], used_by: dict[str, list[str]] | None = None) -> Table:
+    table = Table(show_lines=False)
+    table.add_column("model")
+    if used_by is not None:
+        table.add_column("presets")
+    table.add_column("status")
+    table.add_column("size", justify="right")
+    table.add_column("where")
+    for status in statuses:
+        state = "[green]ready[/green]" if status.ready else "[red]missing[/red]"
+        row = [escape(status.model)]
+        if used_by is not None:
+            row.append(", ".join(used_by.get(status.model, [])) or "-")
+        row += [state, _size(status), escape(status.location or "-")]
+        table.add_row(*row)
+    return table
+
+
+def _report_problems(statuses: list[ModelStatus]) -> None:
+    for status in statuses:
+        if status.problem:
+            opt.errors.print(f"[red]{escape(status.model)}:[/red] {escape(status.problem)}")
+
+
+@app.command("list")
+def list_models(
+    preset: opt.Preset = None,
+    config: opt.ConfigFile = None,
+) -> None:
+    """Show each preset's models and whether the local cache holds them (no network access)."""
+    with opt.reported_errors():
+        if preset or config:
+            used_by = {model: ["chosen"] for model in config_models(opt.build_config(preset, config))}
+        else:
+            used_by = {}
+            for name, settings in PRESETS.items():
+                for model in config_models(settings):
+                    used_by.setdefault(model, []).append(name)
+        console.print(_table(model_status(used_by), used_by))
+
+
+@app.command()
+def verify(
+    models: Models = None,
+    preset: opt.Preset = None,
+    config: opt.ConfigFile = None,
+    feature_model: opt.FeatureModel = None,
+    clip_model: opt.ClipModel = None,
+) -> None:
+    """Check that models are complete in the cache and that every cached file matches its checksum.
+
+    Exit status 1 when one is missing or damaged; the message says how to fix it.
+    """
+    with opt.reported_errors():
+        chosen = _chosen(models, preset, config, feature_model, clip_model)
+        with opt.errors.status("hashing cached files"):
+            statuses = model_status(chosen, verify=True)
+        console.print(_table(statuses))
+        _report_problems(statuses)
+        if not all(status.ready for status in statuses):
+            raise typer.Exit(1)
+
+
+@app.command()
+def download(
+    models: Models = None,
+    preset: opt.Preset = None,
+    config: opt.ConfigFile = None,
+    feature_model: opt.FeatureModel = None,
+    clip_model: opt.ClipModel = None,
+) -> None:
+    """Download models into the Hugging Face cache, for machines that will run offline.
+
+    Copy the cache (~/.cache/huggingface, or $HF_HOME) to the offline machine afterwards.
+    """
+    with opt.reported_errors():
+        chosen = _chosen(models, preset, config, feature_model, clip_model)
+        with opt.errors.status(f"downloading {', '.join(chosen)}"):
+            folders = download_models(chosen)
+        for folder in folders:
+            console.print(f"[green]ready:[/green] {escape(str(folder))}")
+        console.print(_table(model_status(chosen)))

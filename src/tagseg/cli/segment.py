@@ -1,0 +1,164 @@
+"""``tagseg segment``: segment images and write overlays, label PNGs and JSON."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from tagseg.api import FORMATS, BatchListener, BatchReport, ImageOutcome, segment_files
+from tagseg.cli import options as opt
+
+console = Console(highlight=False)
+
+
+class _RateColumn(ProgressColumn):
+    """Images per second, or seconds per image when slower than one a second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return Text("-- img/s", style="progress.data.speed")
+        text = f"{speed:.1f} img/s" if speed >= 1 else f"{1 / speed:.1f} s/img"
+        return Text(text, style="progress.data.speed")
+
+
+class _ProgressBar(BatchListener):
+    """Shows the batch on stderr: the bar counts images to segment; skipped ones leave the total."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("finding images", total=None, start=False)
+
+    def started(self, total: int) -> None:
+        self.progress.update(self.task, total=total, description="starting")
+
+    def loading_models(self) -> None:
+        self.progress.update(self.task, description="loading models")
+
+    def image_started(self, path: Path) -> None:
+        if not self.progress.tasks[self.task].started:
+            self.progress.start_task(self.task)
+        self.progress.update(self.task, description=escape(path.name[-40:]))
+
+    def image_finished(self, outcome: ImageOutcome) -> None:
+        if outcome.status == "skipped":
+            total = self.progress.tasks[self.task].total or 1
+            self.progress.update(self.task, total=total - 1)
+        else:
+            self.progress.advance(self.task)
+
+
+def _read_inputs(inputs: list[str]) -> list[str]:
+    """Replace ``-`` by the paths listed on standard input, one per line."""
+    expanded: list[str] = []
+    for item in inputs:
+        if item == "-":
+            expanded += [line.strip() for line in sys.stdin if line.strip()]
+        else:
+            expanded.append(item)
+    return expanded
+
+
+def _formats(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _summary(report: BatchReport) -> None:
+    table = Table(title="tagseg segment", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("segmented", str(len(report.done)))
+    table.add_row("skipped (outputs exist)", str(len(report.skipped)))
+    table.add_row("failed", f"[red]{len(report.failed)}[/red]" if report.failed else "0")
+    per_image = report.seconds_per_image
+    table.add_row("time per image", f"{per_image:.2f} s" if per_image is not None else "-")
+    table.add_row("model loading", f"{report.model_seconds:.1f} s")
+    table.add_row("total time", f"{report.total_seconds:.1f} s")
+    table.add_row("output folder", escape(str(report.out_dir)))
+    console.print(table)
+    for outcome in report.failed:
+        opt.errors.print(f"[red]failed:[/red] {escape(outcome.reason or str(outcome.path))}")
+    if report.failed:
+        opt.errors.print("Fix or remove the failed files and run the same command again: finished images are skipped.")
+
+
+def segment(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files, folders (searched recursively), glob patterns (quote them: 'photos/**/*.jpg') "
+            "or - to read paths from standard input, one a line.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("tagseg-out"),
+    formats: Annotated[
+        str, typer.Option(help=f"Outputs to write, comma-separated from: {', '.join(FORMATS)}.")
+    ] = ",".join(FORMATS),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Segment again images whose outputs exist.")] = False,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Opacity of segment colours in the overlay.")] = 0.5,
+    preset: opt.Preset = None,
+    config: opt.ConfigFile = None,
+    feature_model: opt.FeatureModel = None,
+    clip_model: opt.ClipModel = None,
+    database: opt.Database = None,
+    clusters: opt.Clusters = None,
+    crf: opt.Crf = None,
+    image_size: opt.ImageSize = None,
+    top_k: opt.TopK = None,
+    device: opt.Device = None,
+    seed: opt.Seed = None,
+) -> None:
+    """Segment images and name their segments; write pictures and JSON to the output folder.
+
+    For each image NAME the output folder gets:
+    NAME.overlay.png: the photo with segment colours, names and a legend sorted by area;
+    NAME.labels.png: pixel value = segment id, with a colour palette;
+    NAME.json: segments, scores, RLE masks, retrieved texts (schema: tagseg/data/segmentation.schema.json);
+    and for the run, results.coco.json: every segment in COCO format, with scores.
+
+    Re-running skips finished images, so an interrupted run resumes (--overwrite redoes them).
+    Exit status: 0 when every image was segmented or skipped, 1 when anything failed.
+    """
+    with opt.reported_errors():
+        settings = opt.build_config(
+            preset, config, feature_model=feature_model, clip_model=clip_model, database=database,
+            clusters=clusters, crf=crf, image_size=image_size, top_k=top_k, device=device, seed=seed,
+        )
+        paths = _read_inputs(inputs)
+        if not paths:
+            raise typer.BadParameter("no image paths were given on standard input", param_hint="INPUTS")
+        columns = (
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        )
+        try:
+            with Progress(*columns, console=opt.errors, transient=True) as progress:
+                report = segment_files(
+                    paths, out, config=settings, formats=_formats(formats), overwrite=overwrite, alpha=alpha,
+                    listener=_ProgressBar(progress),
+                )
+        except KeyboardInterrupt:
+            opt.errors.print("[yellow]Interrupted.[/yellow] Run the same command again to resume; finished images are skipped.")
+            raise typer.Exit(130) from None
+    _summary(report)
+    if not report.ok:
+        raise typer.Exit(1)
