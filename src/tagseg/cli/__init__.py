@@ -20,6 +20,7 @@ app.command(rich_help_panel="Segment")(segment.segment)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(config_cmd.app, name="config")
 from tagseg.cli import eval as _eval  # noqa: E402,F401  (registers `tagseg eval`; needs `app` above)
+from tagseg.cli import serve as _serve  # noqa: E402,F401  (registers `tagseg serve`; needs `app` above)
 
 
 def main() -> None:
