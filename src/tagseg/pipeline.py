@@ -217,7 +217,7 @@ def _open_database(spec: str, text_encoder: TextEncoder) -> TextDatabase:
 
     if spec == "default":
         return database.default_database(text_encoder)
-    return database.open_database(Path(spec), text_encoder)
+    return database.open_database(Path(spec), encoder=text_encoder)
 
 
 @contextmanager

