@@ -378,6 +378,13 @@ def test_text_file_is_not_an_image(tmp_path):
         load_image(notes)
 
 
+def test_postscript_is_refused_without_running_ghostscript():
+    encoded = io.BytesIO()
+    Image.new("RGB", (W, H)).save(encoded, "EPS")
+    with pytest.raises(ImageError, match="not an image file"):
+        load_image(encoded.getvalue())
+
+
 def test_random_bytes_are_not_an_image():
     noise = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
     with pytest.raises(ImageError, match="not an image"):

@@ -18,6 +18,7 @@ Conventions:
 * Animated and multi-page files give their first frame.
 * The pixel count is checked against ``max_pixels`` from the header, before any pixel is decoded.
   Pillow's own ``PIL.Image.MAX_IMAGE_PIXELS`` guard still applies on top and is left untouched.
+* PostScript (EPS) is refused: Pillow would hand it to Ghostscript, an external interpreter.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Im
 
 # Errors Pillow raises while decoding damaged or unsupported data.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError)
+
+# Formats whose decoding runs an external program (Ghostscript for EPS).
+_REFUSED_FORMATS = frozenset({"EPS"})
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # Modes whose transparency is one colour or palette entry named in ``image.info["transparency"]``.
@@ -71,7 +75,8 @@ def load_image(source: ImageSource, *, max_pixels: int = 100_000_000, min_side: 
             raise ImageError("the image data is empty (0 bytes)")
         return _from_stream(io.BytesIO(source), "the image data", max_pixels=max_pixels, min_side=min_side)
     if hasattr(source, "read"):
-        name = str(getattr(source, "name", "") or "the image stream")
+        name = getattr(source, "name", None)
+        name = name if isinstance(name, str) and name else "the image stream"
         return _from_stream(source, name, max_pixels=max_pixels, min_side=min_side)
     raise ImageError(
         f"cannot load an image from a {type(source).__name__}; pass a file path, bytes, a binary file "
@@ -97,8 +102,10 @@ def _from_path(path: Path, *, max_pixels: int, min_side: int) -> np.ndarray:
 def _from_stream(stream: BinaryIO, name: str, *, max_pixels: int, min_side: int) -> np.ndarray:
     if not _is_seekable(stream):
         stream = io.BytesIO(stream.read())
+    Image.init()  # registers every installed plugin, so the list below is complete
+    formats = [plugin for plugin in Image.ID if plugin not in _REFUSED_FORMATS]
     try:
-        image = Image.open(stream)
+        image = Image.open(stream, formats=formats)
     except Image.DecompressionBombError as error:
         raise ImageError(f"{name}: too large to decode safely ({error})") from error
     except Image.UnidentifiedImageError as error:
