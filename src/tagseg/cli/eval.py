@@ -1,0 +1,150 @@
+"""``tagseg eval``: segment a benchmark, map the names to its classes under several protocols, score."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from tagseg.cli import app
+from tagseg.errors import TagsegError
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+PROTOCOLS = ("tag", "clip", "oracle-image", "oracle-dataset")
+
+
+class DatasetKind(str, Enum):
+    voc = "voc"
+    context59 = "context59"
+    ade20k = "ade20k"
+    cocostuff = "cocostuff"
+    cityscapes = "cityscapes"
+    toy = "toy"
+
+
+class Background(str, Enum):
+    ignore = "ignore"
+    count = "count"
+
+
+def _resolution(value: str) -> int | None:
+    if value == "native":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise typer.BadParameter(f"--resolution takes a size in pixels or 'native', not {value!r}")
+    return int(value)
+
+
+@app.command("eval")
+def eval_command(
+    dataset: DatasetKind = typer.Option(..., "--dataset", "-d", help="Benchmark to evaluate on."),
+    root: Optional[Path] = typer.Option(None, help="Folder holding the dataset (not needed for toy)."),
+    split: Optional[str] = typer.Option(None, help="Split (default: the dataset's validation split)."),
+    protocol: List[str] = typer.Option(
+        list(PROTOCOLS), "--protocol", help=f"Label-mapping protocols to report (repeat): {', '.join(PROTOCOLS)}."
+    ),
+    text_model: str = typer.Option(
+        "sentence-transformers/all-mpnet-base-v2", help="Sentence-transformers id or directory of the tag protocol."
+    ),
+    threshold: Optional[float] = typer.Option(
+        None, help="Names whose best cosine is below this stay unassigned (tag and clip protocols)."
+    ),
+    template: str = typer.Option("{}", help="Prompt template of the clip protocol, e.g. 'a photo of a {}'."),
+    resolution: str = typer.Option("448", help="Score at SIZE x SIZE (nearest; the reference is 448) or 'native'."),
+    background: Background = typer.Option(
+        Background.ignore, help="VOC background: ignore it (VOC-20, reference) or count it as a class (VOC-21)."
+    ),
+    limit: Optional[int] = typer.Option(None, min=1, help="Evaluate only the first N images."),
+    toy_images: int = typer.Option(20, min=1, help="Scenes generated for --dataset toy."),
+    preset: Optional[str] = typer.Option(None, help="Pipeline preset (default: toy for the toy dataset, else paper)."),
+    config: Optional[Path] = typer.Option(None, help="TOML file of pipeline settings (replaces --preset)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, ..."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Prediction cache (default: $TAGSEG_CACHE/eval)."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and store predictions per image."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: tagseg-eval/DATASET)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Evaluate on a benchmark: mIoU and pixel accuracy under each label-mapping protocol, plus a naming report."""
+    unknown = sorted(set(protocol) - set(PROTOCOLS))
+    if unknown:
+        raise typer.BadParameter(f"unknown protocol(s) {', '.join(unknown)}; choose from {', '.join(PROTOCOLS)}")
+    try:
+        _run(
+            dataset.value, root, split, protocol, text_model, threshold, template, _resolution(resolution),
+            background is Background.count, limit, toy_images, preset, config, device,
+            (cache_dir or _default_cache()) if cache else None, out or Path("tagseg-eval") / dataset.value, progress,
+        )
+    except TagsegError as error:
+        errors.print(f"[red]Error:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+
+
+def _default_cache() -> Path:
+    from tagseg.database.default import cache_root
+
+    return cache_root() / "eval"
+
+
+def _run(
+    kind: str,
+    root: Path | None,
+    split: str | None,
+    protocol_names: list[str],
+    text_model: str,
+    threshold: float | None,
+    template: str,
+    resolution: int | None,
+    count_background: bool,
+    limit: int | None,
+    toy_images: int,
+    preset_name: str | None,
+    config_file: Path | None,
+    device: str | None,
+    cache_dir: Path | None,
+    out: Path,
+    progress: bool,
+) -> None:
+    from tagseg.config import load_config, preset
+    from tagseg.eval import (
+        LazyTAG,
+        OracleProtocol,
+        ToyDataset,
+        evaluate,
+        open_dataset,
+        sentence_transformer_protocol,
+        text_encoder_protocol,
+    )
+
+    data = ToyDataset(toy_images) if kind == "toy" else open_dataset(kind, root, split)
+    settings = {"device": device}
+    if config_file is not None:
+        pipeline_config = load_config(config_file, **settings)
+    else:
+        pipeline_config = preset(preset_name or ("toy" if kind == "toy" else "paper"), **settings)
+    segmenter = LazyTAG(pipeline_config)
+    factories = {
+        "tag": lambda: sentence_transformer_protocol(text_model, threshold=threshold),
+        "clip": lambda: text_encoder_protocol(segmenter.text_encoder, threshold=threshold, template=template),
+        "oracle-image": lambda: OracleProtocol("image"),
+        "oracle-dataset": lambda: OracleProtocol("dataset"),
+    }
+    protocols = [factories[name]() for name in dict.fromkeys(protocol_names)]
+    report = evaluate(
+        data,
+        protocols,
+        segmenter=segmenter,
+        cache_dir=cache_dir,
+        limit=limit,
+        resolution=resolution,
+        count_background=count_background,
+        progress=progress,
+    )
+    markdown, json_path = report.write(out)
+    console.print(report.to_markdown().split("\n## ")[0].rstrip(), soft_wrap=True, markup=False)
+    console.print(f"\nReport: {markdown} and {json_path}")
