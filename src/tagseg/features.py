@@ -89,7 +89,7 @@ class Dinov2Features:
             raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}")
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Patch features of shape ``(B, H // patch_size, W // patch_size, dim)``."""
+        """Patch features of shape ``(B, H // patch_size, W // patch_size, dim)``, float32."""
         self._check_pixels(pixels)
         batch, _, height, width = pixels.shape
         with torch.inference_mode():
@@ -98,4 +98,5 @@ class Dinov2Features:
                 pixels = (pixels - self._mean) / self._std
             tokens = self.model(pixel_values=pixels.to(self.dtype)).last_hidden_state
             patches = tokens[:, self._prefix_tokens :]
-            return patches.reshape(batch, height // self.patch_size, width // self.patch_size, self.dim)
+            grid = (batch, height // self.patch_size, width // self.patch_size, self.dim)
+            return patches.reshape(grid).float()

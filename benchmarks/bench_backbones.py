@@ -1,0 +1,66 @@
+"""Time the paper-size backbones with random weights: DINOv2-B/14, CLIP-L/14 (plain and GEM), text tower.
+
+Run: ``python benchmarks/bench_backbones.py [--size 448] [--repeats 3]``. Prints milliseconds,
+the minimum over the repeats, batch 1. The models are written to a temporary directory first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from tagseg.clip_dense import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CLIPTextEncoder, GEMDenseCLIP
+from tagseg.features import Dinov2Features
+from tagseg.testing import TINY_VOCABULARY_WORDS, save_random_clip, save_random_dinov2
+
+
+def best_of(repeats: int, work: Callable[[], object]) -> float:
+    """Minimum wall time of ``work`` over ``repeats`` runs, in milliseconds."""
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        timings.append(time.perf_counter() - start)
+    return min(timings) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=448, help="square input size in pixels")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.size}x{args.size}, batch 1")
+
+    with tempfile.TemporaryDirectory() as temporary:
+        root = Path(temporary)
+        dinov2 = Dinov2Features.from_pretrained(save_random_dinov2(root / "dinov2-base", size="base"))
+        pixels = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+        print(f"DINOv2-B/14 forward:        {best_of(args.repeats, lambda: dinov2(pixels)):8.0f} ms")
+        del dinov2
+
+        clip_dir = save_random_clip(root / "clip-large-14", size="large-14")
+        gem = GEMDenseCLIP.from_pretrained(clip_dir)
+        mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD))
+        plain_pixels = (pixels - mean) / std
+
+        def plain_forward() -> None:
+            with torch.inference_mode():
+                gem.model(pixel_values=plain_pixels, interpolate_pos_encoding=True)
+
+        print(f"CLIP-L/14 vision forward:   {best_of(args.repeats, plain_forward):8.0f} ms")
+        print(f"CLIP-L/14 + GEM (6 blocks): {best_of(args.repeats, lambda: gem(pixels)):8.0f} ms")
+        del gem
+
+        text = CLIPTextEncoder.from_pretrained(clip_dir)
+        # Words of the test vocabulary are one token each, like most single words in CLIP's real vocabulary.
+        words = [TINY_VOCABULARY_WORDS[index % len(TINY_VOCABULARY_WORDS)] for index in range(100)]
+        print(f"CLIP-L/14 text, 100 words:  {best_of(args.repeats, lambda: text.encode(words)):8.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

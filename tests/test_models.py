@@ -1,0 +1,132 @@
+"""Model sources: local directories, the Hugging Face cache offline, clear errors, random test models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoTokenizer, CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+from tagseg.clip_dense import CLIPTextEncoder, GEMDenseCLIP
+from tagseg.errors import ModelNotAvailableError
+from tagseg.features import Dinov2Features
+from tagseg.models import download_model, load_pretrained, read_model_json, resolve_device
+from tagseg.testing import TINY_VOCABULARY_WORDS, save_random_clip, save_random_dinov2
+
+UNKNOWN_ID = "tagseg-tests/no-such-model"
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_random_clip(tmp_path_factory.mktemp("clip"))
+
+
+@pytest.fixture(scope="module")
+def dinov2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_random_dinov2(tmp_path_factory.mktemp("dinov2"))
+
+
+def test_resolve_device() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device(None).type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        lambda source: Dinov2Features.from_pretrained(source),
+        lambda source: GEMDenseCLIP.from_pretrained(source),
+        lambda source: CLIPTextEncoder.from_pretrained(source),
+        lambda source: load_pretrained(AutoConfig, source),
+    ],
+    ids=["dinov2", "gem", "text", "config"],
+)
+def test_unknown_id_offline_raises_clear_error(load) -> None:
+    with pytest.raises(ModelNotAvailableError) as caught:
+        load(UNKNOWN_ID)
+    message = str(caught.value)
+    assert UNKNOWN_ID in message
+    assert "download" in message and "directory" in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_download_offline_raises_clear_error() -> None:
+    with pytest.raises(ModelNotAvailableError, match=UNKNOWN_ID):
+        download_model(UNKNOWN_ID)
+
+
+def test_empty_missing_and_weightless_directories_raise(tmp_path: Path, dinov2_dir: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    weightless = tmp_path / "weightless"
+    weightless.mkdir()
+    shutil.copy(dinov2_dir / "config.json", weightless / "config.json")
+    for directory in (empty, tmp_path / "missing", weightless):
+        with pytest.raises(ModelNotAvailableError, match=str(directory)):
+            Dinov2Features.from_pretrained(directory)
+
+
+def test_wrong_kind_of_model_raises(clip_dir: Path, dinov2_dir: Path) -> None:
+    with pytest.raises(ModelNotAvailableError, match="not DINOv2"):
+        Dinov2Features.from_pretrained(clip_dir)
+    with pytest.raises(ModelNotAvailableError, match="not CLIP"):
+        GEMDenseCLIP.from_pretrained(dinov2_dir)
+    with pytest.raises(ModelNotAvailableError, match="does not hold the weights"):
+        load_pretrained(CLIPVisionModelWithProjection, dinov2_dir)
+
+
+def test_read_model_json(clip_dir: Path) -> None:
+    config = read_model_json(clip_dir, "preprocessor_config.json")
+    assert config is not None and len(config["image_mean"]) == 3
+    assert read_model_json(clip_dir, "no_such_file.json") is None
+    assert read_model_json(str(clip_dir), "config.json") == json.loads((clip_dir / "config.json").read_text())
+
+
+def test_both_towers_load_from_a_full_clip_checkpoint(clip_dir: Path) -> None:
+    full = CLIPModel.from_pretrained(clip_dir)
+    vision = load_pretrained(CLIPVisionModelWithProjection, clip_dir)
+    text = load_pretrained(CLIPTextModelWithProjection, clip_dir)
+    torch.testing.assert_close(vision.visual_projection.weight, full.visual_projection.weight, rtol=0, atol=0)
+    torch.testing.assert_close(
+        vision.vision_model.encoder.layers[-1].mlp.fc2.weight,
+        full.vision_model.encoder.layers[-1].mlp.fc2.weight,
+        rtol=0,
+        atol=0,
+    )
+    torch.testing.assert_close(text.text_projection.weight, full.text_projection.weight, rtol=0, atol=0)
+
+
+def test_random_models_are_deterministic(tmp_path: Path, clip_dir: Path) -> None:
+    again = save_random_clip(tmp_path / "again")
+    first, second = load_file(clip_dir / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    different = save_random_clip(tmp_path / "other-seed", seed=1)
+    assert not torch.equal(load_file(different / "model.safetensors")["visual_projection.weight"],
+                           first["visual_projection.weight"])
+
+
+def test_tiny_tokenizer_is_a_valid_clip_bpe(clip_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(clip_dir)
+    ids = tokenizer("a photo of a cat")["input_ids"]
+    assert len(ids) == 7  # start, five words as single tokens, end
+    assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.convert_ids_to_tokens(ids[1:-1]) == ["a</w>", "photo</w>", "of</w>", "a</w>", "cat</w>"]
+    assert len(tokenizer("zebra ünïcode 123!")["input_ids"]) > 4  # unknown words fall back to byte symbols
+    assert set(TINY_VOCABULARY_WORDS) >= {"cat", "dog", "person"}
+    assert tokenizer.eos_token_id == max(tokenizer.get_vocab().values())
+
+
+def test_random_dinov2_sizes_and_registers(tmp_path: Path) -> None:
+    plain = AutoConfig.from_pretrained(save_random_dinov2(tmp_path / "plain", size="small"))
+    registers = AutoConfig.from_pretrained(save_random_dinov2(tmp_path / "registers", registers=True))
+    assert (plain.model_type, plain.hidden_size, plain.patch_size) == ("dinov2", 384, 14)
+    assert (registers.model_type, registers.num_register_tokens) == ("dinov2_with_registers", 4)
+    with pytest.raises(ValueError, match="unknown size"):
+        save_random_dinov2(tmp_path / "bad", size="huge")  # type: ignore[arg-type]
