@@ -161,7 +161,7 @@ async def _run_blocking(service: Service, job: Any) -> Any:
 async def _read_segment_request(request: Request, service: Service) -> tuple[bytes, SegmentSettings]:
     """The image bytes and settings of a multipart or JSON segmentation request."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type == "multipart/form-data":
+    if media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await request.form(max_files=1, max_fields=len(_FORM_FIELDS) + 8)
         unknown = sorted(set(form.keys()) - _FORM_FIELDS)
         if unknown:
