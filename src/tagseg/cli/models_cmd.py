@@ -25,6 +25,11 @@ Models = Annotated[
     typer.Argument(help="Hugging Face ids or model folders [default: the models of the chosen settings].", show_default=False),
 ]
 
+CacheDir = Annotated[
+    Optional[Path],
+    typer.Option(help="Hugging Face cache to check (default: $HF_HUB_CACHE or ~/.cache/huggingface/hub).", show_default=False),
+]
+
 
 def _chosen(
     models: Optional[list[str]],
@@ -71,6 +76,7 @@ def _report_problems(statuses: list[ModelStatus]) -> None:
 def list_models(
     preset: opt.Preset = None,
     config: opt.ConfigFile = None,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Show each preset's models and whether the local cache holds them (no network access)."""
     with opt.reported_errors():
@@ -81,7 +87,7 @@ def list_models(
             for name, settings in PRESETS.items():
                 for model in config_models(settings):
                     used_by.setdefault(model, []).append(name)
-        console.print(_table(model_status(used_by), used_by))
+        console.print(_table(model_status(used_by, cache_dir=cache_dir), used_by))
 
 
 @app.command()
@@ -91,6 +97,7 @@ def verify(
     config: opt.ConfigFile = None,
     feature_model: opt.FeatureModel = None,
     clip_model: opt.ClipModel = None,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Check that models are complete in the cache and that every cached file matches its checksum.
 
@@ -99,7 +106,7 @@ def verify(
     with opt.reported_errors():
         chosen = _chosen(models, preset, config, feature_model, clip_model)
         with opt.errors.status("hashing cached files"):
-            statuses = model_status(chosen, verify=True)
+            statuses = model_status(chosen, verify=True, cache_dir=cache_dir)
         console.print(_table(statuses))
         _report_problems(statuses)
         if not all(status.ready for status in statuses):
