@@ -21,7 +21,8 @@ approximate search, slow to build. ``auto``: ``flat`` up to :data:`APPROXIMATE_F
 ``ivf`` above."""
 
 APPROXIMATE_FROM = 250_000
-IVF_PROBE_FRACTION = 1 / 16
+IVF_PROBE_FRACTION = 1 / 256
+IVF_MIN_PROBES = 8
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 128
 
@@ -47,7 +48,7 @@ def new_index(kind: str, dim: int, count: int) -> faiss.Index:
     if kind == "ivf":
         nlist = ivf_lists(count)
         index = faiss.index_factory(dim, f"IVF{nlist},SQfp16", faiss.METRIC_INNER_PRODUCT)
-        faiss.extract_index_ivf(index).nprobe = max(1, round(nlist * IVF_PROBE_FRACTION))
+        faiss.extract_index_ivf(index).nprobe = min(nlist, max(IVF_MIN_PROBES, round(nlist * IVF_PROBE_FRACTION)))
         return index
     if kind == "hnsw":
         index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
@@ -60,7 +61,7 @@ def new_index(kind: str, dim: int, count: int) -> faiss.Index:
 def training_size(kind: str, count: int) -> int:
     """How many vectors ``kind`` wants for training (0 when it needs none)."""
     if kind == "ivf":
-        return min(count, 64 * ivf_lists(count))
+        return min(count, 32 * ivf_lists(count))
     if kind == "hnsw":
         return min(count, 65_536)
     return 0
