@@ -104,7 +104,7 @@ def test_shapes(clip_dir: Path, batch: int, height: int, width: int) -> None:
     assert output.dtype == torch.float32 and not output.requires_grad
 
 
-@pytest.mark.parametrize(("depth", "height", "width"), [(6, 448, 336), (2, 224, 224), (3, 160, 320)])
+@pytest.mark.parametrize(("depth", "height", "width"), [(6, 224, 160), (2, 224, 224), (3, 320, 256)])
 def test_gem_matches_the_equations(clip_dir: Path, depth: int, height: int, width: int) -> None:
     embedder = GEMDenseCLIP.from_pretrained(clip_dir, gem_depth=depth)
     pixels = _pixels(2, height, width)  # two different images: the temperature is per image
@@ -135,7 +135,7 @@ def test_original_path_and_model_are_unchanged(clip_dir: Path) -> None:
     state_before = {name: tensor.clone() for name, tensor in embedder.model.state_dict().items()}
     with torch.no_grad():
         pooled_before = embedder.model(pixel_values=pixels).image_embeds
-    embedder(_pixels(1, 448, 336))
+    embedder(_pixels(1, 160, 224))
     with torch.no_grad():
         pooled_after = embedder.model(pixel_values=pixels).image_embeds
     torch.testing.assert_close(pooled_after, pooled_before, rtol=0, atol=0)
@@ -153,12 +153,21 @@ def test_position_embeddings_resampled_and_cached(clip_dir: Path) -> None:
 
 
 def test_normalize_switch(clip_dir: Path) -> None:
-    pixels = _pixels(1, 224, 224)
+    pixels = _pixels(1, 96, 128)
     normalized = GEMDenseCLIP.from_pretrained(clip_dir)(pixels)
     raw_embedder = GEMDenseCLIP.from_pretrained(clip_dir, normalize=False)
     raw = raw_embedder(pixels)
     assert not torch.allclose(normalized, raw, atol=1e-3)
     torch.testing.assert_close(raw, reference_gem(raw_embedder.model, pixels, 6), rtol=1e-5, atol=1e-5)
+
+
+def test_dtype_option(clip_dir: Path) -> None:
+    pixels = _pixels(1, 64, 96)
+    low_precision = GEMDenseCLIP.from_pretrained(clip_dir, dtype=torch.bfloat16)
+    assert next(low_precision.model.parameters()).dtype == torch.bfloat16
+    output = low_precision(pixels)
+    assert output.dtype == torch.float32 and output.shape == (1, 4, 6, DIM)
+    torch.testing.assert_close(output, GEMDenseCLIP.from_pretrained(clip_dir)(pixels), rtol=0.1, atol=0.1)
 
 
 def test_rejects_bad_input(clip_dir: Path) -> None:

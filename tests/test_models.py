@@ -124,9 +124,9 @@ def test_tiny_tokenizer_is_a_valid_clip_bpe(clip_dir: Path) -> None:
 
 
 def test_random_dinov2_sizes_and_registers(tmp_path: Path) -> None:
-    plain = AutoConfig.from_pretrained(save_random_dinov2(tmp_path / "plain", size="small"))
+    plain = AutoConfig.from_pretrained(save_random_dinov2(tmp_path / "plain"))
     registers = AutoConfig.from_pretrained(save_random_dinov2(tmp_path / "registers", registers=True))
-    assert (plain.model_type, plain.hidden_size, plain.patch_size) == ("dinov2", 384, 14)
+    assert (plain.model_type, plain.hidden_size, plain.patch_size) == ("dinov2", 32, 14)
     assert (registers.model_type, registers.num_register_tokens) == ("dinov2_with_registers", 4)
     with pytest.raises(ValueError, match="unknown size"):
         save_random_dinov2(tmp_path / "bad", size="huge")  # type: ignore[arg-type]

@@ -21,12 +21,17 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoTokenizer, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    CLIPTextModelWithProjection,
+    CLIPVisionModelWithProjection,
+    PreTrainedTokenizerBase,
+)
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 
 from tagseg.errors import ConfigError, ModelNotAvailableError
-from tagseg.features import image_normalization
-from tagseg.models import ModelSource, load_pretrained, resolve_device, source_name
+from tagseg.models import ModelSource, image_normalization, load_pretrained, resolve_device, source_name
 
 __all__ = ["CLIPTextEncoder", "GEMDenseCLIP", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
 
@@ -204,7 +209,7 @@ class CLIPTextEncoder:
     def __init__(
         self,
         model: CLIPTextModelWithProjection,
-        tokenizer: object,
+        tokenizer: PreTrainedTokenizerBase,
         *,
         model_id: str,
         batch_size: int = 256,
@@ -218,7 +223,7 @@ class CLIPTextEncoder:
         self.dim: int = model.config.projection_dim
         self.max_length: int = model.config.max_position_embeddings
         self.device = next(model.parameters()).device
-        pad_token_id = getattr(tokenizer, "pad_token_id", None)
+        pad_token_id = tokenizer.pad_token_id
         self._pad_token_id: int = pad_token_id if pad_token_id is not None else model.config.eos_token_id
 
     @classmethod

@@ -8,9 +8,9 @@ import torch
 from transformers import AutoConfig, Dinov2Model, Dinov2WithRegistersModel
 
 from tagseg.errors import ModelNotAvailableError
-from tagseg.models import ModelSource, load_pretrained, read_model_json, resolve_device, source_name
+from tagseg.models import ModelSource, image_normalization, load_pretrained, resolve_device, source_name
 
-__all__ = ["Dinov2Features", "IMAGENET_MEAN", "IMAGENET_STD", "image_normalization"]
+__all__ = ["Dinov2Features", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -19,16 +19,6 @@ _DINOV2_CLASSES: dict[str, type[Dinov2Model] | type[Dinov2WithRegistersModel]] =
     "dinov2": Dinov2Model,
     "dinov2_with_registers": Dinov2WithRegistersModel,
 }
-
-
-def image_normalization(
-    source: ModelSource, default_mean: Sequence[float], default_std: Sequence[float]
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The mean and std a model expects, from its ``preprocessor_config.json`` (defaults when absent)."""
-    config = read_model_json(source, "preprocessor_config.json") or {}
-    mean = tuple(float(value) for value in config.get("image_mean", default_mean))
-    std = tuple(float(value) for value in config.get("image_std", default_std))
-    return mean, std
 
 
 class Dinov2Features:

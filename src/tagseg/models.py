@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -23,6 +23,7 @@ from tagseg.errors import ModelNotAvailableError
 __all__ = [
     "ModelSource",
     "download_model",
+    "image_normalization",
     "load_pretrained",
     "read_model_json",
     "resolve_device",
@@ -169,6 +170,16 @@ def read_model_json(source: ModelSource, filename: str) -> dict[str, Any] | None
             raise _missing(name, f"cannot read {filename} ({error})") from None
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def image_normalization(
+    source: ModelSource, default_mean: Sequence[float], default_std: Sequence[float]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The pixel mean and std a model expects, from its ``preprocessor_config.json`` (defaults when absent)."""
+    config = read_model_json(source, "preprocessor_config.json") or {}
+    mean = tuple(float(value) for value in config.get("image_mean", default_mean))
+    std = tuple(float(value) for value in config.get("image_std", default_std))
+    return mean, std
 
 
 def download_model(model_id: str, patterns: tuple[str, ...] = _DOWNLOAD_PATTERNS) -> Path:
