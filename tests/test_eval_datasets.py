@@ -61,7 +61,7 @@ def test_voc_layout(tmp_path: Path) -> None:
     _voc_like(tmp_path / "VOCdevkit" / "VOC2012", "Segmentation", "SegmentationClass", ["2007_000001", "2007_000002"])
     dataset = voc(tmp_path)  # the folder holding VOCdevkit is enough
     assert dataset.ids() == ["2007_000001", "2007_000002"] and dataset.class_names == VOC
-    image, label = dataset.load(1)
+    image, label = dataset.image(1), dataset.label(1)
     assert image.shape == (16, 16, 3) and image.dtype == np.uint8
     assert np.array_equal(label, _expected({v: v for v in range(21)}))
 
@@ -70,7 +70,7 @@ def test_context59_layout_reduces_the_zero_label(tmp_path: Path) -> None:
     _voc_like(tmp_path / "VOC2010", "SegmentationContext", "SegmentationClassContext", ["2008_000002"])
     dataset = context59(tmp_path / "VOC2010")
     assert len(dataset) == 1 and len(dataset.class_names) == 59 == len(CONTEXT59)
-    _, label = dataset.load(0)
+    label = dataset.label(0)
     assert np.array_equal(label, _expected({v: v - 1 for v in range(1, 60)}))
 
 
@@ -81,7 +81,7 @@ def test_ade20k_layout(tmp_path: Path) -> None:
         _write_label(base / "annotations" / "validation" / f"{name}.png", RAW)
     dataset = ade20k(tmp_path)
     assert dataset.ids() == ["ADE_val_00000001", "ADE_val_00000002"] and len(ADE150) == 150
-    _, label = dataset.load(0)
+    label = dataset.label(0)
     assert np.array_equal(label, _expected({v: v - 1 for v in range(1, 151)}))
     assert {dataset.class_names[c] for c in label[RAW == 1]} == {"wall"}
 
@@ -93,7 +93,7 @@ def test_coco_stuff_layout(tmp_path: Path, converted: bool) -> None:
     suffix = "_labelTrainIds.png" if converted else ".png"
     _write_label(base / "annotations" / "val2017" / f"000000000139{suffix}", RAW)
     dataset = coco_stuff(tmp_path)
-    _, label = dataset.load(0)
+    label = dataset.label(0)
     if converted:
         assert np.array_equal(label, _expected({v: v for v in range(171)}))
     else:  # COCO id - 1: 0 person, 11 unused, 12 stop sign, 91 banner (first stuff), 181 wood
@@ -111,7 +111,7 @@ def test_cityscapes_layout(tmp_path: Path, train_ids: bool) -> None:
     _write_label(tmp_path / "gtFine" / "val" / "frankfurt" / f"{stem}{suffix}", RAW)
     dataset = cityscapes(tmp_path)
     assert dataset.ids() == [f"frankfurt/{stem}"] and len(dataset.class_names) == 19 == len(CITYSCAPES19)
-    _, label = dataset.load(0)
+    label = dataset.label(0)
     if train_ids:
         assert np.array_equal(label, _expected({v: v for v in range(19)}))
     else:
@@ -143,7 +143,7 @@ def test_colour_label_pngs_are_refused_with_a_reason(tmp_path: Path) -> None:
     _voc_like(tmp_path, "Segmentation", "SegmentationClass", ["a"])
     Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / "SegmentationClass" / "a.png")
     with pytest.raises(DatasetLayoutError, match="mode RGB"):
-        voc(tmp_path).load(0)
+        voc(tmp_path).label(0)
 
 
 @pytest.fixture()
@@ -162,7 +162,7 @@ def real_voc(tmp_path: Path) -> tuple[Path, np.ndarray]:
 def test_real_voc_photo_through_the_loader_and_the_metrics(real_voc: tuple[Path, np.ndarray]) -> None:
     root, mask = real_voc
     dataset = voc(root)
-    image, label = dataset.load(0)
+    image, label = dataset.image(0), dataset.label(0)
     assert image.shape == (375, 500, 3) and np.array_equal(label, mask)
     present = {VOC[c] for c in np.unique(label)}
     assert present == {"background", "bottle", "chair", "dining table", "person"}
@@ -184,3 +184,10 @@ def test_real_voc_photo_through_the_loader_and_the_metrics(real_voc: tuple[Path,
         assert overlap.overlap.shape == (expected_classes, len(names))
         diagonal = overlap.overlap[np.arange(len(segments)), segments]
         assert (diagonal == overlap.overlap.sum(axis=1)).all(), "each segment lies on its own class only"
+
+
+def test_toy_world_as_a_dataset() -> None:
+    dataset = open_dataset("toy")
+    assert len(dataset) == 20 and dataset.class_names[0] == "red"
+    label = dataset.label(3)
+    assert dataset.image(3).shape[:2] == label.shape and len(np.unique(label)) == 4

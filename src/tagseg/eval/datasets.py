@@ -34,8 +34,12 @@ class SegmentationDataset:
         """Image ids, in evaluation order; unique within the dataset."""
         raise NotImplementedError
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(RGB uint8 HxWx3 image, HxW uint8 label map)`` of the ``index``-th image."""
+    def image(self, index: int) -> np.ndarray:
+        """RGB uint8 ``(H, W, 3)`` image number ``index``."""
+        raise NotImplementedError
+
+    def label(self, index: int) -> np.ndarray:
+        """``(H, W)`` uint8 class-index map of image number ``index`` (255: not scored)."""
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -69,11 +73,13 @@ class FileDataset(SegmentationDataset):
     def ids(self) -> list[str]:
         return [item.id for item in self.items]
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def image(self, index: int) -> np.ndarray:
         from tagseg.image import load_image
 
-        item = self.items[index]
-        return load_image(item.image), read_label_png(item.label, self.table)
+        return load_image(self.items[index].image)
+
+    def label(self, index: int) -> np.ndarray:
+        return read_label_png(self.items[index].label, self.table)
 
 
 def read_label_png(path: Path, table: np.ndarray) -> np.ndarray:
@@ -228,12 +234,17 @@ class ToyDataset(SegmentationDataset):
         height, width = self.size
         return [f"toy-{self.seed + i}-{height}x{width}-{self.num_shapes}" for i in range(self.count)]
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def image(self, index: int) -> np.ndarray:
         from tagseg.toy import toy_scene
 
-        image, regions, names = toy_scene(self.seed + index, self.size, self.num_shapes)
+        return toy_scene(self.seed + index, self.size, self.num_shapes)[0]
+
+    def label(self, index: int) -> np.ndarray:
+        from tagseg.toy import toy_scene
+
+        _, regions, names = toy_scene(self.seed + index, self.size, self.num_shapes)
         region_class = np.array([self.class_names.index(name) for name in names], dtype=np.uint8)
-        return image, region_class[regions]
+        return region_class[regions]
 
 
 READERS: dict[str, Callable[..., SegmentationDataset]] = {
@@ -246,7 +257,12 @@ READERS: dict[str, Callable[..., SegmentationDataset]] = {
 
 
 def open_dataset(kind: str, root: str | Path | None = None, split: str | None = None) -> SegmentationDataset:
-    """A dataset by kind (``voc``, ``context59``, ``ade20k``, ``cocostuff``, ``cityscapes``) and folder."""
+    """A dataset by kind (``voc``, ``context59``, ``ade20k``, ``cocostuff``, ``cityscapes``) and folder.
+
+    ``toy`` needs no folder: it is the default :class:`ToyDataset`.
+    """
+    if kind == "toy":
+        return ToyDataset()
     if kind not in READERS:
         raise DatasetLayoutError(f"Unknown dataset {kind!r}; choose one of: {', '.join([*READERS, 'toy'])}.")
     if root is None:

@@ -103,13 +103,13 @@ def collect_overlaps(
     overlaps = []
     for index in _progress(range(len(ids)), len(ids), f"{dataset.name}", progress):
         image_id = ids[index]
-        image, labels = dataset.load(index)
         prediction = cache.get(dataset.name, image_id) if cache is not None else None
         if prediction is None:
-            prediction = Prediction.from_segmentation(segmenter(image))
+            prediction = Prediction.from_segmentation(segmenter(dataset.image(index)))
             if cache is not None:
                 cache.put(dataset.name, image_id, prediction)
-        overlaps.append(image_overlap(image_id, prediction, class_table[labels], num_classes, resolution))
+        truth = class_table[dataset.label(index)]
+        overlaps.append(image_overlap(image_id, prediction, truth, num_classes, resolution))
     return overlaps
 
 
