@@ -33,7 +33,12 @@ def kmeans(
         min_points_per_centroid=1,
         max_points_per_centroid=points.shape[0],
     )
-    clustering.train(points)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # a few thousand points: threads only add OpenMP spin-waiting
+    try:
+        clustering.train(points)
+    finally:
+        faiss.omp_set_num_threads(threads)
     return torch.from_numpy(clustering.centroids.copy())
 
 
