@@ -159,6 +159,9 @@ def evaluate(
     pipeline_settings = pipeline_config.to_dict() if isinstance(pipeline_config, TAGConfig) else {}
     cache = PredictionCache(cache_dir, pipeline_settings) if cache_dir is not None else None
     class_names, table = evaluation_classes(dataset, count_background)
+    for protocol in protocols:
+        if hasattr(protocol, "prepare"):
+            protocol.prepare(class_names)
     overlaps = collect_overlaps(
         dataset,
         segmenter,

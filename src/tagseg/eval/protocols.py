@@ -13,6 +13,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from tagseg.errors import ModelNotAvailableError
 from tagseg.interfaces import TextEncoder
 
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-mpnet-base-v2"
@@ -87,6 +88,10 @@ class NearestClassProtocol:
     def settings(self) -> dict[str, Any]:
         return {"protocol": self.name, **self.description, "threshold": self.threshold}
 
+    def prepare(self, class_names: Sequence[str]) -> None:
+        """Load the text model now (embedding the class names), so a missing model fails before a long run."""
+        self.encode(list(class_names[:1]))
+
     def assign(self, names: Sequence[str], class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Class index (or -1) and best cosine of every name."""
         if not names:
@@ -120,7 +125,14 @@ def sentence_transformer_protocol(
         if not loaded:
             from sentence_transformers import SentenceTransformer
 
-            loaded.append(SentenceTransformer(str(model), device="cpu"))
+            try:
+                loaded.append(SentenceTransformer(str(model), device="cpu"))
+            except OSError as error:
+                raise ModelNotAvailableError(
+                    f"Sentence-embedding model {model} of the tag protocol could not be loaded "
+                    f"({str(error).splitlines()[0]}) "
+                    "Download it once while online, or pass a local directory with --text-model."
+                ) from None
         return loaded[0].encode(texts, normalize_embeddings=True, convert_to_numpy=True)
 
     return NearestClassProtocol(name, encode, threshold=threshold, description={"text_model": str(model)})
