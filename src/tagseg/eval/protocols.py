@@ -130,7 +130,7 @@ def sentence_transformer_protocol(
             except OSError as error:
                 raise ModelNotAvailableError(
                     f"Sentence-embedding model {model} of the tag protocol could not be loaded "
-                    f"({str(error).splitlines()[0]}) "
+                    f"({str(error).splitlines()[0]}). "
                     "Download it once while online, or pass a local directory with --text-model."
                 ) from None
         return loaded[0].encode(texts, normalize_embeddings=True, convert_to_numpy=True)
