@@ -36,7 +36,7 @@ class TAGConfig:
     image_size: int = 448
     keep_aspect_ratio: bool = False
     normalize: bool = True
-    num_clusters: int = 15
+    num_clusters: int | str = 15  # or "auto": chosen per image in [min_clusters, max_clusters]
     kmeans_restarts: int = 8
     kmeans_iterations: int = 100
     seed: int = 0
@@ -49,11 +49,37 @@ class TAGConfig:
     min_count: int = 2
     pos_filter: bool = True
     device: str = "auto"
+    # Granularity (tagseg.granularity).
+    min_clusters: int = 2
+    max_clusters: int = 15
+    cluster_criterion: str = "silhouette"
+    min_region_area: float = 0.0
+    # Naming controls, all off by default (tagseg.controls).
+    vocabulary: list[str] = field(default_factory=list)
+    vocabulary_mode: str = "closest"
+    aliases: dict[str, str] = field(default_factory=dict)
+    blocklist: list[str] = field(default_factory=list)
+    abstain_threshold: float = -1.0
+    unknown_label: str = "unknown"
+    prefer_objects: bool = False
+    prefer_objects_margin: float = 0.03
 
     def __post_init__(self) -> None:
+        for name in ("vocabulary", "blocklist"):
+            if isinstance(getattr(self, name), tuple):
+                object.__setattr__(self, name, list(getattr(self, name)))
         checks = {
             "image_size": self.image_size >= 14,
-            "num_clusters": self.num_clusters >= 1,
+            "num_clusters": self.num_clusters == "auto" or (isinstance(self.num_clusters, int) and self.num_clusters >= 1),
+            "min_clusters": 2 <= self.min_clusters <= self.max_clusters,
+            "cluster_criterion": self.cluster_criterion in ("silhouette", "elbow"),
+            "min_region_area": 0.0 <= self.min_region_area < 1.0,
+            "vocabulary": isinstance(self.vocabulary, list) and all(isinstance(w, str) and w for w in self.vocabulary),
+            "vocabulary_mode": self.vocabulary_mode in ("closest", "direct"),
+            "aliases": isinstance(self.aliases, dict) and all(isinstance(v, str) and v for v in self.aliases.values()),
+            "blocklist": isinstance(self.blocklist, list) and all(isinstance(w, str) for w in self.blocklist),
+            "unknown_label": bool(self.unknown_label),
+            "prefer_objects_margin": self.prefer_objects_margin >= 0.0,
             "kmeans_restarts": self.kmeans_restarts >= 1,
             "kmeans_iterations": self.kmeans_iterations >= 1,
             "gem_depth": self.gem_depth >= 0,
