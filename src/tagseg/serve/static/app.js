@@ -51,7 +51,7 @@ function buildIndex(result) {
 function draw() {
   const canvas = $("view");
   const { width, height } = state.result.image;
-  const context = canvas.getContext("2d");
+  const context = canvas.getContext("2d", { willReadFrequently: true });
   context.drawImage(state.image, 0, 0, width, height);
   const pixels = context.getImageData(0, 0, width, height);
   const data = pixels.data;
@@ -117,7 +117,8 @@ function showLegend() {
   }));
 }
 
-async function run() {
+// Segment the chosen image and show it; ``note`` goes before the summary in the status line.
+async function run(note = "") {
   if (!state.file) return;
   const canvas = $("view");
   canvas.dataset.ready = "false";
@@ -147,7 +148,8 @@ async function run() {
   showLegend();
   highlight(-1);
   const names = state.result.segments.map((s) => s.label);
-  setStatus(`${names.length} regions: ${names.join(", ")}`);
+  setStatus(`${note}${names.length} regions: ${names.join(", ")}`);
+  canvas.dataset.runs = String(Number(canvas.dataset.runs || 0) + 1);
   canvas.dataset.ready = "true";
 }
 
@@ -170,8 +172,7 @@ async function addConcepts(event) {
   }
   const body = await response.json();
   $("concept-text").value = "";
-  setStatus(`Added ${body.added} text(s); the database holds ${body.size}.`);
-  await run();
+  await run(`Added ${body.added} text(s); the database holds ${body.size}. `);
 }
 
 async function init() {
@@ -187,7 +188,6 @@ async function init() {
   const canvas = $("view");
   canvas.addEventListener("pointermove", (event) => highlight(segmentAt(event)));
   canvas.addEventListener("pointerdown", (event) => highlight(segmentAt(event)));
-  canvas.addEventListener("pointerleave", (event) => { if (event.pointerType === "mouse") highlight(-1); });
   $("concepts").addEventListener("submit", addConcepts);
   try {
     const info = await (await fetch("/v1/info")).json();
