@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tagseg import granularity
 from tagseg import segments as seg
 from tagseg.config import TAGConfig, preset
+from tagseg.controls import apply_controls
 from tagseg.image import ImageSource, load_image
 from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, TextDatabase, TextEncoder
 from tagseg.naming import CandidateEmbeddings, name_segments
@@ -106,19 +108,15 @@ class TAG:
         with _timed(timings, "features"):
             features = self.features(_fit_to_patches(pixels, self.features.patch_size))[0].float().cpu()
         with _timed(timings, "kmeans"):
-            centres = seg.kmeans(
-                features.reshape(-1, features.shape[-1]),
-                self.config.num_clusters,
-                restarts=self.config.kmeans_restarts,
-                iterations=self.config.kmeans_iterations,
-                seed=self.config.seed,
-            )
+            centres = granularity.cluster_centres(features.reshape(-1, features.shape[-1]), self.config)
             scores = seg.upsample(seg.cluster_scores(features, centres), (height, width))
         with _timed(timings, "crf"):
             if self.config.crf.enabled:
                 cluster_map = seg.refine_with_crf(scores, working, self.config.crf)
             else:
                 cluster_map = scores.argmax(dim=0).numpy().astype(np.int32)
+            min_area = round(self.config.min_region_area * height * width)
+            cluster_map = granularity.merge_small_regions(cluster_map, scores.numpy(), min_area)
             cluster_map, cluster_ids = seg.compact_labels(cluster_map)
         with _timed(timings, "embedder"):
             embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
@@ -133,7 +131,11 @@ class TAG:
                 duplicate_threshold=self.config.duplicate_threshold,
                 min_count=self.config.min_count,
                 pos_filter=self.config.pos_filter,
+                names=self.config.names,
+                length_penalty=self.config.length_penalty,
+                cased_alpha=self.config.cased_alpha,
             )
+            namings = apply_controls(namings, pooled, self.candidate_embeddings, self.config)
         with _timed(timings, "assemble"):
             full_clusters = _resize_labels(cluster_map, rgb.shape[:2])
             result = _assemble(full_clusters, cluster_ids, namings, pooled.numpy())

@@ -1,0 +1,149 @@
+"""Naming controls, applied after :func:`tagseg.naming.name_segments`; every one is off by default.
+
+In order, per segment:
+
+1. **Vocabulary** (``config.vocabulary``): with ``vocabulary_mode="closest"`` retrieval runs as usual
+   and every candidate name becomes the allowed word closest to it by text embedding; with
+   ``"direct"`` the retrieved candidates are ignored and the allowed words themselves compete.
+2. **Aliases** (``config.aliases``, name -> canonical name; applied before the vocabulary) and the
+   **blocklist** (``config.blocklist``: names never given, before or after the vocabulary mapping).
+3. Every remaining name is scored as TAG scores names: cosine of the segment embedding with the
+   name's text embedding; the best wins.
+4. **Prefer objects** (``config.prefer_objects``): when the winner is a scene or part word
+   (:data:`SCENE_WORDS`: "room", "scene", "view" ...) and another candidate scores within
+   ``prefer_objects_margin`` of it, that candidate wins instead.
+5. **Abstain** (``config.abstain_threshold``): a winner scoring below it is replaced by
+   ``config.unknown_label`` (the candidates stay as evidence). ``-1`` (the default) never abstains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from tagseg.config import TAGConfig
+from tagseg.errors import ConfigError
+from tagseg.naming import CandidateEmbeddings, Naming
+from tagseg.result import Candidate
+
+__all__ = ["SCENE_WORDS", "apply_controls", "controls_active", "read_aliases", "read_words"]
+
+SCENE_WORDS = frozenset(
+    "room scene view background foreground image picture photo photograph area place space setting "
+    "scenery landscape interior exterior inside outside side part piece section portion top bottom "
+    "front back middle center centre corner edge detail closeup thing object stuff surface".split()
+)
+"""Words that describe a whole scene, a viewpoint or a part rather than an object (last word of a name)."""
+
+
+def controls_active(config: TAGConfig) -> bool:
+    """Whether any naming control is switched on."""
+    return bool(config.vocabulary or config.aliases or config.blocklist or config.prefer_objects) or (
+        config.abstain_threshold > -1.0
+    )
+
+
+def apply_controls(
+    namings: list[Naming], embeddings: torch.Tensor, candidate_embeddings: CandidateEmbeddings, config: TAGConfig
+) -> list[Naming]:
+    """The namings of segments with embeddings ``embeddings`` (S, dim) after the configured controls."""
+    if not controls_active(config) or not namings:
+        return namings
+    queries = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    vocabulary = list(dict.fromkeys(config.vocabulary))
+    direct = bool(vocabulary) and config.vocabulary_mode == "direct"
+    blocked = set(config.blocklist)
+    sources = [
+        [(word, 0) for word in vocabulary] if direct else [(c.name, c.count) for c in naming.candidates]
+        for naming in namings
+    ]
+    aliased = [[(config.aliases.get(name, name), count) for name, count in names] for names in sources]
+    closest = _closest_words(
+        {name for names in aliased for name, _ in names}, vocabulary, candidate_embeddings
+    ) if vocabulary and not direct else {}
+    results = []
+    for query, naming, names in zip(queries, namings, aliased):
+        counts: dict[str, int] = {}
+        for name, count in names:
+            final = closest.get(name, name)
+            if name not in blocked and final not in blocked:
+                counts[final] = counts.get(final, 0) + count
+        candidates = _scored(counts, query, candidate_embeddings)
+        if config.prefer_objects:
+            candidates = _prefer_objects(candidates, config.prefer_objects_margin)
+        if candidates and candidates[0].score >= config.abstain_threshold:
+            label, score = candidates[0].name, candidates[0].score
+        else:
+            label, score = config.unknown_label, candidates[0].score if candidates else 0.0
+        results.append(dataclasses.replace(naming, label=label, score=score, candidates=candidates))
+    return results
+
+
+def _closest_words(names: set[str], vocabulary: list[str], candidate_embeddings: CandidateEmbeddings) -> dict[str, str]:
+    """Each name's allowed word of highest text-embedding cosine (allowed words map to themselves)."""
+    ordered = sorted(names)
+    if not ordered:
+        return {}
+    similarity = candidate_embeddings(ordered) @ candidate_embeddings(vocabulary).T
+    best = similarity.argmax(dim=1).tolist()
+    allowed = set(vocabulary)
+    return {name: name if name in allowed else vocabulary[i] for name, i in zip(ordered, best)}
+
+
+def _scored(counts: dict[str, int], query: torch.Tensor, candidate_embeddings: CandidateEmbeddings) -> list[Candidate]:
+    """Candidates with their cosine against the segment, best first."""
+    names = list(counts)
+    if not names:
+        return []
+    vectors = candidate_embeddings(names)
+    scores = (vectors @ query.to(vectors.dtype)).tolist()
+    return sorted((Candidate(n, s, counts[n]) for n, s in zip(names, scores)), key=lambda c: -c.score)
+
+
+def _prefer_objects(candidates: list[Candidate], margin: float) -> list[Candidate]:
+    """Move the best non-scene candidate first when the winner is a scene word and it is within ``margin``."""
+    if not candidates or not _is_scene_word(candidates[0].name):
+        return candidates
+    for i, candidate in enumerate(candidates[1:], start=1):
+        if candidate.score < candidates[0].score - margin:
+            break
+        if not _is_scene_word(candidate.name):
+            return [candidate, *candidates[:i], *candidates[i + 1 :]]
+    return candidates
+
+
+def _is_scene_word(name: str) -> bool:
+    words = name.split()
+    return bool(words) and words[-1].lower() in SCENE_WORDS
+
+
+def read_words(source: str | Path | Sequence[str]) -> list[str]:
+    """A word list: a file (one name a line, ``#`` comments), a comma-separated string, or a sequence."""
+    if isinstance(source, (list, tuple)):
+        return [str(w).strip() for w in source if str(w).strip()]
+    path = Path(source)
+    if path.is_file():
+        lines = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        return [line for line in lines if line]
+    return [part.strip() for part in str(source).split(",") if part.strip()]
+
+
+def read_aliases(source: str | Path) -> dict[str, str]:
+    """Aliases from a file or a ``;``-separated string of lines ``kitten, kitty -> cat`` (many names -> one)."""
+    path = Path(source)
+    text = path.read_text(encoding="utf-8") if path.is_file() else str(source).replace(";", "\n")
+    aliases: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        names, arrow, target = line.partition("->")
+        if not arrow or not target.strip():
+            raise ConfigError(f"Alias line {number} {line!r} is not of the form 'kitten, kitty -> cat'.")
+        for name in names.split(","):
+            if name.strip():
+                aliases[name.strip()] = target.strip()
+    return aliases
