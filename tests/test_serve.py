@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import http.server
 import io
+import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -21,10 +24,30 @@ from tagseg.serve import ServeSettings, create_app
 from tagseg.serve.fetch import address_is_public, host_allowed
 
 
-def toy_tag(tag_class: type[TAG] = TAG) -> TAG:
+def toy_tag(tag_class: type[TAG] = TAG, **overrides: Any) -> TAG:
     """A small, fast toy pipeline (its own in-memory database)."""
-    base = TAG.from_pretrained("toy", image_size=128, crf=False, kmeans_restarts=2)
+    settings = {"image_size": 128, "crf": False, "kmeans_restarts": 2, **overrides}
+    base = TAG.from_pretrained("toy", **settings)
     return tag_class(base.features, base.embedder, base.text_encoder, toy.toy_database(base.text_encoder), base.config)
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """Run ``app`` with uvicorn on 127.0.0.1, on a port the OS picks, in a thread; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        _wait_for(lambda: server.started, 20)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 def png_bytes(array: np.ndarray) -> bytes:

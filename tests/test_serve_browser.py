@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_serve import toy_tag
+from test_serve import served, toy_tag
 
 from tagseg import toy
 from tagseg.serve import ServeSettings, create_app
@@ -33,21 +31,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    """uvicorn on 127.0.0.1, on a port the OS picked, in a thread of this process."""
-    import uvicorn
-
-    app = create_app(toy_tag(), ServeSettings(database_writes=True))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    WebDriverWait(None, 20, poll_frequency=0.05).until(lambda _: server.started)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with served(create_app(toy_tag(), ServeSettings(database_writes=True))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
