@@ -19,14 +19,19 @@ from tagseg.features import Dinov2Features
 from tagseg.testing import TINY_VOCABULARY_WORDS, save_random_clip, save_random_dinov2
 
 
-def best_of(repeats: int, work: Callable[[], object]) -> float:
-    """Minimum wall time of ``work`` over ``repeats`` runs, in milliseconds."""
-    timings = []
+def best_times(repeats: int, works: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Minimum wall time of each work over ``repeats`` rounds, in milliseconds.
+
+    The works run interleaved, round after round, so that load from other processes on a shared
+    machine hits them alike.
+    """
+    best = {name: float("inf") for name in works}
     for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        timings.append(time.perf_counter() - start)
-    return min(timings) * 1000
+        for name, work in works.items():
+            start = time.perf_counter()
+            work()
+            best[name] = min(best[name], (time.perf_counter() - start) * 1000)
+    return best
 
 
 def main() -> None:
@@ -39,27 +44,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)
         dinov2 = Dinov2Features.from_pretrained(save_random_dinov2(root / "dinov2-base", size="base"))
-        pixels = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
-        print(f"DINOv2-B/14 forward:        {best_of(args.repeats, lambda: dinov2(pixels)):8.0f} ms")
-        del dinov2
-
         clip_dir = save_random_clip(root / "clip-large-14", size="large-14")
         gem = GEMDenseCLIP.from_pretrained(clip_dir)
-        mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD))
-        plain_pixels = (pixels - mean) / std
-
-        def plain_forward() -> None:
-            with torch.inference_mode():
-                gem.model(pixel_values=plain_pixels, interpolate_pos_encoding=True)
-
-        print(f"CLIP-L/14 vision forward:   {best_of(args.repeats, plain_forward):8.0f} ms")
-        print(f"CLIP-L/14 + GEM (6 blocks): {best_of(args.repeats, lambda: gem(pixels)):8.0f} ms")
-        del gem
-
         text = CLIPTextEncoder.from_pretrained(clip_dir)
+
+        pixels = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+        mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD))
+        clip_pixels = (pixels - mean) / std
         # Words of the test vocabulary are one token each, like most single words in CLIP's real vocabulary.
         words = [TINY_VOCABULARY_WORDS[index % len(TINY_VOCABULARY_WORDS)] for index in range(100)]
-        print(f"CLIP-L/14 text, 100 words:  {best_of(args.repeats, lambda: text.encode(words)):8.0f} ms")
+
+        def plain_clip() -> None:
+            with torch.inference_mode():
+                gem.model(pixel_values=clip_pixels, interpolate_pos_encoding=True)
+
+        timings = best_times(
+            args.repeats,
+            {
+                "DINOv2-B/14 forward": lambda: dinov2(pixels),
+                "CLIP-L/14 vision forward": plain_clip,
+                "CLIP-L/14 + GEM (6 blocks)": lambda: gem(pixels),
+                "CLIP-L/14 text, 100 words": lambda: text.encode(words),
+            },
+        )
+        for name, milliseconds in timings.items():
+            print(f"{name + ':':28s}{milliseconds:8.0f} ms")
 
 
 if __name__ == "__main__":
