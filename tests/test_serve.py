@@ -370,3 +370,22 @@ def test_host_allow_list_and_public_addresses() -> None:
     assert address_is_public("2606:2800:220:1:248:1893:25c8:1946")
     for address in ("127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "::1", "fe80::1", "fc00::1", "::ffff:10.0.0.1", "224.0.0.1", "0.0.0.0"):
         assert not address_is_public(address), address
+
+
+def test_persistent_database_changes_on_disk_and_the_cached_default_is_read_only(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tagseg.database import PersistentTextDatabase
+
+    encoder = toy.ToyTextEncoder()
+    database = PersistentTextDatabase.create(tmp_path / "db", model_id=encoder.model_id, dim=encoder.dim)
+    database.add_texts(toy.toy_captions(), encoder)
+    tag = TAG.from_pretrained("toy", database=database, image_size=128, crf=False)
+    with TestClient(create_app(tag, ServeSettings(database_writes=True))) as writable:
+        assert writable.post("/v1/database/add", json={"texts": ["a red zebra crossing"]}).json()["added"] == 1
+        hits = writable.get("/v1/database/search", params={"q": "red zebra crossing", "k": 1}).json()["hits"]
+        assert hits[0]["text"] == "a red zebra crossing"
+        assert PersistentTextDatabase.open(tmp_path / "db").contains("a red zebra crossing")
+        monkeypatch.setattr("tagseg.serve.database.default_database_path", lambda encoder: tmp_path / "db")
+        assert_error(writable.post("/v1/database/add", json={"texts": ["x"]}), 409, "database_read_only")
+        assert writable.get("/v1/info").json()["service"]["database_writes"] is False

@@ -132,7 +132,12 @@ def create_app(tag: TAG, settings: ServeSettings | None = None) -> FastAPI:
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.token.encode()):
                 raise ApiError(401, "unauthorized", "A valid bearer token is required.", {"WWW-Authenticate": "Bearer"})
         if not service.database.updatable:
-            raise ApiError(409, "database_read_only", f"A {type(tag.database).__name__} cannot be changed.")
+            raise ApiError(
+                409,
+                "database_read_only",
+                f"This {type(tag.database).__name__} cannot be changed here; build your own with "
+                "`tagseg db build` and start the server with --database DIR.",
+            )
 
     write_errors = error_responses(401, 403, 409, 422)
 

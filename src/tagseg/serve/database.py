@@ -12,7 +12,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from tagseg.database import InMemoryTextDatabase, PersistentTextDatabase
+from tagseg.database import InMemoryTextDatabase, PersistentTextDatabase, default_database_path
 from tagseg.errors import DatabaseError
 from tagseg.pipeline import TAG
 
@@ -54,7 +54,8 @@ class DatabaseAccess:
     """Search, add and remove texts in ``tag.database``.
 
     A :class:`PersistentTextDatabase` is changed in place (on disk); an
-    :class:`InMemoryTextDatabase` is replaced by a changed copy. Other databases are read-only.
+    :class:`InMemoryTextDatabase` is replaced by a changed copy. Other databases, and the cached
+    copy of the shipped default vocabulary (shared by every run on the machine), are read-only.
     """
 
     def __init__(self, tag: TAG) -> None:
@@ -64,7 +65,10 @@ class DatabaseAccess:
     @property
     def updatable(self) -> bool:
         """Whether this kind of database can take added and removed texts."""
-        return isinstance(self.tag.database, (InMemoryTextDatabase, PersistentTextDatabase))
+        database = self.tag.database
+        if isinstance(database, PersistentTextDatabase):
+            return database.path.resolve() != default_database_path(self.tag.text_encoder).resolve()
+        return isinstance(database, InMemoryTextDatabase)
 
     def info(self) -> dict[str, Any]:
         """Kind, size and text model of the database."""
