@@ -47,11 +47,19 @@ class Segment:
     @property
     def bbox(self) -> tuple[int, int, int, int]:
         """Bounding box ``(x, y, width, height)`` in pixels (COCO convention)."""
-        ys = np.flatnonzero(self.mask.any(axis=1))
-        xs = np.flatnonzero(self.mask.any(axis=0))
-        if len(xs) == 0:
-            return (0, 0, 0, 0)
-        return (int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
+        return mask_bbox(self.mask)
+
+    def instances(self) -> list[np.ndarray]:
+        """The segment's separate regions (8-connected components of ``mask``), largest first.
+
+        Clusters that got the same name form one segment; where they are far apart (not touching)
+        they stay separate instances here, and in the instance exports. Together they cover ``mask``.
+        """
+        from tagseg.granularity import connected_components
+
+        components, count = connected_components(self.mask)
+        areas = np.bincount(components.ravel(), minlength=count + 1)[1:]
+        return [components == index + 1 for index in np.argsort(-areas, kind="stable")]
 
     def to_dict(self, *, include_mask: bool = True) -> dict[str, Any]:
         """JSON-ready description; the mask as uncompressed COCO RLE."""
@@ -109,6 +117,15 @@ class Segmentation:
 
     def to_json(self, *, include_masks: bool = True, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(include_masks=include_masks), indent=indent)
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Bounding box ``(x, y, width, height)`` of a boolean mask; zeros when empty."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    if len(xs) == 0:
+        return (0, 0, 0, 0)
+    return (int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
 
 
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
