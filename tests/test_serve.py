@@ -389,3 +389,31 @@ def test_persistent_database_changes_on_disk_and_the_cached_default_is_read_only
         monkeypatch.setattr("tagseg.serve.database.default_database_path", lambda encoder: tmp_path / "db")
         assert_error(writable.post("/v1/database/add", json={"texts": ["x"]}), 409, "database_read_only")
         assert writable.get("/v1/info").json()["service"]["database_writes"] is False
+
+
+def test_a_waiting_database_change_goes_before_later_segmentations() -> None:
+    from tagseg.serve.database import ReadWriteLock
+
+    lock, order = ReadWriteLock(), []
+    first_reader = lock.reading()
+    first_reader.__enter__()
+
+    def write() -> None:
+        with lock.writing():
+            order.append("write")
+
+    def read() -> None:
+        with lock.reading():
+            order.append("read")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    _wait_for(lambda: lock._writers_waiting == 1)
+    reader = threading.Thread(target=read)
+    reader.start()
+    threading.Event().wait(0.05)
+    assert order == []
+    first_reader.__exit__(None, None, None)
+    writer.join(5)
+    reader.join(5)
+    assert order == ["write", "read"]

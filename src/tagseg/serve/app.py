@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -111,10 +111,11 @@ def create_app(tag: TAG, settings: ServeSettings | None = None) -> FastAPI:
             **error_responses(400, 413, 415, 422, 429, 502, 504),
         },
     )
-    async def segment(request: Request) -> dict[str, Any]:
+    async def segment(request: Request) -> JSONResponse:
         data, fields = await _read_segment_request(request, service)
         options = fields.options()
-        return await service.segment(data, options, lambda rgb, result: service.result_json(rgb, result, options))
+        body = await service.segment(data, options, lambda rgb, result: service.result_json(rgb, result, options))
+        return JSONResponse(body)
 
     @app.get("/v1/database/search", tags=["database"], summary="Texts closest to a query")
     async def database_search(

@@ -18,17 +18,18 @@ from tagseg.pipeline import TAG
 
 
 class ReadWriteLock:
-    """Many readers or one writer."""
+    """Many readers or one writer; a waiting writer goes before readers that come after it."""
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._readers = 0
+        self._writers_waiting = 0
         self._writing = False
 
     @contextmanager
     def reading(self) -> Iterator[None]:
         with self._condition:
-            self._condition.wait_for(lambda: not self._writing)
+            self._condition.wait_for(lambda: not self._writing and self._writers_waiting == 0)
             self._readers += 1
         try:
             yield
@@ -40,7 +41,9 @@ class ReadWriteLock:
     @contextmanager
     def writing(self) -> Iterator[None]:
         with self._condition:
+            self._writers_waiting += 1
             self._condition.wait_for(lambda: not self._writing and self._readers == 0)
+            self._writers_waiting -= 1
             self._writing = True
         try:
             yield

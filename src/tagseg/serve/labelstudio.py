@@ -151,6 +151,15 @@ def to_predictions(
     return {"result": items, "score": round(score, 6), "model_version": model_version}
 
 
+PREDICT_EXAMPLE: dict[str, Any] = {
+    "tasks": [{"id": 1, "data": {"image": "/data/upload/1/street.jpg"}}],
+    "project": "1.1712345678",
+    "label_config": '<View><Image name="image" value="$image"/>'
+    '<BrushLabels name="tag" toName="image"><Label value="Car"/><Label value="Road"/></BrushLabels></View>',
+    "params": {"login": None, "password": None, "context": None},
+}
+
+
 def router(service: Service) -> APIRouter:
     """The Label Studio ML backend routes for ``service``."""
     settings = service.settings
@@ -211,7 +220,7 @@ def router(service: Service) -> APIRouter:
         return {"model_version": service.model_version}
 
     @routes.post("/predict", summary="Label Studio: pre-label tasks", responses=error_responses(413, 415, 422, 429, 502, 504))
-    async def predict(payload: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    async def predict(payload: dict[str, Any] = Body(..., examples=[PREDICT_EXAMPLE])) -> JSONResponse:
         tasks = payload.get("tasks")
         if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
             raise ApiError(422, "invalid_request", "'tasks' must be a list of task objects.")
@@ -231,7 +240,7 @@ def router(service: Service) -> APIRouter:
                     lambda rgb, result: to_predictions(result, target, mapper, service.model_version),
                 )
             )
-        return {"results": results, "model_version": service.model_version}
+        return JSONResponse({"results": results, "model_version": service.model_version})
 
     @routes.post("/webhook", summary="Label Studio: training events (accepted and ignored)", status_code=201)
     async def webhook(payload: dict[str, Any] = Body(default_factory=dict)) -> JSONResponse:
