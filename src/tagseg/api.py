@@ -29,6 +29,7 @@ from tagseg.render import label_image, overlay
 from tagseg.result import Segmentation
 
 if TYPE_CHECKING:
+    from tagseg.exports import CategoryTable, RunExporter
     from tagseg.pipeline import TAG
 
 __all__ = [
@@ -230,6 +231,8 @@ def segment_files(
     overwrite: bool = False,
     alpha: float = 0.5,
     listener: BatchListener | None = None,
+    exports: Iterable[str] = (),
+    categories: "CategoryTable | None" = None,
 ) -> BatchReport:
     """Segment image files, folders (recursively) and glob patterns, writing results under ``out_dir``.
 
@@ -243,6 +246,10 @@ def segment_files(
     recorded as failed and the batch goes on. Models are built once from ``config`` (default: the
     ``paper`` preset), and only if some image needs segmenting; pass ``tag`` to reuse a built one.
     Errors that stop the whole run (models or database missing) raise :class:`TagsegError`.
+
+    ``exports`` (from :data:`tagseg.exports.EXPORT_FORMATS`) also writes dataset formats under
+    ``out_dir/export`` with one category table (``categories``, or a new one) for the run; skipped
+    images are exported from their JSON files (no embeddings for them).
     """
     started_at = time.perf_counter()
     listener = listener or BatchListener()
@@ -267,19 +274,24 @@ def segment_files(
         model_seconds = time.perf_counter() - loading
     pending_names = {job.name for job in pending}
     spool = _CocoSpool(out) if "coco" in wanted else None
+    exporter = _exporter(out, exports, categories)
     try:
         for job in jobs:
             if job.name in pending_names:
                 listener.image_started(job.path)
-                outcome = _segment_one(tag, job, out, wanted, alpha, spool)  # type: ignore[arg-type]
+                outcome = _segment_one(tag, job, out, wanted, alpha, spool, exporter)  # type: ignore[arg-type]
             else:
                 outcome = ImageOutcome(job.path, "skipped", job.name, _per_image_paths(out, job.name, wanted))
                 if spool is not None:
                     spool.add_existing(out / f"{job.name}.json")
+                if exporter is not None:
+                    _export_existing(exporter, out, job)
             outcomes.append(outcome)
             listener.image_finished(outcome)
         if spool is not None:
             spool.finish()
+        if exporter is not None:
+            exporter.finish()
     finally:
         if spool is not None:
             spool.discard()
@@ -305,8 +317,29 @@ def _outputs_exist(out: Path, name: str, wanted: frozenset[str]) -> bool:
     return bool(paths) and all(path.is_file() for path in paths)
 
 
+def _exporter(out: Path, exports: Iterable[str], categories: "CategoryTable | None") -> "RunExporter | None":
+    formats = list(exports)
+    if not formats:
+        return None
+    from tagseg.exports import RunExporter
+
+    return RunExporter(out / "export", formats, categories)
+
+
+def _export_existing(exporter: "RunExporter", out: Path, job: _Job) -> None:
+    """A skipped image's earlier result, from its JSON file; a missing or unreadable file is left out."""
+    from tagseg.exports import read_result
+
+    try:
+        result, image_path = read_result(out / f"{job.name}.json")
+    except (OSError, ValueError, KeyError):
+        return
+    exporter.add(job.name, result, image_path, formats=exporter.formats - {"embeddings"})
+
+
 def _segment_one(
-    tag: "TAG", job: _Job, out: Path, wanted: frozenset[str], alpha: float, spool: "_CocoSpool | None"
+    tag: "TAG", job: _Job, out: Path, wanted: frozenset[str], alpha: float, spool: "_CocoSpool | None",
+    exporter: "RunExporter | None" = None,
 ) -> ImageOutcome:
     start = time.perf_counter()
     try:
@@ -323,6 +356,8 @@ def _segment_one(
             _write_atomic(out / f"{job.name}.json", json.dumps(record, indent=1).encode("utf-8"))
         if spool is not None:
             spool.add(record)
+        if exporter is not None:
+            paths += exporter.add(job.name, result, job.path)
     except TagsegError as error:
         return ImageOutcome(job.path, "failed", job.name, reason=str(error), seconds=time.perf_counter() - start)
     except Exception as error:  # noqa: BLE001 - one bad image must never stop the batch

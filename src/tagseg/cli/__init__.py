@@ -21,6 +21,7 @@ app.add_typer(models_cmd.app, name="models")
 app.add_typer(config_cmd.app, name="config")
 from tagseg.cli import eval as _eval  # noqa: E402,F401  (registers `tagseg eval`; needs `app` above)
 from tagseg.cli import serve as _serve  # noqa: E402,F401  (registers `tagseg serve`; needs `app` above)
+from tagseg.cli import export as _export  # noqa: E402,F401  (registers `tagseg export`; needs `app` above)
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -25,6 +25,7 @@ from rich.text import Text
 
 from tagseg.api import FORMATS, BatchListener, BatchReport, ImageOutcome, segment_files
 from tagseg.cli import options as opt
+from tagseg.exports import CategoryTable
 
 console = Console(highlight=False)
 
@@ -115,6 +116,13 @@ def segment(
     ] = ",".join(FORMATS),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Segment again images whose outputs exist.")] = False,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Opacity of segment colours in the overlay.")] = 0.5,
+    export: Annotated[
+        str, typer.Option("--export", help="Also write dataset formats to OUT/export, comma-separated from: "
+                          "coco, panoptic, voc, yolo, embeddings (see `tagseg export`).")
+    ] = "",
+    categories: Annotated[
+        Optional[Path], typer.Option(help="Category ids for --export: categories.json of an earlier run.", show_default=False)
+    ] = None,
     preset: opt.Preset = None,
     config: opt.ConfigFile = None,
     feature_model: opt.FeatureModel = None,
@@ -143,6 +151,7 @@ def segment(
             preset, config, feature_model=feature_model, clip_model=clip_model, database=database,
             clusters=clusters, crf=crf, image_size=image_size, top_k=top_k, device=device, seed=seed,
         )
+        table = CategoryTable.load(categories) if categories else None
         paths = _read_inputs(inputs)
         if not paths:
             raise typer.BadParameter("no image paths were given on standard input", param_hint="INPUTS")
@@ -154,7 +163,7 @@ def segment(
             with Progress(*columns, console=opt.errors, transient=True) as progress:
                 report = segment_files(
                     paths, out, config=settings, formats=_formats(formats), overwrite=overwrite, alpha=alpha,
-                    listener=_ProgressBar(progress),
+                    listener=_ProgressBar(progress), exports=_formats(export), categories=table,
                 )
         except KeyboardInterrupt:
             opt.errors.print("[yellow]Interrupted.[/yellow] Run the same command again to resume; finished images are skipped.")

@@ -74,25 +74,31 @@ class RunExporter:
         self._panoptic: list[dict[str, Any]] = []
         self._voc_names: list[str] = []
 
-    def add(self, name: str, result: Segmentation, image_path: str | Path = "") -> list[Path]:
-        """Export one image's result under the relative ``name`` (no suffix); returns the files written."""
+    def add(
+        self, name: str, result: Segmentation, image_path: str | Path = "", *, formats: Iterable[str] | None = None
+    ) -> list[Path]:
+        """Export one image's result under the relative ``name`` (no suffix); returns the files written.
+
+        ``formats`` narrows the exporter's formats for this image.
+        """
+        wanted = self.formats if formats is None else self.formats & frozenset(formats)
         height, width = result.image_size
         image_id = len(self._images) + 1
         self._images.append({"id": image_id, "file_name": str(image_path or name), "height": height, "width": width})
         classes = [self.categories.id(segment.label) for segment in result.segments]
         written = []
         instances = [(s, c, i) for s, c in zip(result.segments, classes) if c is not None for i in s.instances()]
-        if "coco" in self.formats:
+        if "coco" in wanted:
             self._add_coco(image_id, instances)
-        if "panoptic" in self.formats:
+        if "panoptic" in wanted:
             written.append(self._add_panoptic(image_id, name, result, instances))
-        if "voc" in self.formats:
+        if "voc" in wanted:
             lookup = np.array([c or 0 for c in classes] or [0], dtype=np.int64)
             written.append(self._write_png(class_map_image(lookup[result.label_map]), self.out / "voc" / "SegmentationClass" / f"{name}.png"))
             self._voc_names.append(name)
-        if "yolo" in self.formats:
+        if "yolo" in wanted:
             written.append(self._add_yolo(name, result, instances))
-        if "embeddings" in self.formats:
+        if "embeddings" in wanted:
             written.append(self._add_embeddings(name, result))
         return written
 
