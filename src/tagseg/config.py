@@ -28,7 +28,11 @@ class CRFSettings:
 class TAGConfig:
     """Every setting of the pipeline. Build one with :func:`preset` and :meth:`replace`.
 
-    Model fields take a Hugging Face id or a local directory.
+    Model fields take a Hugging Face id or a local directory. Naming: ``names`` is ``"words"``
+    (the reference's single words) or ``"phrases"`` (also multi-word phrases and whole name
+    entries); ``length_penalty`` is the cosine each word beyond the first costs (only phrases have
+    more than one); ``cased_alpha`` is the weight of CaSED's retrieved-text term (0 = TAG). See
+    ``docs/names.md``.
     """
 
     feature_model: str = "facebook/dinov2-base"
@@ -48,6 +52,9 @@ class TAGConfig:
     prompt_template: str = "{}"
     min_count: int = 2
     pos_filter: bool = True
+    names: str = "words"
+    length_penalty: float = 0.01
+    cased_alpha: float = 0.0
     device: str = "auto"
     # Granularity (tagseg.granularity).
     min_clusters: int = 2
@@ -87,6 +94,9 @@ class TAGConfig:
             "duplicate_threshold": 0.0 < self.duplicate_threshold <= 1.0,
             "min_count": self.min_count >= 1,
             "prompt_template": "{}" in self.prompt_template,
+            "names": self.names in ("words", "phrases"),
+            "length_penalty": self.length_penalty >= 0.0,
+            "cased_alpha": 0.0 <= self.cased_alpha <= 1.0,
             "crf.iterations": self.crf.iterations >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]

@@ -6,6 +6,11 @@ palette axis and every other word on a pseudo-random direction of its own. A cap
 the colours among distractor words. Images of coloured shapes with known masks then exercise every
 stage of the real pipeline (k-means, CRF, pooling, retrieval, candidate rules, naming) with a known
 right answer, offline and in milliseconds.
+
+With ``shades=True`` the world also holds two-word colour names (:data:`SHADES`, e.g. "sky blue"):
+the text tower puts the bigram on an axis of its own, while "sky" alone is an ordinary hashed word
+and "blue" alone is the blue axis. A single-word namer can then only say "blue" (or a neighbour) for
+a sky blue shape; naming it right needs multi-word candidates. The default world has no shades.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
 }
 
+SHADES: dict[str, tuple[int, int, int]] = {
+    "sky blue": (135, 206, 235),
+    "navy blue": (20, 30, 110),
+}
+"""Two-word colour names, present only in the world built with ``shades=True``."""
+
 _NOUNS = ["car", "door", "balloon", "house", "flower", "umbrella", "bicycle", "kite", "shirt", "boat"]
 _DISTRACTORS = [
     "a dog sleeping on the sofa",
@@ -48,10 +59,15 @@ _DISTRACTORS = [
 ]
 
 
-def toy_captions() -> list[str]:
-    """Captions naming every palette colour six times among other words, plus distractors."""
+def colours(shades: bool = False) -> dict[str, tuple[int, int, int]]:
+    """The named colours of the world, one joint-space axis each: the palette, then the shades."""
+    return {**PALETTE, **SHADES} if shades else dict(PALETTE)
+
+
+def toy_captions(shades: bool = False) -> list[str]:
+    """Captions naming every colour six times among other words, plus distractors."""
     captions = []
-    for i, colour in enumerate(PALETTE):
+    for i, colour in enumerate(colours(shades)):
         nouns = [_NOUNS[(i + j) % len(_NOUNS)] for j in range(3)]
         captions += [
             f"a {colour} {nouns[0]} parked near the river",
@@ -64,9 +80,9 @@ def toy_captions() -> list[str]:
     return captions + _DISTRACTORS
 
 
-def _soft_assignment(pixels: torch.Tensor, sharpness: float) -> torch.Tensor:
-    """(B, P, H, W) Gaussian affinity of every pixel's colour to every palette colour."""
-    palette = torch.tensor(list(PALETTE.values()), dtype=torch.float32) / 255.0  # (P, 3)
+def _soft_assignment(pixels: torch.Tensor, sharpness: float, shades: bool) -> torch.Tensor:
+    """(B, P, H, W) Gaussian affinity of every pixel's colour to every named colour."""
+    palette = torch.tensor(list(colours(shades).values()), dtype=torch.float32) / 255.0  # (P, 3)
     distances = ((pixels[:, None] - palette[None, :, :, None, None]) ** 2).sum(dim=2)
     return torch.exp(-sharpness * distances)
 
@@ -77,37 +93,51 @@ class ToyPatchFeatures:
     patch_size = 8
     model_id = "tagseg/toy-features"
 
+    def __init__(self, shades: bool = False) -> None:
+        self.shades = shades
+
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        affinity = _soft_assignment(pixels.float(), sharpness=25.0)
+        affinity = _soft_assignment(pixels.float(), sharpness=25.0, shades=self.shades)
         patches = F.avg_pool2d(affinity, self.patch_size)
         return F.normalize(patches.permute(0, 2, 3, 1), dim=-1)
 
 
 class ToyDenseEmbedder:
-    """Patch embeddings in the toy joint space: palette axes first, text-only axes left at zero."""
+    """Patch embeddings in the toy joint space: colour axes first, text-only axes left at zero."""
 
     patch_size = 16
-    model_id = "tagseg/toy-joint-space"
 
-    def __init__(self, extra_dims: int = 64) -> None:
-        self.dim = len(PALETTE) + extra_dims
+    def __init__(self, extra_dims: int = 64, shades: bool = False) -> None:
+        self.shades = shades
+        self.dim = len(colours(shades)) + extra_dims
+        self.model_id = _joint_space_id(shades)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        affinity = F.avg_pool2d(_soft_assignment(pixels.float(), sharpness=12.0), self.patch_size)
+        affinity = _soft_assignment(pixels.float(), sharpness=12.0, shades=self.shades)
+        affinity = F.avg_pool2d(affinity, self.patch_size)
         embeddings = affinity.permute(0, 2, 3, 1)
         padding = self.dim - embeddings.shape[-1]
         return F.pad(embeddings, (0, padding))
 
 
+def _joint_space_id(shades: bool) -> str:
+    return "tagseg/toy-joint-space+shades" if shades else "tagseg/toy-joint-space"
+
+
 class ToyTextEncoder:
-    """Text tower of the toy joint space: colour words on their palette axis, other words hashed."""
+    """Text tower of the toy joint space: colour names on their axis, other words hashed.
 
-    model_id = "tagseg/toy-joint-space"
+    Texts are lowercased. A shade is recognised only as its two words in a row ("sky blue");
+    its words apart are read as ordinary words.
+    """
 
-    def __init__(self, extra_dims: int = 64, other_word_weight: float = 0.5) -> None:
-        self.dim = len(PALETTE) + extra_dims
+    def __init__(self, extra_dims: int = 64, other_word_weight: float = 0.5, shades: bool = False) -> None:
+        self.shades = shades
+        self.num_colours = len(colours(shades))
+        self.dim = self.num_colours + extra_dims
+        self.model_id = _joint_space_id(shades)
         self.other_word_weight = other_word_weight
-        self._colour_axis = {name: i for i, name in enumerate(PALETTE)}
+        self._colour_axis = {name: i for i, name in enumerate(colours(shades))}
 
     def _word_vector(self, word: str) -> np.ndarray:
         vector = np.zeros(self.dim, dtype=np.float32)
@@ -115,36 +145,52 @@ class ToyTextEncoder:
             vector[self._colour_axis[word]] = 1.0
             return vector
         seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
-        direction = np.random.default_rng(seed).standard_normal(self.dim - len(PALETTE))
-        vector[len(PALETTE) :] = self.other_word_weight * direction / np.linalg.norm(direction)
+        direction = np.random.default_rng(seed).standard_normal(self.dim - self.num_colours)
+        vector[self.num_colours :] = self.other_word_weight * direction / np.linalg.norm(direction)
         return vector
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
-            for word in re.findall(r"[a-z]+", text.lower()):
-                vectors[row] += self._word_vector(word)
+            words = re.findall(r"[a-z]+", text.lower())
+            position = 0
+            while position < len(words):
+                bigram = " ".join(words[position : position + 2])
+                step = 2 if bigram in self._colour_axis else 1
+                vectors[row] += self._word_vector(bigram if step == 2 else words[position])
+                position += step
         return F.normalize(torch.from_numpy(vectors), dim=-1)
 
 
 def toy_database(encoder: ToyTextEncoder | None = None) -> InMemoryTextDatabase:
-    """The toy captions embedded by the toy text tower."""
-    return InMemoryTextDatabase.from_texts(toy_captions(), encoder or ToyTextEncoder())
+    """The toy captions (with shades when ``encoder`` knows them) embedded by the toy text tower."""
+    encoder = encoder or ToyTextEncoder()
+    return InMemoryTextDatabase.from_texts(toy_captions(encoder.shades), encoder)
 
 
 def toy_scene(
-    seed: int, size: tuple[int, int] = (240, 320), num_shapes: int = 3, noise: float = 6.0
+    seed: int,
+    size: tuple[int, int] = (240, 320),
+    num_shapes: int = 3,
+    noise: float = 6.0,
+    names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """A photo-like image of coloured shapes on a coloured background, with its ground truth.
 
     Returns ``(image HxWx3 uint8, region map HxW int32, colour name of each region)``; region 0 is
-    the background. Colours are distinct; shapes are rectangles, ellipses and triangles that do not
-    overlap; edges are slightly blurred and pixels noisy, as in a photo.
+    the background. Colours are distinct, drawn from the palette, or ``names`` gives them in order
+    (background first; any of :func:`colours` with shades); shapes are rectangles, ellipses and
+    triangles that do not overlap; edges are slightly blurred and pixels noisy, as in a photo.
     """
     rng = np.random.default_rng(seed)
     height, width = size
-    names = [str(n) for n in rng.choice(list(PALETTE), size=num_shapes + 1, replace=False)]
-    canvas = Image.new("RGB", (width, height), PALETTE[names[0]])
+    fills = colours(shades=True)
+    if names is None:
+        names = [str(n) for n in rng.choice(list(PALETTE), size=num_shapes + 1, replace=False)]
+    elif len(names) != num_shapes + 1 or not set(names) <= set(fills):
+        raise ValueError(f"names must be {num_shapes + 1} colours of {list(fills)}, got {list(names)}")
+    names = list(names)
+    canvas = Image.new("RGB", (width, height), fills[names[0]])
     regions = Image.new("I", (width, height), 0)
     boxes: list[tuple[int, int, int, int]] = []
     for _ in range(10_000):
@@ -157,7 +203,7 @@ def toy_scene(
     else:
         raise ValueError(f"cannot place {num_shapes} separate shapes in an image of size {size}")
     for region, (name, (x, y, w, h)) in enumerate(zip(names[1:], boxes), start=1):
-        for target, fill in ((canvas, PALETTE[name]), (regions, region)):
+        for target, fill in ((canvas, fills[name]), (regions, region)):
             draw = ImageDraw.Draw(target)
             if region % 3 == 0:
                 draw.rectangle([x, y, x + w, y + h], fill=fill)
