@@ -6,9 +6,9 @@ In order, per segment:
    and every candidate name becomes the allowed word closest to it by text embedding; with
    ``"direct"`` the retrieved candidates are ignored and the allowed words themselves compete.
 2. **Aliases** (``config.aliases``, name -> canonical name; applied before the vocabulary) and the
-   **blocklist** (``config.blocklist``: names never given, before or after the vocabulary mapping).
-3. Every remaining name is scored as TAG scores names: cosine of the segment embedding with the
-   name's text embedding; the best wins.
+   **blocklist** (``config.blocklist``: names never given, before or after aliasing or mapping).
+3. Names that became one keep the best score among them (the cosine of the segment embedding
+   with the original name's text embedding) and the sum of their counts; the best wins.
 4. **Prefer objects** (``config.prefer_objects``): when the winner is a scene or part word
    (:data:`SCENE_WORDS`: "room", "scene", "view" ...) and another candidate scores within
    ``prefer_objects_margin`` of it, that candidate wins instead.
@@ -57,21 +57,23 @@ def apply_controls(
     direct = bool(vocabulary) and config.vocabulary_mode == "direct"
     blocked = set(config.blocklist)
     sources = [
-        [(word, 0) for word in vocabulary] if direct else [(c.name, c.count) for c in naming.candidates]
-        for naming in namings
+        _scored(vocabulary, query, candidate_embeddings) if direct else naming.candidates
+        for query, naming in zip(queries, namings)
     ]
-    aliased = [[(config.aliases.get(name, name), count) for name, count in names] for names in sources]
     closest = _closest_words(
-        {name for names in aliased for name, _ in names}, vocabulary, candidate_embeddings
+        {config.aliases.get(c.name, c.name) for candidates in sources for c in candidates}, vocabulary, candidate_embeddings
     ) if vocabulary and not direct else {}
     results = []
-    for query, naming, names in zip(queries, namings, aliased):
-        counts: dict[str, int] = {}
-        for name, count in names:
+    for naming, candidates in zip(namings, sources):
+        merged: dict[str, Candidate] = {}
+        for candidate in candidates:
+            name = config.aliases.get(candidate.name, candidate.name)
             final = closest.get(name, name)
-            if name not in blocked and final not in blocked:
-                counts[final] = counts.get(final, 0) + count
-        candidates = _scored(counts, query, candidate_embeddings)
+            if blocked & {candidate.name, name, final}:
+                continue
+            best = merged.get(final, Candidate(final, candidate.score, 0))
+            merged[final] = Candidate(final, max(best.score, candidate.score), best.count + candidate.count)
+        candidates = sorted(merged.values(), key=lambda c: -c.score)
         if config.prefer_objects:
             candidates = _prefer_objects(candidates, config.prefer_objects_margin)
         if candidates and candidates[0].score >= config.abstain_threshold:
@@ -93,14 +95,11 @@ def _closest_words(names: set[str], vocabulary: list[str], candidate_embeddings:
     return {name: name if name in allowed else vocabulary[i] for name, i in zip(ordered, best)}
 
 
-def _scored(counts: dict[str, int], query: torch.Tensor, candidate_embeddings: CandidateEmbeddings) -> list[Candidate]:
-    """Candidates with their cosine against the segment, best first."""
-    names = list(counts)
-    if not names:
-        return []
+def _scored(names: list[str], query: torch.Tensor, candidate_embeddings: CandidateEmbeddings) -> list[Candidate]:
+    """``names`` as candidates (count 0) with their cosine against the segment."""
     vectors = candidate_embeddings(names)
     scores = (vectors @ query.to(vectors.dtype)).tolist()
-    return sorted((Candidate(n, s, counts[n]) for n, s in zip(names, scores)), key=lambda c: -c.score)
+    return [Candidate(n, s, 0) for n, s in zip(names, scores)]
 
 
 def _prefer_objects(candidates: list[Candidate], margin: float) -> list[Candidate]:
