@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from tagseg import TAG
+from tagseg import TAG, toy
 from tagseg.candidates import NameCount, candidate_names, candidate_phrases, is_name_entry
-from tagseg.config import ConfigError, preset
-from tagseg.database.memory import InMemoryTextDatabase
+from tagseg.config import preset
+from tagseg.errors import ConfigError
 from tagseg.interfaces import Hit
 from tagseg.naming import CandidateEmbeddings, name_segments
-from tagseg import toy
 
 STREET = [
     "a red fire hydrant on the sidewalk",
@@ -257,7 +256,7 @@ def test_phrases_mode_names_two_word_shades(shade_results):
 
 
 def test_words_mode_cannot_name_two_word_shades(shade_results):
-    for result, (_, regions, names) in zip(shade_results["words"], shade_results["scenes"]):
+    for result in shade_results["words"]:
         assert not set(toy.SHADES) & set(result.labels)
         assert all(" " not in label for label in result.labels)
 
