@@ -23,7 +23,6 @@ from typer.testing import CliRunner
 
 import tagseg.database.default as default_module
 import tagseg.database.store as store
-from tagseg.cli import app
 from tagseg.database import ClipRetrievalDatabase, PersistentTextDatabase, build_database, default_database, open_database
 from tagseg.errors import DatabaseError
 
@@ -190,6 +189,8 @@ def test_the_shipped_vocabulary_is_packaged_with_its_licence() -> None:
 
 
 def test_the_command_line_builds_updates_inspects_and_searches(tmp_path: Path, monkeypatch) -> None:
+    from tagseg.cli import app
+
     monkeypatch.setattr("tagseg.cli.db._load_encoder", lambda source: HashingEncoder(model_id=source))
     (tmp_path / "in.csv").write_text("caption,n\nred car,1\ntabby cat,2\nsmall dog,3\nred car,4\n")
     runner = CliRunner()
@@ -213,6 +214,7 @@ def test_the_command_line_builds_updates_inspects_and_searches(tmp_path: Path, m
 
 
 def test_the_command_line_with_a_real_clip_text_tower(tmp_path: Path) -> None:
+    from tagseg.cli import app
     from tagseg.testing import save_random_clip
 
     model = save_random_clip(tmp_path / "clip", "tiny")

@@ -21,6 +21,8 @@ from tagseg.interfaces import TextEncoder
 CACHE_ENV = "TAGSEG_CACHE"
 DEFAULT_VOCABULARY = "imagenet21k_lemmas.txt.gz"
 DEFAULT_TEMPLATE = "{}"
+ENCODE_BATCH = 2048
+"""Texts handed to the encoder at once: CLIP encoders sort them by length, so larger means less padding."""
 
 
 def cache_root() -> Path:
@@ -72,6 +74,7 @@ def default_database(
                 [default_vocabulary_path()],
                 encoder,
                 template=DEFAULT_TEMPLATE,
+                batch_size=ENCODE_BATCH,
                 resume=resume,
                 progress=progress,
             )

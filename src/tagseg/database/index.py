@@ -23,8 +23,13 @@ approximate search, slow to build. ``auto``: ``flat`` up to :data:`APPROXIMATE_F
 APPROXIMATE_FROM = 250_000
 IVF_PROBE_FRACTION = 1 / 256
 IVF_MIN_PROBES = 8
+IVF_TRAINING_ITERATIONS = 10
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 128
+
+# Exact search of a batch (TAG sends one query per segment, about 15) is memory-bound: through BLAS
+# the stored vectors are read once per batch instead of once per query.
+faiss.cvar.distance_compute_blas_threshold = 4
 
 
 def resolve_kind(kind: str, count: int) -> str:
@@ -37,8 +42,8 @@ def resolve_kind(kind: str, count: int) -> str:
 
 
 def ivf_lists(count: int) -> int:
-    """Number of inverted lists for ``count`` vectors: about ``4 * sqrt(count)``, a power of two."""
-    return max(1, 2 ** round(math.log2(max(1.0, 4 * math.sqrt(count)))))
+    """Number of inverted lists for ``count`` vectors: about ``2 * sqrt(count)``, a power of two."""
+    return max(1, 2 ** round(math.log2(max(1.0, 2 * math.sqrt(count)))))
 
 
 def new_index(kind: str, dim: int, count: int) -> faiss.Index:
@@ -48,7 +53,9 @@ def new_index(kind: str, dim: int, count: int) -> faiss.Index:
     if kind == "ivf":
         nlist = ivf_lists(count)
         index = faiss.index_factory(dim, f"IVF{nlist},SQfp16", faiss.METRIC_INNER_PRODUCT)
-        faiss.extract_index_ivf(index).nprobe = min(nlist, max(IVF_MIN_PROBES, round(nlist * IVF_PROBE_FRACTION)))
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = min(nlist, max(IVF_MIN_PROBES, round(nlist * IVF_PROBE_FRACTION)))
+        ivf.cp.niter = IVF_TRAINING_ITERATIONS
         return index
     if kind == "hnsw":
         index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
