@@ -22,6 +22,12 @@ def show(
     top_k: opt.TopK = None,
     device: opt.Device = None,
     seed: opt.Seed = None,
+    names: opt.Names = None,
+    vocabulary: opt.Vocabulary = None,
+    aliases: opt.Aliases = None,
+    blocklist: opt.Blocklist = None,
+    abstain_below: opt.AbstainBelow = None,
+    min_region_area: opt.MinRegionArea = None,
 ) -> None:
     """Print the effective settings (preset, then --config file, then flags) as TOML.
 
@@ -33,5 +39,7 @@ def show(
         settings = opt.build_config(
             preset, config, feature_model=feature_model, clip_model=clip_model, database=database,
             clusters=clusters, crf=crf, image_size=image_size, top_k=top_k, device=device, seed=seed,
+            names=names, vocabulary=vocabulary, aliases=aliases, blocklist=blocklist,
+            abstain_below=abstain_below, min_region_area=min_region_area,
         )
         typer.echo(config_toml(settings), nl=False)

@@ -48,8 +48,14 @@ Database = Annotated[
     ),
 ]
 Clusters = Annotated[
-    Optional[int],
-    typer.Option("--clusters", "-k", min=1, help="k of k-means: segment candidates per image.", rich_help_panel=SETTINGS, show_default=False),
+    Optional[str],
+    typer.Option(
+        "--clusters",
+        "-k",
+        help="k of k-means: segment candidates per image, or 'auto' to choose it per image.",
+        rich_help_panel=SETTINGS,
+        show_default=False,
+    ),
 ]
 Crf = Annotated[
     Optional[bool],
@@ -72,6 +78,33 @@ Seed = Annotated[
     typer.Option(help="Random seed of k-means.", rich_help_panel=SETTINGS, show_default=False),
 ]
 
+NAMING = "Naming (all off by default; see README)"
+
+Names = Annotated[
+    Optional[str],
+    typer.Option(help="Candidate names: 'words' (the paper's single words) or 'phrases' (also multi-word names).", rich_help_panel=NAMING, show_default=False),
+]
+Vocabulary = Annotated[
+    Optional[str],
+    typer.Option(help="Allowed names: a file (one a line) or 'cat,dog,...'; each segment gets the closest.", rich_help_panel=NAMING, show_default=False),
+]
+Aliases = Annotated[
+    Optional[str],
+    typer.Option(help="Aliases: a file of lines 'kitten, kitty -> cat' (many names to one).", rich_help_panel=NAMING, show_default=False),
+]
+Blocklist = Annotated[
+    Optional[str],
+    typer.Option(help="Names never to give: a file (one a line) or 'thing,stuff'.", rich_help_panel=NAMING, show_default=False),
+]
+AbstainBelow = Annotated[
+    Optional[float],
+    typer.Option(help="Name a segment 'unknown' when its best name scores below this cosine.", rich_help_panel=NAMING, show_default=False),
+]
+MinRegionArea = Annotated[
+    Optional[float],
+    typer.Option(min=0.0, max=1.0, help="Merge regions smaller than this fraction of the image into their most similar neighbour.", rich_help_panel=NAMING, show_default=False),
+]
+
 
 def build_config(
     preset: Optional[str],
@@ -80,15 +113,22 @@ def build_config(
     feature_model: Optional[str] = None,
     clip_model: Optional[str] = None,
     database: Optional[str] = None,
-    clusters: Optional[int] = None,
+    clusters: Optional[str] = None,
     crf: Optional[bool] = None,
     image_size: Optional[int] = None,
     top_k: Optional[int] = None,
     device: Optional[str] = None,
     seed: Optional[int] = None,
+    names: Optional[str] = None,
+    vocabulary: Optional[str] = None,
+    aliases: Optional[str] = None,
+    blocklist: Optional[str] = None,
+    abstain_below: Optional[float] = None,
+    min_region_area: Optional[float] = None,
 ) -> TAGConfig:
     """The effective settings: preset, then the TOML file, then the flags that were given."""
     from tagseg.api import resolve_config
+    from tagseg.controls import read_aliases, read_words
 
     return resolve_config(
         preset,
@@ -96,13 +136,28 @@ def build_config(
         feature_model=feature_model,
         clip_model=clip_model,
         database=database,
-        num_clusters=clusters,
+        num_clusters=_clusters(clusters),
         crf=crf,
         image_size=image_size,
         top_k=top_k,
         device=device,
         seed=seed,
+        names=names,
+        vocabulary=read_words(vocabulary) if vocabulary else None,
+        aliases=read_aliases(aliases) if aliases else None,
+        blocklist=read_words(blocklist) if blocklist else None,
+        abstain_threshold=abstain_below,
+        min_region_area=min_region_area,
     )
+
+
+def _clusters(value: Optional[str]) -> int | str | None:
+    """``--clusters``: a positive number or ``auto``."""
+    if value is None or value == "auto":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise typer.BadParameter(f"{value!r} is neither a positive number nor 'auto'.", param_hint="--clusters")
 
 
 @contextmanager

@@ -134,6 +134,12 @@ def segment(
     top_k: opt.TopK = None,
     device: opt.Device = None,
     seed: opt.Seed = None,
+    names: opt.Names = None,
+    vocabulary: opt.Vocabulary = None,
+    aliases: opt.Aliases = None,
+    blocklist: opt.Blocklist = None,
+    abstain_below: opt.AbstainBelow = None,
+    min_region_area: opt.MinRegionArea = None,
 ) -> None:
     """Segment images and name their segments; write pictures and JSON to the output folder.
 
@@ -150,6 +156,8 @@ def segment(
         settings = opt.build_config(
             preset, config, feature_model=feature_model, clip_model=clip_model, database=database,
             clusters=clusters, crf=crf, image_size=image_size, top_k=top_k, device=device, seed=seed,
+            names=names, vocabulary=vocabulary, aliases=aliases, blocklist=blocklist,
+            abstain_below=abstain_below, min_region_area=min_region_area,
         )
         table = CategoryTable.load(categories) if categories else None
         paths = _read_inputs(inputs)

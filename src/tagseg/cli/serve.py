@@ -46,6 +46,10 @@ def serve(
     top_k: opt.TopK = None,
     device: opt.Device = None,
     seed: opt.Seed = None,
+    names: opt.Names = None,
+    vocabulary: opt.Vocabulary = None,
+    blocklist: opt.Blocklist = None,
+    min_region_area: opt.MinRegionArea = None,
 ) -> None:
     """Serve the page (GET /), the API (/v1/..., OpenAPI at /docs) and a Label Studio ML backend.
 
@@ -60,6 +64,7 @@ def serve(
         settings = opt.build_config(
             preset, config, feature_model=feature_model, clip_model=clip_model, database=database,
             clusters=clusters, crf=crf, image_size=image_size, top_k=top_k, device=device, seed=seed,
+            names=names, vocabulary=vocabulary, blocklist=blocklist, min_region_area=min_region_area,
         )
         serve_settings = ServeSettings(
             workers=workers,
