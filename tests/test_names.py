@@ -275,3 +275,25 @@ def test_from_pretrained_takes_the_names_switch():
     assert (tag.config.names, tag.config.cased_alpha) == ("phrases", 0.25)
     image, regions, names = toy.toy_scene(3)
     assert set(names) <= set(tag(image).labels)  # single colour words still win in phrases mode
+
+
+def test_candidate_embedding_cache_encodes_each_name_once_and_survives_eviction() -> None:
+    from tagseg.naming import CandidateEmbeddings
+    from tagseg.toy import ToyTextEncoder
+
+    class CountingEncoder(ToyTextEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoded: list[str] = []
+
+        def encode(self, texts):  # type: ignore[no-untyped-def]
+            self.encoded += list(texts)
+            return super().encode(texts)
+
+    encoder = CountingEncoder()
+    cache = CandidateEmbeddings(encoder, capacity=2)
+    first = cache(["red", "blue", "car"])
+    again = cache(["red", "red"])
+    assert encoder.encoded == ["red", "blue", "car", "red"]  # capacity 2 evicted "red" once
+    assert torch.equal(first[0], again[1])
+    assert cache([]).shape == (0, encoder.dim)

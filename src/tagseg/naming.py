@@ -24,6 +24,7 @@ with one cached embedding; the displayed form is the one most used across the ca
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
@@ -59,21 +60,26 @@ class CandidateEmbeddings:
         self.template = template
         self.capacity = capacity
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()  # the service's worker threads share one cache
 
     def __call__(self, names: Sequence[str]) -> torch.Tensor:
         """(len(names), dim) L2-normalised embeddings."""
-        missing = list(dict.fromkeys(n for n in names if n not in self._cache))
-        if missing:
-            vectors = self.encoder.encode([self.template.format(n) for n in missing])
-            for name, vector in zip(missing, vectors):
-                self._cache[name] = vector
-        for name in names:
-            self._cache.move_to_end(name)
-        while len(self._cache) > self.capacity:
-            self._cache.popitem(last=False)
         if not names:
             return torch.empty(0, self.encoder.dim)
-        return torch.stack([self._cache[n] for n in names])
+        with self._lock:
+            missing = list(dict.fromkeys(n for n in names if n not in self._cache))
+        vectors = self.encoder.encode([self.template.format(n) for n in missing]) if missing else []
+        with self._lock:
+            found = dict(zip(missing, vectors))
+            for name in names:
+                if name in self._cache:
+                    self._cache.move_to_end(name)
+                    found.setdefault(name, self._cache[name])
+                else:
+                    self._cache[name] = found[name]
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return torch.stack([found[n] for n in names])
 
 
 NAME_KINDS = ("words", "phrases")
