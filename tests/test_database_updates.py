@@ -243,3 +243,17 @@ def test_a_real_sentence_comes_back_from_a_paraphrase(tmp_path: Path) -> None:
     hits = database.search_texts(["a puppy playing on the lawn", "pasta dinner", "kids playing with sand at the seaside"], encoder, k=1)
     assert [h[0].text for h in hits] == [sentences[0], sentences[1], sentences[3]]
     assert database.search_texts([sentences[2]], encoder, k=1)[0][0].similarity == pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_command_line_embeds_the_default_vocabulary_ahead(tmp_path: Path, monkeypatch) -> None:
+    from tagseg.cli import app
+
+    vocabulary = tmp_path / "vocabulary.txt.gz"
+    vocabulary.write_bytes(gzip.compress(b"cat\ndog\nred car\n"))
+    monkeypatch.setattr(default_module, "default_vocabulary_path", lambda: vocabulary)
+    monkeypatch.setenv("TAGSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("tagseg.cli.db._load_encoder", lambda source: HashingEncoder(model_id=source))
+    result = CliRunner().invoke(app, ["db", "default", "--text-model", "test/default"])
+    assert result.exit_code == 0, result.output
+    assert "3 names embedded with test/default" in result.output
+    assert sorted(default_database(HashingEncoder(model_id="test/default"), progress=False).texts()) == ["cat", "dog", "red car"]

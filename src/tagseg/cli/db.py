@@ -155,6 +155,21 @@ def info(
         console.print(table)
 
 
+@app.command("default")
+def default(
+    text_model: str = typer.Option(
+        "openai/clip-vit-large-patch14", "--text-model", help=f"{TEXT_MODEL_HELP} Default: the paper preset's."
+    ),
+) -> None:
+    """Embed the shipped vocabulary now (otherwise done on first use) and print where it is cached."""
+    from tagseg.database import default_database, default_database_path
+
+    with _reported_errors():
+        encoder = _load_encoder(text_model)
+        database = default_database(encoder)
+        console.print(f"{len(database)} names embedded with {encoder.model_id}: {default_database_path(encoder)}")
+
+
 @app.command()
 def search(
     path: Path = typer.Argument(..., help="Database folder (tagseg or clip-retrieval layout)."),
