@@ -130,3 +130,29 @@ def test_random_dinov2_sizes_and_registers(tmp_path: Path) -> None:
     assert (registers.model_type, registers.num_register_tokens) == ("dinov2_with_registers", 4)
     with pytest.raises(ValueError, match="unknown size"):
         save_random_dinov2(tmp_path / "bad", size="huge")  # type: ignore[arg-type]
+
+
+def test_hub_ids_are_read_from_the_cache_before_the_network_is_asked() -> None:
+    from tagseg.models import _cache_first
+
+    calls: list[dict] = []
+
+    class Loader:
+        cached = False
+
+        @classmethod
+        def from_pretrained(cls, location: str, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(kwargs)
+            if kwargs.get("local_files_only") and not cls.cached:
+                raise OSError("not in the cache")
+            return location
+
+    assert _cache_first(Loader, "owner/model", local=False) == "owner/model"
+    assert calls == [{"local_files_only": True}, {}]  # a miss, then the hub
+    calls.clear()
+    Loader.cached = True
+    _cache_first(Loader, "owner/model", local=False)
+    assert calls == [{"local_files_only": True}]  # a hit never touches the network
+    calls.clear()
+    _cache_first(Loader, "/models/dinov2", local=True)
+    assert calls == [{}]

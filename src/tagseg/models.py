@@ -118,11 +118,21 @@ def _without_load_report() -> Iterator[None]:
         report_logger.removeFilter(report_filter)
 
 
+def _cache_first(loader: type[T] | _Pretrained, location: str, *, local: bool, **kwargs: Any) -> Any:
+    """Load from the local cache without touching the network; only a cache miss asks the hub."""
+    if local or kwargs.get("local_files_only"):
+        return loader.from_pretrained(location, **kwargs)  # type: ignore[union-attr]
+    try:
+        return loader.from_pretrained(location, local_files_only=True, **kwargs)  # type: ignore[union-attr]
+    except (OSError, ValueError):
+        return loader.from_pretrained(location, **kwargs)  # type: ignore[union-attr]
+
+
 def load_pretrained(loader: type[T] | _Pretrained, source: ModelSource, **kwargs: Any) -> T:
     """Call ``loader.from_pretrained`` on a Hugging Face id or a local directory.
 
-    Hugging Face ids go through the normal cache (``HF_HUB_OFFLINE`` is respected); any failure to
-    find the files becomes a :class:`ModelNotAvailableError` naming the model. For model classes,
+    Hugging Face ids are read from the local cache first, with no network request; only a cache miss
+    asks the hub (``HF_HUB_OFFLINE`` is respected). Any failure to find the files becomes a :class:`ModelNotAvailableError` naming the model. For model classes,
     weights the checkpoint lacks are an error too (they would silently stay random); weights it has
     beyond the model's (the other tower of a full CLIP checkpoint) are ignored.
     """
@@ -131,13 +141,16 @@ def load_pretrained(loader: type[T] | _Pretrained, source: ModelSource, **kwargs
     name = source_name(source)
     location = str(_local_directory(name)) if _looks_like_path(name) else name
     is_model = isinstance(loader, type) and issubclass(loader, PreTrainedModel)
+    if is_model:
+        kwargs["output_loading_info"] = True
     try:
         with _without_load_report():
-            if not is_model:
-                return loader.from_pretrained(location, **kwargs)  # type: ignore[union-attr]
-            model, info = loader.from_pretrained(location, output_loading_info=True, **kwargs)  # type: ignore[union-attr]
+            loaded = _cache_first(loader, location, local=_looks_like_path(name), **kwargs)
     except (OSError, ValueError) as error:
         raise _missing(name, f"loading failed ({_first_line(error)})") from None
+    if not is_model:
+        return loaded
+    model, info = loaded
     if info["missing_keys"]:
         example = sorted(info["missing_keys"])[0]
         raise _missing(
