@@ -1,11 +1,11 @@
-"""Time each TAG stage at the paper preset with real-size architectures (random weights) on this machine.
+"""Time each TAG stage at the paper (or fast) preset with real-size architectures (random weights) on this machine.
 
 Builds DINOv2 ViT-B/14 and CLIP ViT-L/14 with random weights in a temporary directory, a text
 database of 100k random unit vectors with synthetic captions, and segments a real photo several
 times. Prints milliseconds per stage (median over the timed runs, after one warm-up run) and the
 share of time spent outside the two backbone forwards.
 
-    python benchmarks/bench_pipeline.py [--runs 3] [--entries 100000] [--crf/--no-crf]
+    python benchmarks/bench_pipeline.py [--preset paper|fast] [--runs 3] [--entries 100000] [--crf/--no-crf]
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ WORDS = (
 ).split()
 
 
+ARCHITECTURES = {"paper": ("base", "large-14", 768), "fast": ("small", "base-16", 512)}
+"""Random-weight stand-ins of each preset's models: DINOv2 size, CLIP size, joint-space dimension."""
+
+
 def synthetic_database(entries: int, dim: int, model_id: str, seed: int = 0) -> InMemoryTextDatabase:
     """Random unit vectors labelled with short captions drawn from a word list."""
     rng = np.random.default_rng(seed)
@@ -44,18 +48,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--preset", choices=sorted(ARCHITECTURES), default="paper")
     args = parser.parse_args()
 
     from skimage import data
 
     image = data.astronaut()
     with tempfile.TemporaryDirectory() as tmp:
-        dinov2 = save_random_dinov2(Path(tmp) / "dinov2-base", "base")
-        clip = save_random_clip(Path(tmp) / "clip-large", "large-14")
-        database = synthetic_database(args.entries, 768, str(clip))
+        dinov2_size, clip_size, dim = ARCHITECTURES[args.preset]
+        dinov2 = save_random_dinov2(Path(tmp) / f"dinov2-{dinov2_size}", dinov2_size)
+        clip = save_random_clip(Path(tmp) / f"clip-{clip_size}", clip_size)
+        database = synthetic_database(args.entries, dim, str(clip))
         tag = TAG.from_pretrained(
-            "paper", feature_model=str(dinov2), clip_model=str(clip), crf=args.crf, database=database
+            args.preset, feature_model=str(dinov2), clip_model=str(clip), crf=args.crf, database=database
         )
+    print(f"preset {args.preset}: {dinov2.name}, {clip.name} (random weights)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; image {image.shape[1]}x{image.shape[0]}")
     print(f"database: {len(database)} entries, dim {database.dim}")
 
