@@ -6,14 +6,16 @@ import json
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from tagseg.errors import TagsegError
-from tagseg.interfaces import TextEncoder
+
+if TYPE_CHECKING:
+    from tagseg.interfaces import TextEncoder
 
 app = typer.Typer(no_args_is_help=True, help="Build, update, inspect and search text databases.")
 console = Console()
