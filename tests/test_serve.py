@@ -150,10 +150,13 @@ def test_segment_upload_returns_the_cli_json_with_masks_and_pictures(
 
 def test_segment_json_base64_with_settings_and_no_masks(client: TestClient, image: bytes) -> None:
     data_uri = "data:image/png;base64," + base64.b64encode(image).decode()
-    response = client.post("/v1/segment", json={"image_base64": data_uri, "k": 3, "top_k": 5, "masks": False})
+    response = client.post(
+        "/v1/segment", json={"image_base64": data_uri, "k": 3, "top_k": 5, "masks": False, "names": "phrases"}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["settings"]["num_clusters"] == 3 and body["settings"]["top_k"] == 5
+    assert body["settings"]["names"] == "phrases"
     assert 1 <= len(body["segments"]) <= 3
     assert all("rle" not in s and len(s["retrieved"]) <= 5 for s in body["segments"])
 
@@ -167,6 +170,7 @@ def test_segment_json_base64_with_settings_and_no_masks(client: TestClient, imag
         ({}, 422, "invalid_request"),
         ({"image_base64": "aGVsbG8=", "image_url": "https://example.com/x.png"}, 422, "invalid_request"),
         ({"image_base64": "aGVsbG8=", "k": 0}, 422, "invalid_request"),
+        ({"image_base64": "aGVsbG8=", "names": "sentences"}, 422, "invalid_request"),
         ({"image_base64": "aGVsbG8=", "formats": ["pdf"]}, 422, "invalid_request"),
         ([1, 2], 422, "invalid_request"),
     ],

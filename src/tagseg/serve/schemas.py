@@ -17,6 +17,9 @@ class SegmentSettings(BaseModel):
     k: int | None = Field(None, ge=1, le=64, description="Number of k-means clusters (segment candidates).")
     top_k: int | None = Field(None, ge=1, le=200, description="Texts retrieved per segment.")
     crf: bool | None = Field(None, description="Refine segment borders with a dense CRF.")
+    names: Literal["words", "phrases"] | None = Field(
+        None, description="Candidate names: `words` (the paper's single words) or `phrases` (multi-word names too)."
+    )
     masks: bool = Field(True, description="Include each segment's mask (uncompressed COCO RLE).")
     formats: list[Literal["overlay", "labels"]] = Field(
         default_factory=list,
@@ -28,6 +31,7 @@ class SegmentSettings(BaseModel):
             num_clusters=self.k,
             top_k=self.top_k,
             crf=self.crf,
+            names=self.names,
             masks=self.masks,
             overlay="overlay" in self.formats,
             labels="labels" in self.formats,
@@ -63,6 +67,7 @@ MULTIPART_SCHEMA: dict[str, Any] = {
         "k": {"type": "integer", "minimum": 1, "maximum": 64},
         "top_k": {"type": "integer", "minimum": 1, "maximum": 200},
         "crf": {"type": "boolean"},
+        "names": {"type": "string", "enum": ["words", "phrases"]},
         "masks": {"type": "boolean", "default": True},
         "formats": {"type": "array", "items": {"type": "string", "enum": ["overlay", "labels"]}},
     },

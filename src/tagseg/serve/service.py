@@ -37,13 +37,14 @@ class SegmentOptions:
     num_clusters: int | None = None
     top_k: int | None = None
     crf: bool | None = None
+    names: str | None = None
     masks: bool = True
     overlay: bool = False
     labels: bool = False
 
     def overrides(self) -> dict[str, Any]:
         """The :class:`~tagseg.config.TAGConfig` fields this request changes."""
-        values = {"num_clusters": self.num_clusters, "top_k": self.top_k, "crf": self.crf}
+        values = {"num_clusters": self.num_clusters, "top_k": self.top_k, "crf": self.crf, "names": self.names}
         return {key: value for key, value in values.items() if value is not None}
 
 
