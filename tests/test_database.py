@@ -141,6 +141,21 @@ def test_approximate_indexes_find_what_exact_search_finds(tmp_path: Path, encode
     assert all(hit.vector is not None and abs(np.linalg.norm(hit.vector) - 1) < 1e-2 for hit in hits)
 
 
+def test_memory_mapped_ivf_lists_start_no_prefetch_threads(tmp_path: Path) -> None:
+    import faiss
+
+    from tagseg.database import index as faiss_index
+
+    vectors = np.random.default_rng(0).standard_normal((512, 16)).astype(np.float32)
+    index = faiss_index.new_index("ivf", 16, len(vectors))
+    index.train(vectors)
+    index.add(vectors)
+    faiss.write_index(index, str(tmp_path / "v.faiss"))
+    opened = faiss_index.read_index(tmp_path / "v.faiss")
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(opened).invlists)
+    assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.prefetch_nthread == 0
+
+
 def test_a_mismatched_text_model_or_dimension_names_both(tmp_path: Path, encoder: HashingEncoder) -> None:
     build(tmp_path, encoder, [write_inputs(tmp_path)["txt"]])
     other = HashingEncoder(dim=32, model_id="openai/clip-vit-large-patch14")

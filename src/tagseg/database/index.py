@@ -89,9 +89,26 @@ def read_index(path: Path, *, mmap: bool = True) -> faiss.Index:
         raise DatabaseError(f"The vector index {path} is missing.")
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
     try:
-        return faiss.read_index(str(path), flags)
+        index = faiss.read_index(str(path), flags)
     except RuntimeError as error:
         raise DatabaseError(f"The vector index {path} is corrupt or not a FAISS index: {error}") from error
+    _no_prefetch_threads(index)
+    return index
+
+
+def _no_prefetch_threads(index: faiss.Index) -> None:
+    """Stop memory-mapped IVF lists from starting prefetch threads on every search.
+
+    FAISS serves memory-mapped inverted lists through ``OnDiskInvertedLists``, which by default
+    starts 32 threads per search to read the probed lists ahead; once the lists are in the page
+    cache that costs more than the scan itself (12 ms instead of 4.4 ms for 15 queries at 1M).
+    """
+    try:
+        lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    except RuntimeError:
+        return
+    if isinstance(lists, faiss.OnDiskInvertedLists):
+        lists.prefetch_nthread = 0
 
 
 def index_dim(index: faiss.Index) -> int:
@@ -131,8 +148,13 @@ def search_index(
     vectors = np.zeros((flat_rows.size, index.d), dtype=np.float32)
     valid = flat_rows >= 0
     if valid.any():
-        vectors[valid] = index.reconstruct_batch(flat_rows[valid])
+        vectors[valid] = vectors_at(index, flat_rows[valid])
     return scores, rows, vectors.reshape(rows.shape[0], rows.shape[1], index.d)
+
+
+def vectors_at(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
+    """The stored vectors of ``rows`` (all valid), float32 ``(len(rows), dim)``, in one call."""
+    return index.reconstruct_batch(np.ascontiguousarray(rows, dtype=np.int64))
 
 
 def all_vectors(index: faiss.Index) -> np.ndarray:
