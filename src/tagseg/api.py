@@ -158,7 +158,6 @@ class ImageOutcome:
     path: Path
     status: Literal["done", "skipped", "failed"]
     name: str = ""
-    outputs: list[Path] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     reason: str | None = None
     seconds: float = 0.0

@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -578,12 +577,6 @@ def check_compatible(path: Path, manifest: dict, *, model_id: str | None, dim: i
             f"but the text model in use is {model_id or manifest['model_id']!r} (dim {dim or manifest['dim']}). "
             "Rebuild the database with this model, or use the model it was built with."
         )
-
-
-def remove_database(path: Path) -> None:
-    """Delete a database folder (after checking it is one)."""
-    read_manifest(path)
-    shutil.rmtree(path)
 
 
 def _load_shard(path: Path, entry: dict, dim: int) -> _Shard:
