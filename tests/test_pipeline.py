@@ -93,3 +93,10 @@ def test_missing_model_names_it_and_says_how_to_provide_it() -> None:
     message = str(error.value)
     assert "facebook/dinov2-base" in message
     assert "director" in message  # points to passing a local directory
+
+
+def test_a_missing_database_folder_fails_before_any_model_loads(tmp_path: Path) -> None:
+    from tagseg import DatabaseError
+
+    with pytest.raises(DatabaseError, match="does not exist"):
+        TAG.from_pretrained("paper", feature_model="not/loaded", database=tmp_path / "none")

@@ -119,13 +119,32 @@ def _without_load_report() -> Iterator[None]:
 
 
 def _cache_first(loader: type[T] | _Pretrained, location: str, *, local: bool, **kwargs: Any) -> Any:
-    """Load from the local cache without touching the network; only a cache miss asks the hub."""
+    """Load from the local cache without touching the network; only a cache miss asks the hub.
+
+    Local loads run without progress bars (transformers draws one per checkpoint tensor group);
+    downloads keep theirs.
+    """
     if local or kwargs.get("local_files_only"):
-        return loader.from_pretrained(location, **kwargs)  # type: ignore[union-attr]
+        with _without_progress_bars():
+            return loader.from_pretrained(location, **kwargs)  # type: ignore[union-attr]
     try:
-        return loader.from_pretrained(location, local_files_only=True, **kwargs)  # type: ignore[union-attr]
+        with _without_progress_bars():
+            return loader.from_pretrained(location, local_files_only=True, **kwargs)  # type: ignore[union-attr]
     except (OSError, ValueError):
         return loader.from_pretrained(location, **kwargs)  # type: ignore[union-attr]
+
+
+@contextmanager
+def _without_progress_bars() -> Iterator[None]:
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def load_pretrained(loader: type[T] | _Pretrained, source: ModelSource, **kwargs: Any) -> T:

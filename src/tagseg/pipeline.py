@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from tagseg import granularity
 from tagseg import segments as seg
 from tagseg.config import TAGConfig, preset
 from tagseg.controls import apply_controls
+from tagseg.errors import DatabaseError
 from tagseg.image import ImageSource, load_image
 from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, TextDatabase, TextEncoder
 from tagseg.naming import CandidateEmbeddings, name_segments
@@ -51,13 +53,19 @@ class TAG:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_config: str | TAGConfig = "paper", *, database: TextDatabase | None = None, **overrides: Any
+        cls,
+        name_or_config: str | TAGConfig = "paper",
+        *,
+        database: TextDatabase | str | os.PathLike[str] | None = None,
+        **overrides: Any,
     ) -> "TAG":
         """Build from a preset name (``paper``, ``fast``, ``toy``) or a :class:`TAGConfig`.
 
         Keyword overrides replace config fields, e.g. ``clip_model="/models/clip"``, ``num_clusters=8``.
-        ``database`` overrides ``config.database`` with a ready :class:`TextDatabase`.
+        ``database`` is a database folder (or ``"default"``), or a ready :class:`TextDatabase`.
         """
+        if isinstance(database, (str, os.PathLike)):
+            overrides["database"], database = os.fspath(database), None
         if isinstance(name_or_config, TAGConfig):
             config = name_or_config.replace(**overrides)
         else:
@@ -68,6 +76,8 @@ class TAG:
         from tagseg.features import Dinov2Features
         from tagseg.models import resolve_device
 
+        if database is None and config.database not in ("default", "toy") and not Path(config.database).is_dir():
+            raise DatabaseError(f"No database at {config.database}: the folder does not exist.")  # before loading models
         device = resolve_device(config.device)
         features = Dinov2Features.from_pretrained(config.feature_model, device=device, normalize=config.normalize)
         embedder = GEMDenseCLIP.from_pretrained(
