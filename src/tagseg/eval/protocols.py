@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from tagseg.errors import ModelNotAvailableError
+from tagseg.errors import ConfigError, ModelNotAvailableError
 from tagseg.interfaces import TextEncoder
 
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-mpnet-base-v2"
@@ -123,8 +123,13 @@ def sentence_transformer_protocol(
 
     def encode(texts: list[str]) -> np.ndarray:
         if not loaded:
-            from sentence_transformers import SentenceTransformer
-
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError:
+                raise ConfigError(
+                    "The tag protocol needs sentence-transformers: pip install 'tagseg[eval]' "
+                    "(or choose --protocol clip / oracle-image / oracle-dataset)."
+                ) from None
             try:
                 loaded.append(SentenceTransformer(str(model), device="cpu"))
             except OSError as error:
