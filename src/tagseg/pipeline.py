@@ -79,11 +79,14 @@ class TAG:
         if database is None and config.database not in ("default", "toy") and not Path(config.database).is_dir():
             raise DatabaseError(f"No database at {config.database}: the folder does not exist.")  # before loading models
         device = resolve_device(config.device)
-        features = Dinov2Features.from_pretrained(config.feature_model, device=device, normalize=config.normalize)
-        embedder = GEMDenseCLIP.from_pretrained(
-            config.clip_model, gem_depth=config.gem_depth, device=device, normalize=config.normalize
+        dtype = getattr(torch, config.dtype)
+        features = Dinov2Features.from_pretrained(
+            config.feature_model, device=device, normalize=config.normalize, dtype=dtype
         )
-        text_encoder = CLIPTextEncoder.from_pretrained(config.clip_model, device=device)
+        embedder = GEMDenseCLIP.from_pretrained(
+            config.clip_model, gem_depth=config.gem_depth, device=device, normalize=config.normalize, dtype=dtype
+        )
+        text_encoder = CLIPTextEncoder.from_pretrained(config.clip_model, device=device, dtype=dtype)
         if database is None:
             database = _open_database(config.database, text_encoder)
         return cls(features, embedder, text_encoder, database, config)
