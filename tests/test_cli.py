@@ -79,6 +79,22 @@ def test_folder_run_writes_every_output_and_reports_the_corrupt_image(batch, pho
     assert not list(out.rglob("broken.*")) and not list(out.rglob("*.partial*"))
 
 
+def test_schema_documents_every_setting_and_accepts_automatic_k(tmp_path: Path, photos: Path) -> None:
+    from tagseg.config import TAGConfig
+
+    schema = segmentation_schema()
+    settings = schema["properties"]["settings"]["properties"]
+    assert set(TAGConfig.field_names()) <= set(settings)
+    assert all(settings[name].get("description") for name in TAGConfig.field_names())
+    result = runner.invoke(
+        app, ["segment", str(photos / "astronaut.jpg"), "--preset", "toy", "-k", "auto", "--names", "phrases", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "astronaut.json").read_text())
+    assert record["settings"]["num_clusters"] == "auto" and record["settings"]["names"] == "phrases"
+    jsonschema.validate(record, schema, cls=jsonschema.Draft202012Validator)
+
+
 def test_json_matches_schema_and_rle_decodes_to_the_label_png(batch, photos: Path) -> None:
     out, _ = batch
     schema = segmentation_schema()
