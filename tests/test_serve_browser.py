@@ -94,6 +94,15 @@ def test_upload_hover_add_concept_and_phone_layout(base_url: str, browser: webdr
     hover_pixel(browser, 0, 0, 240, 180)
     assert hover_pixel(browser, x, y, 240, 180) == label
     assert f"{label} kayak race" in browser.find_element(By.ID, "seg-retrieved").text
+    assert f"{label} kayak" not in browser.find_element(By.ID, "seg-candidates").text  # single words
+
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(By.ID, "names")).select_by_value("phrases")
+    wait.until(lambda b: b.find_element(By.ID, "view").get_attribute("data-runs") == "3")
+    hover_pixel(browser, 0, 0, 240, 180)
+    assert hover_pixel(browser, x, y, 240, 180) == label
+    assert f"{label} kayak" in browser.find_element(By.ID, "seg-candidates").text
 
     browser.set_window_size(390, 844)
     assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")

@@ -125,6 +125,7 @@ async function run(note = "") {
   setStatus("Segmenting…");
   const form = new FormData();
   form.append("image", state.file);
+  form.append("names", $("names").value);
   let response;
   try {
     response = await fetch("/v1/segment", { method: "POST", body: form });
@@ -177,6 +178,7 @@ async function addConcepts(event) {
 
 async function init() {
   $("file").addEventListener("change", (event) => choose(event.target.files[0]));
+  $("names").addEventListener("change", () => run());
   const drop = $("drop");
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
