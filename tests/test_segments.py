@@ -104,3 +104,13 @@ def test_pooling_equals_averaging_explicitly_upsampled_embeddings() -> None:
 def test_pooling_refuses_empty_labels() -> None:
     with pytest.raises(ValueError):
         seg.pool_embeddings(torch.zeros(2, 2, 3), np.zeros((4, 4), dtype=np.int32), 2)
+
+
+def test_weighted_pooling_equals_weighted_means_of_upsampled_embeddings() -> None:
+    rng = np.random.default_rng(4)
+    embeddings = torch.from_numpy(rng.standard_normal((6, 5, 3)).astype(np.float32))
+    weights = torch.from_numpy(rng.random((2, 30, 25)).astype(np.float32))
+    pooled = seg.pool_embeddings_weighted(embeddings, weights)
+    upsampled = F.interpolate(embeddings.permute(2, 0, 1)[None], size=(30, 25), mode="bilinear", align_corners=False)[0]
+    expected = torch.einsum("khw,dhw->kd", weights, upsampled) / weights.sum(dim=(1, 2))[:, None]
+    torch.testing.assert_close(pooled, expected, atol=1e-5, rtol=1e-5)

@@ -70,3 +70,29 @@ def test_crf_off_and_aspect_ratio_kept_still_recover_shapes() -> None:
 def test_toy_palette_is_what_the_scenes_use() -> None:
     _, _, names = toy_scene(0)
     assert set(names) <= set(PALETTE)
+
+
+def test_given_regions_are_named_without_being_resegmented(toy_tag: TAG) -> None:
+    image, regions, names = toy_scene(3, num_shapes=3)
+    regions = regions * 10 + 7  # arbitrary region values are kept as cluster ids
+    regions[5:9, 5:9] = 99  # a 4x4 region, smaller than a working pixel's patch
+    result = toy_tag.name_regions(image, regions)
+    assert result.label_map.shape == regions.shape
+    assert np.array_equal(result.cluster_map, regions)
+    for region, name in enumerate(names[1:], start=1):
+        [segment] = [s for s in result.segments if 10 * region + 7 in s.cluster_ids]
+        assert segment.label == name
+        assert segment.cluster_ids == [10 * region + 7]
+        assert np.array_equal(segment.mask, regions == 10 * region + 7)  # kept whole, not re-segmented
+    [background] = [s for s in result.segments if 7 in s.cluster_ids]
+    assert background.label == names[0]
+    assert 99 in background.cluster_ids, "the tiny region is named (by its context), not lost"
+    assert "kmeans" not in result.timings and "crf" not in result.timings
+
+
+def test_given_regions_must_match_the_image(toy_tag: TAG) -> None:
+    image, regions, _ = toy_scene(0)
+    with pytest.raises(ValueError, match="integer map of the image's size"):
+        toy_tag.name_regions(image, regions[:-1])
+    with pytest.raises(ValueError, match="integer map"):
+        toy_tag.name_regions(image, regions.astype(float))

@@ -20,7 +20,7 @@ from tagseg.controls import apply_controls
 from tagseg.errors import DatabaseError
 from tagseg.image import ImageSource, load_image
 from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, TextDatabase, TextEncoder
-from tagseg.naming import CandidateEmbeddings, name_segments
+from tagseg.naming import CandidateEmbeddings, Naming, name_segments
 from tagseg.result import Segment, Segmentation
 
 
@@ -112,12 +112,8 @@ class TAG:
     def __call__(self, image: ImageSource) -> Segmentation:
         """Segment one image (path, bytes, PIL image or HxWx3 array) and name its segments."""
         timings: dict[str, float] = {}
-        with _timed(timings, "load"):
-            rgb = load_image(image)
-        height, width = working_size(rgb.shape[0], rgb.shape[1], self.config.image_size, self.config.keep_aspect_ratio)
-        with _timed(timings, "preprocess"):
-            working = np.array(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
-            pixels = torch.from_numpy(working).permute(2, 0, 1)[None].float() / 255.0
+        rgb, working, pixels = self._prepare(image, timings)
+        height, width = working.shape[:2]
         with _timed(timings, "features"):
             features = self.features(_fit_to_patches(pixels, self.features.patch_size))[0].float().cpu()
         with _timed(timings, "kmeans"):
@@ -135,6 +131,51 @@ class TAG:
             embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
         with _timed(timings, "pooling"):
             pooled = seg.pool_embeddings(embeddings, cluster_map, len(cluster_ids))
+        namings = self._name(pooled, timings)
+        with _timed(timings, "assemble"):
+            full_clusters = _resize_labels(cluster_map, rgb.shape[:2])
+            result = _assemble(full_clusters, cluster_ids, namings, pooled.numpy())
+        return self._finish(result, timings)
+
+    def name_regions(self, image: ImageSource, regions: np.ndarray) -> Segmentation:
+        """Name regions given by the caller (Stages 2 and 3 only): no k-means, no CRF.
+
+        ``regions`` is an integer (or boolean) map of the image's own size; every distinct value is
+        one region, kept in ``Segment.cluster_ids``. Masks from another segmenter (SAM, an
+        annotation tool) become such a map, e.g. ``np.argmax(np.stack([background, *masks]), 0)``.
+        Regions with the same name are merged, as for proposed segments.
+        """
+        timings: dict[str, float] = {}
+        rgb, working, pixels = self._prepare(image, timings)
+        regions = np.asarray(regions)
+        if regions.shape != rgb.shape[:2] or not (np.issubdtype(regions.dtype, np.integer) or regions.dtype == bool):
+            raise ValueError(
+                f"regions must be an integer map of the image's size {rgb.shape[:2]}, "
+                f"not {regions.dtype} of shape {regions.shape}"
+            )
+        region_map, region_ids = seg.compact_labels(regions)
+        with _timed(timings, "embedder"):
+            embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
+        with _timed(timings, "pooling"):
+            coverage = np.stack([_area_resize(region_map == k, working.shape[:2]) for k in range(len(region_ids))])
+            pooled = seg.pool_embeddings_weighted(embeddings, torch.from_numpy(coverage))
+        namings = self._name(pooled, timings)
+        with _timed(timings, "assemble"):
+            result = _assemble(region_map, region_ids, namings, pooled.numpy())
+        return self._finish(result, timings)
+
+    def _prepare(self, image: ImageSource, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """The RGB image, its working-size copy and that copy as (1, 3, h, w) pixels in [0, 1]."""
+        with _timed(timings, "load"):
+            rgb = load_image(image)
+        height, width = working_size(rgb.shape[0], rgb.shape[1], self.config.image_size, self.config.keep_aspect_ratio)
+        with _timed(timings, "preprocess"):
+            working = np.array(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
+            pixels = torch.from_numpy(working).permute(2, 0, 1)[None].float() / 255.0
+        return rgb, working, pixels
+
+    def _name(self, pooled: torch.Tensor, timings: dict[str, float]) -> list[Naming]:
+        """Stage 3 on segment embeddings, then the optional naming controls."""
         with _timed(timings, "naming"):
             namings = name_segments(
                 pooled,
@@ -148,10 +189,9 @@ class TAG:
                 length_penalty=self.config.length_penalty,
                 cased_alpha=self.config.cased_alpha,
             )
-            namings = apply_controls(namings, pooled, self.candidate_embeddings, self.config)
-        with _timed(timings, "assemble"):
-            full_clusters = _resize_labels(cluster_map, rgb.shape[:2])
-            result = _assemble(full_clusters, cluster_ids, namings, pooled.numpy())
+            return apply_controls(namings, pooled, self.candidate_embeddings, self.config)
+
+    def _finish(self, result: Segmentation, timings: dict[str, float]) -> Segmentation:
         result.settings = self.config.to_dict()
         result.models = self.models
         result.timings = timings
@@ -173,6 +213,15 @@ def _fit_to_patches(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
     if target == (height, width):
         return pixels
     return F.interpolate(pixels, size=target, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _area_resize(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The fraction of each pixel of a (height, width) grid that ``mask`` covers (box filter).
+
+    Unlike a nearest-neighbour resize, no region smaller than a working pixel disappears.
+    """
+    image = Image.fromarray(mask.astype(np.float32))
+    return np.asarray(image.resize((size[1], size[0]), Image.Resampling.BOX), dtype=np.float32)
 
 
 def _resize_labels(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:

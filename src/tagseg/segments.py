@@ -97,20 +97,27 @@ def _interpolation_matrix(source: int, target: int) -> torch.Tensor:
 def pool_embeddings(embeddings: torch.Tensor, label_map: np.ndarray, num_labels: int) -> torch.Tensor:
     """Mean of the bilinearly upsampled patch embeddings (h, w, D) over each label's pixels.
 
-    Equal to upsampling the embeddings to the label map's size and averaging, computed without
-    materialising the upsampled maps: upsampling is linear, so each label's pixel mask is pulled
-    back to the patch grid through the transposed interpolation matrices. Returns (num_labels, D);
-    every label in ``range(num_labels)`` must own at least one pixel.
+    Returns (num_labels, D); every label in ``range(num_labels)`` must own at least one pixel.
+    """
+    labels = torch.from_numpy(np.ascontiguousarray(label_map, dtype=np.int64))
+    return pool_embeddings_weighted(embeddings, F.one_hot(labels, num_labels).permute(2, 0, 1).float())
+
+
+def pool_embeddings_weighted(embeddings: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted means of the bilinearly upsampled patch embeddings (h, w, D), one per map of ``weights`` (K, H, W).
+
+    Equal to upsampling the embeddings to (H, W) and averaging, computed without materialising
+    the upsampled maps: upsampling is linear, so each weight map is pulled back to the patch grid
+    through the transposed interpolation matrices. Weights may be fractional (a region's coverage
+    of each pixel); every map needs a positive total.
     """
     grid_h, grid_w, _ = embeddings.shape
-    height, width = label_map.shape
+    _, height, width = weights.shape
     rows = _interpolation_matrix(grid_h, height)  # (H, h)
     cols = _interpolation_matrix(grid_w, width)  # (W, w)
-    labels = torch.from_numpy(np.ascontiguousarray(label_map, dtype=np.int64))
-    masks = F.one_hot(labels, num_labels).permute(2, 0, 1).float()  # (K, H, W)
-    areas = masks.sum(dim=(1, 2))
-    if bool((areas == 0).any()):
+    totals = weights.sum(dim=(1, 2))
+    if bool((totals <= 0).any()):
         raise ValueError("pool_embeddings: every label must own at least one pixel")
-    weights = rows.T @ masks @ cols  # (K, h, w): each mask pulled back to the patch grid
-    pooled = torch.einsum("khw,hwd->kd", weights, embeddings.float().cpu())
-    return pooled / areas[:, None]
+    on_grid = rows.T @ weights.float() @ cols  # (K, h, w): each map pulled back to the patch grid
+    pooled = torch.einsum("khw,hwd->kd", on_grid, embeddings.float().cpu())
+    return pooled / totals[:, None]
