@@ -6,7 +6,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +22,8 @@ from tagseg.image import ImageSource, load_image
 from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, TextDatabase, TextEncoder
 from tagseg.naming import CandidateEmbeddings, Naming, name_segments
 from tagseg.result import Segment, Segmentation
+
+T = TypeVar("T")
 
 
 class TAG:
@@ -240,11 +242,13 @@ def _assemble(cluster_map: np.ndarray, cluster_ids: np.ndarray, namings: list, e
         if areas[cluster] > 0:
             groups.setdefault(naming.label, []).append(cluster)
     ordered = sorted(groups.items(), key=lambda item: -int(areas[item[1]].sum()))
-    label_map = np.zeros_like(cluster_map)
+    segment_of_cluster = np.zeros(len(namings), dtype=np.int32)
+    for segment_id, (_, clusters) in enumerate(ordered):
+        segment_of_cluster[clusters] = segment_id
+    label_map = segment_of_cluster[cluster_map]
     segments = []
     for segment_id, (label, clusters) in enumerate(ordered):
-        mask = np.isin(cluster_map, clusters)
-        label_map[mask] = segment_id
+        mask = label_map == segment_id
         weights = areas[clusters] / areas[clusters].sum()
         segments.append(
             Segment(
@@ -266,7 +270,7 @@ def _assemble(cluster_map: np.ndarray, cluster_ids: np.ndarray, namings: list, e
     return Segmentation(label_map=label_map, segments=segments, cluster_map=original_cluster_map)
 
 
-def _merge_best(items: Iterator, key, value) -> list:
+def _merge_best(items: Iterable[T], key: Callable[[T], str], value: Callable[[T], float]) -> list[T]:
     """Keep the highest-valued item per key, best first."""
     best: dict[str, Any] = {}
     for item in items:
