@@ -107,3 +107,17 @@ def test_word_lists_alias_files_and_validation(tmp_path) -> None:
             preset("toy", **bad)
     assert preset("toy", vocabulary=("a", "b")).vocabulary == ["a", "b"]
     assert np.isclose(preset("toy").abstain_threshold, -1.0)
+
+
+def test_a_missing_word_list_file_is_an_error_not_a_name(tmp_path) -> None:
+    from tagseg.controls import read_aliases, read_words
+    from tagseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="my_colours.txt: no such file"):
+        read_words("my_colours.txt")
+    with pytest.raises(ConfigError, match="no such file"):
+        read_words(str(tmp_path / "names"))
+    with pytest.raises(ConfigError, match="no such file"):
+        read_aliases("aliases.txt")
+    assert read_words("cat, dog") == ["cat", "dog"] and read_words("cat") == ["cat"]
+    assert read_aliases("kitten, kitty -> cat") == {"kitten": "cat", "kitty": "cat"}

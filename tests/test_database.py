@@ -247,3 +247,18 @@ def test_an_existing_database_is_not_overwritten_unless_asked(tmp_path: Path, en
     build_database(tmp_path / "db", [tmp_path / "other.txt"], encoder, overwrite=True, progress=False)
     assert sorted(PersistentTextDatabase.open(tmp_path / "db").texts()) == ["lion", "zebra"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_text_or_column(
+    tmp_path: Path, encoder: HashingEncoder, compressed: bool
+) -> None:
+    bom = b"\xef\xbb\xbf"
+    files = {"in.csv": bom + b"text,id\r\na red car,1\r\ntabby cat,2\r\n", "in.txt": bom + b"a red car\ntabby cat\na red car\n"}
+    for name, data in files.items():
+        path = tmp_path / (name + (".gz" if compressed else ""))
+        path.write_bytes(gzip.compress(data) if compressed else data)
+        database = tmp_path / f"db-{name}"
+        report = build_database(database, [path], encoder, column="text" if name.endswith("csv") else None, progress=False)
+        assert report.stored == 2
+        assert sorted(PersistentTextDatabase.open(database).texts()) == ["a red car", "tabby cat"]

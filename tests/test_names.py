@@ -297,3 +297,30 @@ def test_candidate_embedding_cache_encodes_each_name_once_and_survives_eviction(
     assert encoder.encoded == ["red", "blue", "car", "red"]  # capacity 2 evicted "red" once
     assert torch.equal(first[0], again[1])
     assert cache([]).shape == (0, encoder.dim)
+
+
+def test_candidate_embedding_cache_survives_eviction_by_another_thread() -> None:
+    import threading
+
+    from tagseg.naming import CandidateEmbeddings
+    from tagseg.toy import ToyTextEncoder
+
+    started, release = threading.Event(), threading.Event()
+
+    class PausingEncoder(ToyTextEncoder):
+        def encode(self, texts):  # type: ignore[no-untyped-def]
+            if "green" in texts:  # the first caller pauses while encoding
+                started.set()
+                release.wait(5)
+            return super().encode(texts)
+
+    cache = CandidateEmbeddings(PausingEncoder(), capacity=3)
+    cache(["red", "blue"])
+    results: list[torch.Tensor] = []
+    worker = threading.Thread(target=lambda: results.append(cache(["red", "green"])))
+    worker.start()
+    started.wait(5)
+    cache(["cat", "dog", "sky"])  # evicts "red" while the worker encodes "green"
+    release.set()
+    worker.join(5)
+    assert len(results) == 1 and results[0].shape == (2, cache.encoder.dim)

@@ -342,6 +342,8 @@ def test_database_token_and_changes_visible_in_the_next_request(image: bytes) ->
         "file:///etc/passwd",
         "ftp://example.com/image.png",
         "http://user:pw@example.com/image.png",
+        "http://[::1/x.png",
+        "http://example.com:99999/x.png",
     ],
 )
 def test_url_fetch_refuses_private_loopback_and_other_schemes(client: TestClient, url: str) -> None:
@@ -421,3 +423,15 @@ def test_a_waiting_database_change_goes_before_later_segmentations() -> None:
     writer.join(5)
     reader.join(5)
     assert order == ["write", "read"]
+
+
+def test_an_unexpected_failure_still_answers_the_json_error_shape(image: bytes) -> None:
+    class BrokenTAG(TAG):
+        def __call__(self, image):  # type: ignore[no-untyped-def]
+            raise RuntimeError("a bug")
+
+    with TestClient(create_app(toy_tag(BrokenTAG), ServeSettings()), raise_server_exceptions=False) as broken:
+        response = broken.post("/v1/segment", files={"image": ("scene.png", image, "image/png")})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "a bug" not in response.text

@@ -158,6 +158,7 @@ class ImageOutcome:
     path: Path
     status: Literal["done", "skipped", "failed"]
     name: str = ""
+    outputs: list[Path] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     reason: str | None = None
     seconds: float = 0.0
@@ -258,6 +259,7 @@ def segment_files(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"Cannot create the output folder {out}: {error.strerror or error}") from None
+    exporter = _exporter(out, exports, categories)  # checks the export formats before any model loads
     jobs, outcomes = _plan(inputs, out)
     listener.started(len(jobs) + len(outcomes))
     for outcome in outcomes:
@@ -273,14 +275,13 @@ def segment_files(
         model_seconds = time.perf_counter() - loading
     pending_names = {job.name for job in pending}
     spool = _CocoSpool(out) if "coco" in wanted else None
-    exporter = _exporter(out, exports, categories)
     try:
         for job in jobs:
             if job.name in pending_names:
                 listener.image_started(job.path)
                 outcome = _segment_one(tag, job, out, wanted, alpha, spool, exporter)  # type: ignore[arg-type]
             else:
-                outcome = ImageOutcome(job.path, "skipped", job.name, _per_image_paths(out, job.name, wanted))
+                outcome = ImageOutcome(job.path, "skipped", job.name, outputs=_per_image_paths(out, job.name, wanted))
                 if spool is not None:
                     spool.add_existing(out / f"{job.name}.json")
                 if exporter is not None:
@@ -362,7 +363,9 @@ def _segment_one(
     except Exception as error:  # noqa: BLE001 - one bad image must never stop the batch
         reason = f"{type(error).__name__}: {error}"
         return ImageOutcome(job.path, "failed", job.name, reason=reason, seconds=time.perf_counter() - start)
-    return ImageOutcome(job.path, "done", job.name, paths, result.labels, seconds=time.perf_counter() - start)
+    return ImageOutcome(
+        job.path, "done", job.name, outputs=paths, labels=result.labels, seconds=time.perf_counter() - start
+    )
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -127,12 +127,25 @@ def read_words(source: str | Path | Sequence[str]) -> list[str]:
     if path.is_file():
         lines = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
         return [line for line in lines if line]
+    _refuse_missing_file(str(source), separator=",")
     return [part.strip() for part in str(source).split(",") if part.strip()]
+
+
+_LIST_FILE_SUFFIXES = frozenset({".txt", ".csv", ".tsv", ".lst", ".list", ".names"})
+
+
+def _refuse_missing_file(text: str, separator: str) -> None:
+    """A value that names a file which is not there must not be read as a list of names."""
+    looks_like_path = "/" in text or "\\" in text or Path(text).suffix.lower() in _LIST_FILE_SUFFIXES
+    if separator not in text and looks_like_path:
+        raise ConfigError(f"{text}: no such file (give a file, or the names themselves separated by '{separator}').")
 
 
 def read_aliases(source: str | Path) -> dict[str, str]:
     """Aliases from a file or a ``;``-separated string of lines ``kitten, kitty -> cat`` (many names -> one)."""
     path = Path(source)
+    if not path.is_file():
+        _refuse_missing_file(str(source), separator="->")
     text = path.read_text(encoding="utf-8") if path.is_file() else str(source).replace(";", "\n")
     aliases: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):

@@ -66,20 +66,18 @@ class CandidateEmbeddings:
         """(len(names), dim) L2-normalised embeddings."""
         if not names:
             return torch.empty(0, self.encoder.dim)
+        with self._lock:  # copy the hits now: another thread may evict them while we encode
+            found = {name: self._cache[name] for name in names if name in self._cache}
+        missing = list(dict.fromkeys(name for name in names if name not in found))
+        if missing:
+            found.update(zip(missing, self.encoder.encode([self.template.format(n) for n in missing])))
         with self._lock:
-            missing = list(dict.fromkeys(n for n in names if n not in self._cache))
-        vectors = self.encoder.encode([self.template.format(n) for n in missing]) if missing else []
-        with self._lock:
-            found = dict(zip(missing, vectors))
-            for name in names:
-                if name in self._cache:
-                    self._cache.move_to_end(name)
-                    found.setdefault(name, self._cache[name])
-                else:
-                    self._cache[name] = found[name]
+            for name in dict.fromkeys(names):
+                self._cache[name] = found[name]
+                self._cache.move_to_end(name)
             while len(self._cache) > self.capacity:
                 self._cache.popitem(last=False)
-        return torch.stack([found[n] for n in names])
+        return torch.stack([found[name] for name in names])
 
 
 NAME_KINDS = ("words", "phrases")

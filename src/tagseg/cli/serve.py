@@ -32,8 +32,8 @@ def serve(
     label_studio_url: Annotated[Optional[str], typer.Option(envvar="LABEL_STUDIO_URL", help="Label Studio's address, for task images under /data/.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
     label_studio_api_key: Annotated[Optional[str], typer.Option(envvar="LABEL_STUDIO_API_KEY", help="Label Studio API key (legacy token) for those images.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
     label_mode: Annotated[str, typer.Option(help="auto, map (onto the project's labels) or free (segment names as they are).", rich_help_panel=LABEL_STUDIO)] = "auto",
-    aliases: Annotated[Optional[Path], typer.Option(help="JSON object mapping segment names to project labels.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
-    abstain_below: Annotated[float, typer.Option(help="In map mode, drop segments whose best label similarity is lower.", rich_help_panel=LABEL_STUDIO)] = 0.5,
+    label_aliases: Annotated[Optional[Path], typer.Option(help="JSON object mapping segment names to project labels.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
+    label_abstain_below: Annotated[float, typer.Option(help="In map mode, drop segments whose best label similarity is lower.", rich_help_panel=LABEL_STUDIO)] = 0.5,
     model_version: Annotated[Optional[str], typer.Option(help="Model version shown in Label Studio (default: from the models).", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
     preset: opt.Preset = None,
     config: opt.ConfigFile = None,
@@ -48,7 +48,9 @@ def serve(
     seed: opt.Seed = None,
     names: opt.Names = None,
     vocabulary: opt.Vocabulary = None,
+    aliases: opt.Aliases = None,
     blocklist: opt.Blocklist = None,
+    abstain_below: opt.AbstainBelow = None,
     min_region_area: opt.MinRegionArea = None,
 ) -> None:
     """Serve the page (GET /), the API (/v1/..., OpenAPI at /docs) and a Label Studio ML backend.
@@ -64,7 +66,8 @@ def serve(
         settings = opt.build_config(
             preset, config, feature_model=feature_model, clip_model=clip_model, database=database,
             clusters=clusters, crf=crf, image_size=image_size, top_k=top_k, device=device, seed=seed,
-            names=names, vocabulary=vocabulary, blocklist=blocklist, min_region_area=min_region_area,
+            names=names, vocabulary=vocabulary, aliases=aliases, blocklist=blocklist,
+            abstain_below=abstain_below, min_region_area=min_region_area,
         )
         serve_settings = ServeSettings(
             workers=workers,
@@ -79,8 +82,8 @@ def serve(
             label_studio_url=label_studio_url,
             label_studio_api_key=label_studio_api_key,
             label_mode=label_mode,  # type: ignore[arg-type]  (checked by ServeSettings)
-            label_aliases=_read_aliases(aliases),
-            abstain_threshold=abstain_below,
+            label_aliases=_read_aliases(label_aliases),
+            abstain_threshold=label_abstain_below,
             model_version=model_version,
         )
         if host not in ("127.0.0.1", "localhost", "::1") and database_writes and not token:

@@ -97,12 +97,12 @@ def _format_from_suffix(path: Path) -> str:
 
 
 def _open_binary(path: Path) -> BinaryIO:
+    """The file's bytes, gunzipped when compressed, after any UTF-8 byte-order mark (Excel, Notepad)."""
     raw = path.open("rb")
-    if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return _GzipWithRawPosition(raw)
-    raw.seek(0)
-    return raw
+    handle: BinaryIO = _GzipWithRawPosition(raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
+    if handle.peek(3)[:3] == b"\xef\xbb\xbf":  # type: ignore[attr-defined]
+        handle.read(3)
+    return handle
 
 
 class _GzipWithRawPosition(gzip.GzipFile):

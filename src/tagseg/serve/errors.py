@@ -60,6 +60,11 @@ def install_error_handlers(app: FastAPI) -> None:
         summary = "; ".join(f"{'.'.join(p['location'])}: {p['message']}" for p in problems)
         return JSONResponse(error_body("invalid_request", summary, problems=problems), status_code=422)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        # Keeps the JSON contract for bugs too; the server still logs the traceback.
+        return JSONResponse(error_body("internal_error", "The server failed on this request."), status_code=500)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(error.status_code, "http_error")

@@ -99,13 +99,17 @@ async def _fetch(url: str, policy: FetchPolicy) -> bytes:
 
 async def _pinned_request(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> httpx.Request:
     """A request to the checked address of ``url``'s host, or :class:`ApiError` if the URL is refused."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        explicit_port = parts.port
+    except ValueError as error:
+        raise ApiError(400, "url_refused", f"The URL is malformed: {error}.") from None
     if parts.scheme not in ("http", "https"):
         raise ApiError(400, "url_refused", f"Only http and https URLs are fetched, not {parts.scheme or 'this'!r}.")
     if not parts.hostname or parts.username is not None or parts.password is not None:
         raise ApiError(400, "url_refused", "The URL needs a host name and must not carry credentials.")
     host = parts.hostname
-    port = parts.port or _default_port(parts.scheme)
+    port = explicit_port or _default_port(parts.scheme)
     trusted = policy.trusted_origin is not None and _origin(url) == _origin(policy.trusted_origin)
     if not trusted and not host_allowed(host, policy.allow_hosts):
         raise ApiError(400, "url_refused", f"Host {host!r} is not on this server's allow-list.")

@@ -1,0 +1,48 @@
+"""The batch runner behind `tagseg segment`, called from Python."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tagseg.api import BatchListener, segment_files
+from tagseg.config import preset
+from tagseg.errors import ConfigError
+from tagseg.toy import toy_scene
+
+
+class Recorder(BatchListener):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def loading_models(self) -> None:
+        self.events.append("loading models")
+
+
+@pytest.fixture
+def scene_file(tmp_path: Path) -> Path:
+    path = tmp_path / "scene.png"
+    Image.fromarray(toy_scene(0)[0]).save(path)
+    return path
+
+
+def test_outcomes_report_outputs_and_names(tmp_path: Path, scene_file: Path) -> None:
+    report = segment_files([scene_file], tmp_path / "out", config=preset("toy"))
+    [done] = report.outcomes
+    assert done.status == "done" and done.reason is None
+    assert all(isinstance(label, str) for label in done.labels) and done.labels
+    assert sorted(p.name for p in done.outputs) == ["scene.json", "scene.labels.png", "scene.overlay.png"]
+    assert all(p.is_file() for p in done.outputs)
+    [skipped] = segment_files([scene_file], tmp_path / "out", config=preset("toy")).outcomes
+    assert skipped.status == "skipped" and skipped.labels == [] and skipped.outputs == done.outputs
+
+
+def test_a_bad_export_format_fails_before_models_load_and_leaves_nothing(tmp_path: Path, scene_file: Path) -> None:
+    recorder = Recorder()
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="cocoo"):
+        segment_files([scene_file], out, config=preset("toy"), exports=["cocoo"], listener=recorder)
+    assert recorder.events == []
+    assert list(out.iterdir()) == []
