@@ -17,6 +17,7 @@ from tagseg.config import preset
 from tagseg.errors import ConfigError
 from tagseg.interfaces import Hit
 from tagseg.naming import CandidateEmbeddings, name_segments
+from toy_support import named_iou
 
 STREET = [
     "a red fire hydrant on the sidewalk",
@@ -239,18 +240,9 @@ def shade_results() -> dict[str, list]:
     return results
 
 
-def _named_iou(result, regions: np.ndarray, names: list[str]) -> list[float]:
-    ious = []
-    for region, name in enumerate(names):
-        truth = regions == region
-        predicted = np.isin(result.label_map, [s.id for s in result.segments if s.label == name])
-        ious.append((truth & predicted).sum() / (truth | predicted).sum())
-    return ious
-
-
 def test_phrases_mode_names_two_word_shades(shade_results):
     for result, (_, regions, names) in zip(shade_results["phrases"], shade_results["scenes"]):
-        ious = _named_iou(result, regions, names)
+        ious = named_iou(result, regions, names)
         assert min(ious) > 0.8, dict(zip(names, ious))
         assert set(names) == set(result.labels)
 

@@ -7,6 +7,7 @@ import pytest
 
 from tagseg import TAG
 from tagseg.toy import PALETTE, ToyTextEncoder, toy_captions, toy_scene
+from toy_support import named_iou
 
 
 @pytest.fixture(scope="module")
@@ -14,22 +15,12 @@ def toy_tag() -> TAG:
     return TAG.from_pretrained("toy")
 
 
-def _named_iou(result, regions: np.ndarray, names: list[str]) -> list[float]:
-    """Per true region, IoU with the union of predicted segments carrying the region's colour name."""
-    ious = []
-    for region, name in enumerate(names):
-        truth = regions == region
-        predicted = np.isin(result.label_map, [s.id for s in result.segments if s.label == name])
-        ious.append((truth & predicted).sum() / (truth | predicted).sum())
-    return ious
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_every_shape_is_recovered_and_named_by_its_colour(toy_tag: TAG, seed: int) -> None:
     image, regions, names = toy_scene(seed, num_shapes=3)
     result = toy_tag(image)
     assert result.label_map.shape == regions.shape
-    ious = _named_iou(result, regions, names)
+    ious = named_iou(result, regions, names)
     assert min(ious) > 0.8, dict(zip(names, ious))
     assert np.mean(ious) >= 0.9
     assert set(names) <= set(result.labels)
@@ -64,7 +55,7 @@ def test_segments_carry_their_evidence(toy_tag: TAG) -> None:
 def test_crf_off_and_aspect_ratio_kept_still_recover_shapes() -> None:
     image, regions, names = toy_scene(4, size=(180, 360))
     result = TAG.from_pretrained("toy", crf=False, keep_aspect_ratio=True)(image)
-    assert np.mean(_named_iou(result, regions, names)) >= 0.85
+    assert np.mean(named_iou(result, regions, names)) >= 0.85
 
 
 def test_toy_palette_is_what_the_scenes_use() -> None:

@@ -31,7 +31,7 @@ from transformers import (
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 
 from tagseg.errors import ConfigError, ModelNotAvailableError
-from tagseg.models import ModelSource, image_normalization, load_pretrained, resolve_device, source_name
+from tagseg.models import ModelSource, check_pixels, image_normalization, load_pretrained, resolve_device, source_name
 
 __all__ = ["CLIPTextEncoder", "GEMDenseCLIP", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
 
@@ -171,16 +171,9 @@ class GEMDenseCLIP:
             original = original + layer.mlp(layer.layer_norm2(original))
         return original, gem
 
-    def _check_pixels(self, pixels: torch.Tensor) -> None:
-        if pixels.ndim != 4 or pixels.shape[1] != 3:
-            raise ValueError(f"expected pixels of shape (B, 3, H, W), got {tuple(pixels.shape)}")
-        height, width = pixels.shape[-2:]
-        if height % self.patch_size or width % self.patch_size:
-            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}")
-
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """GEM embeddings of every patch, ``(B, H // patch_size, W // patch_size, dim)`` float32, not normalised."""
-        self._check_pixels(pixels)
+        check_pixels(pixels, self.patch_size)
         batch, _, height, width = pixels.shape
         layers = self.model.vision_model.encoder.layers
         first_gem = len(layers) - self.gem_depth

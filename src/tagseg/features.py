@@ -8,7 +8,7 @@ import torch
 from transformers import AutoConfig, Dinov2Model, Dinov2WithRegistersModel
 
 from tagseg.errors import ModelNotAvailableError
-from tagseg.models import ModelSource, image_normalization, load_pretrained, resolve_device, source_name
+from tagseg.models import ModelSource, check_pixels, image_normalization, load_pretrained, resolve_device, source_name
 
 __all__ = ["Dinov2Features", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -71,16 +71,9 @@ class Dinov2Features:
         mean, std = image_normalization(source, IMAGENET_MEAN, IMAGENET_STD)
         return cls(model, model_id=name, mean=mean, std=std, normalize=normalize)
 
-    def _check_pixels(self, pixels: torch.Tensor) -> None:
-        if pixels.ndim != 4 or pixels.shape[1] != 3:
-            raise ValueError(f"expected pixels of shape (B, 3, H, W), got {tuple(pixels.shape)}")
-        height, width = pixels.shape[-2:]
-        if height % self.patch_size or width % self.patch_size:
-            raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}")
-
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """Patch features of shape ``(B, H // patch_size, W // patch_size, dim)``, float32."""
-        self._check_pixels(pixels)
+        check_pixels(pixels, self.patch_size)
         batch, _, height, width = pixels.shape
         with torch.inference_mode():
             pixels = pixels.to(self.device, torch.float32)

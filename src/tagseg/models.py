@@ -22,6 +22,7 @@ from tagseg.errors import ModelNotAvailableError
 
 __all__ = [
     "ModelSource",
+    "check_pixels",
     "download_model",
     "image_normalization",
     "load_pretrained",
@@ -49,6 +50,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def check_pixels(pixels: torch.Tensor, patch_size: int) -> None:
+    """Refuse pixels that are not ``(B, 3, H, W)`` with sides a multiple of ``patch_size``."""
+    if pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise ValueError(f"expected pixels of shape (B, 3, H, W), got {tuple(pixels.shape)}")
+    height, width = pixels.shape[-2:]
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch_size}")
 
 
 def source_name(source: ModelSource) -> str:
