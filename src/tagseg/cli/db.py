@@ -3,35 +3,24 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from tagseg.errors import TagsegError
+from tagseg.cli.options import reported_errors
 
 if TYPE_CHECKING:
     from tagseg.interfaces import TextEncoder
 
 app = typer.Typer(no_args_is_help=True, help="Build, update, inspect and search text databases.")
 console = Console()
-errors = Console(stderr=True)
 
 DEFAULT_TEXT_MODEL = "openai/clip-vit-large-patch14"
 TEXT_MODEL_HELP = "Text tower: a Hugging Face CLIP id or a local directory."
-
-
-@contextmanager
-def _reported_errors() -> Iterator[None]:
-    try:
-        yield
-    except TagsegError as error:
-        errors.print(f"[red]Error:[/red] {error}", highlight=False)
-        raise typer.Exit(1) from error
 
 
 def _load_encoder(source: str) -> TextEncoder:
@@ -61,7 +50,7 @@ def build(
     """Embed texts from files into a new database."""
     from tagseg.database import build_database
 
-    with _reported_errors():
+    with reported_errors():
         report = build_database(
             path,
             inputs,
@@ -90,7 +79,7 @@ def add(
     """Add texts without rebuilding; the next search sees them."""
     from tagseg.database import PersistentTextDatabase, open_source
 
-    with _reported_errors():
+    with reported_errors():
         encoder = _load_encoder(text_model or _stored_model(path))
         database = PersistentTextDatabase.open(path, encoder=encoder)
         new = list(texts or [])
@@ -120,7 +109,7 @@ def remove(
     """Remove texts by text or id; the next search no longer returns them."""
     from tagseg.database import PersistentTextDatabase, open_source
 
-    with _reported_errors():
+    with reported_errors():
         database = PersistentTextDatabase.open(path)
         doomed = list(texts or [])
         if file is not None:
@@ -139,7 +128,7 @@ def info(
     from tagseg.database import ClipRetrievalDatabase, PersistentTextDatabase
     from tagseg.database.clip_retrieval import is_clip_retrieval_folder
 
-    with _reported_errors():
+    with reported_errors():
         if is_clip_retrieval_folder(path):
             folder = ClipRetrievalDatabase(path)
             size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -166,7 +155,7 @@ def default(
     """Embed the shipped vocabulary now (otherwise done on first use) and print where it is cached."""
     from tagseg.database import default_database, default_database_path
 
-    with _reported_errors():
+    with reported_errors():
         encoder = _load_encoder(text_model)
         database = default_database(encoder)
         console.print(f"{len(database)} names embedded with {encoder.model_id}: {default_database_path(encoder)}")
@@ -183,7 +172,7 @@ def search(
     from tagseg.database import open_database
     from tagseg.database.clip_retrieval import CLIP_VIT_L14, is_clip_retrieval_folder
 
-    with _reported_errors():
+    with reported_errors():
         default_model = CLIP_VIT_L14 if is_clip_retrieval_folder(path) else _stored_model(path)
         encoder = _load_encoder(text_model or default_model)
         database = open_database(path, encoder=encoder)

@@ -8,13 +8,11 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from tagseg.cli import app
-from tagseg.errors import TagsegError
+from tagseg.cli.options import reported_errors
 
 console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
 
 PROTOCOLS = ("tag", "clip", "oracle-image", "oracle-dataset")
 
@@ -74,15 +72,12 @@ def eval_command(
     unknown = sorted(set(protocol) - set(PROTOCOLS))
     if unknown:
         raise typer.BadParameter(f"unknown protocol(s) {', '.join(unknown)}; choose from {', '.join(PROTOCOLS)}")
-    try:
+    with reported_errors():
         _run(
             dataset.value, root, split, protocol, text_model, threshold, template, _resolution(resolution),
             background is Background.count, limit, toy_images, preset, config, device,
             (cache_dir or _default_cache()) if cache else None, out or Path("tagseg-eval") / dataset.value, progress,
         )
-    except TagsegError as error:
-        errors.print(f"[red]Error:[/red] {escape(str(error))}")
-        raise typer.Exit(1) from None
 
 
 def _default_cache() -> Path:
