@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
+
+from hashseed_support import json_under_other_hash_seed
 
 from tagseg import TAG, toy
 from tagseg.candidates import NameCount, candidate_names, candidate_phrases, is_name_entry
@@ -117,16 +114,7 @@ def test_names_are_deterministic_across_hash_seeds():
         "import json, sys; from tagseg.candidates import candidate_names; "
         "print(json.dumps([[n.name, n.count] for n in candidate_names(json.loads(sys.argv[1]))]))"
     )
-    other_seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
-    child = subprocess.run(
-        [sys.executable, "-c", program, json.dumps(STREET)],
-        env={**os.environ, "PYTHONHASHSEED": other_seed},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert json.loads(child.stdout) == [[n.name, n.count] for n in candidate_names(STREET)]
+    assert json_under_other_hash_seed(program, STREET) == [[n.name, n.count] for n in candidate_names(STREET)]
 
 
 # --- scoring: names, length prior, CaSED's blend -------------------------------------------------
