@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from tagseg.clip_dense import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CLIPTextEncoder, GEMDenseCLIP
-from tagseg.features import Dinov2Features
+from tagseg.backbones.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CLIPTextEncoder, GEMDenseCLIP
+from tagseg.backbones.dinov2 import Dinov2Features
 from tagseg.testing import TINY_VOCABULARY_WORDS, save_random_clip, save_random_dinov2
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, CLIPVisionModelWithProjection
 
-from tagseg.clip_dense import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CLIPTextEncoder, GEMDenseCLIP
+from tagseg.backbones.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CLIPTextEncoder, GEMDenseCLIP
 from tagseg.errors import ConfigError
 from tagseg.interfaces import DenseImageEmbedder, TextEncoder
 from tagseg.testing import save_random_clip

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tagseg.features import IMAGENET_MEAN, IMAGENET_STD, Dinov2Features
+from tagseg.backbones.dinov2 import IMAGENET_MEAN, IMAGENET_STD, Dinov2Features
 from tagseg.interfaces import PatchFeatureExtractor
 from tagseg.testing import save_random_dinov2
 

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
-from tagseg.clip_dense import CLIPTextEncoder, GEMDenseCLIP
+from tagseg.backbones.clip import CLIPTextEncoder, GEMDenseCLIP
 from tagseg.errors import ModelNotAvailableError
-from tagseg.features import Dinov2Features
-from tagseg.models import download_model, load_pretrained, read_model_json, resolve_device
+from tagseg.backbones.dinov2 import Dinov2Features
+from tagseg.backbones.hub import download_model, load_pretrained, read_model_json, resolve_device
 from tagseg.testing import TINY_VOCABULARY_WORDS, save_random_clip, save_random_dinov2
 
 UNKNOWN_ID = "tagseg-tests/no-such-model"
@@ -133,7 +133,7 @@ def test_random_dinov2_sizes_and_registers(tmp_path: Path) -> None:
 
 
 def test_hub_ids_are_read_from_the_cache_before_the_network_is_asked() -> None:
-    from tagseg.models import _cache_first
+    from tagseg.backbones.hub import _cache_first
 
     calls: list[dict] = []
 

@@ -10,7 +10,7 @@ import torch
 import pytest
 
 from tagseg import TAG, ModelNotAvailableError, Segmentation
-from tagseg.clip_dense import CLIPTextEncoder
+from tagseg.backbones.clip import CLIPTextEncoder
 from tagseg.database import InMemoryTextDatabase
 from tagseg.testing import save_random_clip, save_random_dinov2
 

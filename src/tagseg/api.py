@@ -2,7 +2,9 @@
 
 * :func:`segment_files` — ``tagseg segment``: images in, overlay/label PNGs and JSON files out.
 * :func:`resolve_config`, :func:`config_toml` — ``tagseg config show``.
-* :func:`model_status`, :func:`download_models` — ``tagseg models list|verify|download``.
+* :func:`model_status`, :func:`download_models` — ``tagseg models list|verify|download``; they live in
+  :mod:`tagseg.builder` (with :class:`ModelStatus` and :func:`config_models` in
+  :mod:`tagseg.backbones.hub`) and are re-exported here for old imports.
 
 It lives apart from :mod:`tagseg.pipeline` because it owns files and folders (naming outputs,
 resuming, reporting), which the pipeline, the HTTP service and notebook users do not need.
@@ -22,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
 
 from tagseg import __version__
+from tagseg.backbones.hub import ModelStatus, config_models
+from tagseg.builder import download_models, model_status
 from tagseg.config import TAGConfig, load_config, preset
 from tagseg.errors import ConfigError, TagsegError
 from tagseg.image import load_image
@@ -540,125 +544,3 @@ class _CocoSpool:
             "models": self.models,
             "settings": self.settings,
         }
-
-
-# ----------------------------------------------------------------------------- models
-
-
-@dataclass
-class ModelStatus:
-    """Whether one model is ready for offline use.
-
-    ``kind`` is ``hub`` (Hugging Face id, looked up in the cache), ``local`` (a directory) or
-    ``builtin`` (the toy world). ``problem`` says what is wrong and what to do; None when ready.
-    """
-
-    model: str
-    kind: Literal["hub", "local", "builtin"]
-    location: str | None = None
-    size_bytes: int = 0
-    files: int = 0
-    problem: str | None = None
-
-    @property
-    def ready(self) -> bool:
-        return self.problem is None
-
-
-def config_models(config: TAGConfig) -> list[str]:
-    """The model ids or directories a configuration needs, without repeats."""
-    return list(dict.fromkeys([config.feature_model, config.clip_model]))
-
-
-def model_status(models: Iterable[str], *, verify: bool = False, cache_dir: str | Path | None = None) -> list[ModelStatus]:
-    """Check each model in the Hugging Face cache (or on disk) without any network access.
-
-    A model is ready when its config and weights are present. With ``verify``, every cached file is
-    also hashed and compared with the checksum the cache stored it under (slow for large models).
-    """
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
-    try:
-        repos = {repo.repo_id: repo for repo in scan_cache_dir(cache_dir).repos if repo.repo_type == "model"}
-    except CacheNotFound:
-        repos = {}
-    statuses = []
-    for model in models:
-        if model == "toy":
-            statuses.append(ModelStatus(model, "builtin", "built into tagseg"))
-        elif _is_local(model):
-            statuses.append(_local_status(model))
-        else:
-            statuses.append(_hub_status(model, repos.get(model), verify))
-    return statuses
-
-
-def download_models(models: Iterable[str]) -> list[Path]:
-    """Download Hugging Face models into the cache (skipping built-in and local ones); snapshot folders."""
-    from tagseg.models import download_model
-
-    return [download_model(model) for model in models if model != "toy" and not _is_local(model)]
-
-
-def _is_local(model: str) -> bool:
-    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or Path(model).expanduser().is_dir()
-
-
-def _has_weights(names: Iterable[str]) -> bool:
-    return any(name.endswith((".safetensors", ".bin")) for name in names)
-
-
-def _local_status(model: str) -> ModelStatus:
-    folder = Path(model).expanduser()
-    if not folder.is_dir():
-        return ModelStatus(model, "local", str(folder), problem="no such directory; pass the folder a model was saved to")
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    size = sum(p.stat().st_size for p in files)
-    names = [p.name for p in files]
-    problem = None
-    if "config.json" not in names or not _has_weights(names):
-        problem = "the folder lacks config.json or weights (*.safetensors); save the model there with save_pretrained"
-    return ModelStatus(model, "local", str(folder), size, len(files), problem)
-
-
-def _hub_status(model: str, repo: Any, verify: bool) -> ModelStatus:
-    fetch = f"run `tagseg models download {model}` on a machine with internet access"
-    if repo is None:
-        return ModelStatus(model, "hub", problem=f"not in the Hugging Face cache; {fetch}")
-    revision = _current_revision(repo)
-    files = list(revision.files)
-    names = [f.file_name for f in files]
-    status = ModelStatus(model, "hub", str(revision.snapshot_path), revision.size_on_disk, len(files))
-    if "config.json" not in names or not _has_weights(names):
-        status.problem = f"the cached copy lacks config.json or weights; {fetch}"
-    elif verify:
-        broken = [f.file_name for f in files if not _blob_intact(Path(f.blob_path))]
-        if broken:
-            status.problem = (
-                f"corrupt cached file(s): {', '.join(sorted(broken))}; delete {repo.repo_path} and {fetch}"
-            )
-    return status
-
-
-def _current_revision(repo: Any) -> Any:
-    """The revision ``main`` points to, else the most recently modified one."""
-    for revision in repo.revisions:
-        if "main" in revision.refs:
-            return revision
-    return max(repo.revisions, key=lambda r: r.last_modified)
-
-
-def _blob_intact(blob: Path) -> bool:
-    """Compare a cache blob with its name: the SHA-256 of large (LFS) files, the git blob SHA-1 of others."""
-    name = blob.name
-    if len(name) == 64:
-        digest = hashlib.sha256()
-    elif len(name) == 40:
-        digest = hashlib.sha1(f"blob {blob.stat().st_size}\0".encode())
-    else:
-        return True  # not a content-addressed blob: nothing to compare with
-    with blob.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest() == name

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
@@ -13,11 +12,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tagseg import granularity
+from tagseg import builder, granularity
 from tagseg import segments as seg
 from tagseg.config import TAGConfig, preset
 from tagseg.controls import apply_controls
-from tagseg.errors import DatabaseError
 from tagseg.image import ImageSource, load_image
 from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, TextDatabase, TextEncoder
 from tagseg.naming import CandidateEmbeddings, Naming, name_segments
@@ -65,6 +63,8 @@ class TAG:
 
         Keyword overrides replace config fields, e.g. ``clip_model="/models/clip"``, ``num_clusters=8``.
         ``database`` is a database folder (or ``"default"``), or a ready :class:`TextDatabase`.
+        Models are built by :mod:`tagseg.builder` from their specs (Hugging Face id, directory,
+        ``toy`` or a registered backend).
         """
         if isinstance(database, (str, os.PathLike)):
             overrides["database"], database = os.fspath(database), None
@@ -72,35 +72,8 @@ class TAG:
             config = name_or_config.replace(**overrides)
         else:
             config = preset(name_or_config, **overrides)
-        if config.feature_model == "toy" or config.clip_model == "toy":
-            return cls._toy(config, database)
-        from tagseg.clip_dense import CLIPTextEncoder, GEMDenseCLIP
-        from tagseg.features import Dinov2Features
-        from tagseg.models import resolve_device
-
-        if database is None and config.database not in ("default", "toy") and not Path(config.database).is_dir():
-            raise DatabaseError(f"No database at {config.database}: the folder does not exist.")  # before loading models
-        device = resolve_device(config.device)
-        dtype = getattr(torch, config.dtype)
-        features = Dinov2Features.from_pretrained(
-            config.feature_model, device=device, normalize=config.normalize, dtype=dtype
-        )
-        embedder = GEMDenseCLIP.from_pretrained(
-            config.clip_model, gem_depth=config.gem_depth, device=device, normalize=config.normalize, dtype=dtype
-        )
-        text_encoder = CLIPTextEncoder.from_pretrained(config.clip_model, device=device, dtype=dtype)
-        if database is None:
-            database = _open_database(config.database, text_encoder)
-        return cls(features, embedder, text_encoder, database, config)
-
-    @classmethod
-    def _toy(cls, config: TAGConfig, database: TextDatabase | None) -> "TAG":
-        from tagseg import toy
-
-        encoder = toy.ToyTextEncoder()
-        if database is None:
-            database = toy.toy_database(encoder) if config.database == "toy" else _open_database(config.database, encoder)
-        return cls(toy.ToyPatchFeatures(), toy.ToyDenseEmbedder(), encoder, database, config)
+        seams = builder.build(config, database=database)
+        return cls(seams.features, seams.embedder, seams.text_encoder, seams.database, config)
 
     @property
     def models(self) -> dict[str, str]:
@@ -277,15 +250,6 @@ def _merge_best(items: Iterable[T], key: Callable[[T], str], value: Callable[[T]
         if key(item) not in best or value(item) > value(best[key(item)]):
             best[key(item)] = item
     return sorted(best.values(), key=lambda x: -value(x))
-
-
-def _open_database(spec: str, text_encoder: TextEncoder) -> TextDatabase:
-    """The database named by a config value: ``default`` (the shipped vocabulary) or a directory."""
-    from tagseg import database
-
-    if spec == "default":
-        return database.default_database(text_encoder)
-    return database.open_database(Path(spec), encoder=text_encoder)
 
 
 @contextmanager

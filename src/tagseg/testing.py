@@ -27,8 +27,8 @@ from transformers import (
     Dinov2WithRegistersModel,
 )
 
-from tagseg.clip_dense import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from tagseg.features import IMAGENET_MEAN, IMAGENET_STD
+from tagseg.backbones.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from tagseg.backbones.dinov2 import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["save_random_clip", "save_random_dinov2", "TINY_VOCABULARY_WORDS"]
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
 
 from tagseg.database.memory import InMemoryTextDatabase
+from tagseg.interfaces import TextEncoder
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (210, 35, 35),
@@ -162,10 +163,11 @@ class ToyTextEncoder:
         return F.normalize(torch.from_numpy(vectors), dim=-1)
 
 
-def toy_database(encoder: ToyTextEncoder | None = None) -> InMemoryTextDatabase:
-    """The toy captions (with shades when ``encoder`` knows them) embedded by the toy text tower."""
+def toy_database(encoder: TextEncoder | None = None) -> InMemoryTextDatabase:
+    """The toy captions embedded by ``encoder`` (default: the toy text tower; with shades when it knows them)."""
     encoder = encoder or ToyTextEncoder()
-    return InMemoryTextDatabase.from_texts(toy_captions(encoder.shades), encoder)
+    shades = isinstance(encoder, ToyTextEncoder) and encoder.shades
+    return InMemoryTextDatabase.from_texts(toy_captions(shades), encoder)
 
 
 def toy_scene(

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from transformers import (
-    AutoConfig,
     AutoTokenizer,
     CLIPTextModelWithProjection,
     CLIPVisionModelWithProjection,
@@ -30,8 +29,9 @@ from transformers import (
 )
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 
-from tagseg.errors import ConfigError, ModelNotAvailableError
-from tagseg.models import ModelSource, check_pixels, image_normalization, load_pretrained, resolve_device, source_name
+from tagseg.backbones.base import ImageBackbone, checked_model_config, load_model
+from tagseg.backbones.hub import ModelSource, load_pretrained, source_name
+from tagseg.errors import ConfigError
 
 __all__ = ["CLIPTextEncoder", "GEMDenseCLIP", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
 
@@ -41,12 +41,7 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def _check_clip_checkpoint(source: ModelSource, tower_type: str) -> None:
     """Raise a clear error unless ``source`` is a full CLIP checkpoint or the wanted tower alone."""
-    config = load_pretrained(AutoConfig, source)
-    if config.model_type not in ("clip", tower_type):
-        raise ModelNotAvailableError(
-            f"Model {source_name(source)!r} is a {config.model_type!r} model, not CLIP; pass a CLIP checkpoint "
-            "such as 'openai/clip-vit-large-patch14' or a directory that holds one."
-        )
+    checked_model_config(source, ("clip", tower_type), "CLIP", "openai/clip-vit-large-patch14")
 
 
 def gem_self_self_attention(
@@ -72,13 +67,15 @@ def gem_self_self_attention(
     return assigned.view(3, batch, heads, tokens, head_dim).mean(dim=0)
 
 
-class GEMDenseCLIP:
+class GEMDenseCLIP(ImageBackbone):
     """Dense CLIP embeddings through GEM: ``(B, 3, H, W)`` pixels in [0, 1] -> ``(B, h, w, dim)``.
 
     ``gem_depth`` is the number of final blocks that carry the GEM stream (6 in the paper).
     ``gem_depth=0`` means no GEM stream: the plain final tokens of the model, projected for
     every patch (naive dense CLIP). The wrapped model itself is not modified.
     """
+
+    default_mean, default_std = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     def __init__(
         self,
@@ -93,16 +90,11 @@ class GEMDenseCLIP:
         layers = model.vision_model.encoder.layers
         if not 0 <= gem_depth <= len(layers):
             raise ConfigError(f"gem_depth must be between 0 and {len(layers)} (the model's blocks), got {gem_depth}")
-        self.model = model.eval()
-        self.model_id = model_id
+        super().__init__(
+            model, model_id=model_id, patch_size=model.config.patch_size, mean=mean, std=std, normalize=normalize
+        )
         self.gem_depth = gem_depth
-        self.normalize = normalize
-        self.patch_size: int = model.config.patch_size
         self.dim: int = model.config.projection_dim
-        parameter = next(model.parameters())
-        self.device, self.dtype = parameter.device, parameter.dtype
-        self._mean = torch.tensor(mean, device=self.device, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(std, device=self.device, dtype=torch.float32).view(1, 3, 1, 1)
         self._position_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     @classmethod
@@ -117,8 +109,7 @@ class GEMDenseCLIP:
     ) -> GEMDenseCLIP:
         """Load the vision tower of a CLIP checkpoint (e.g. ``openai/clip-vit-large-patch14``, or a directory)."""
         _check_clip_checkpoint(source, "clip_vision_model")
-        model = load_pretrained(CLIPVisionModelWithProjection, source, dtype=dtype).to(resolve_device(device))
-        mean, std = image_normalization(source, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        model, mean, std = cls._load(CLIPVisionModelWithProjection, source, device=device, dtype=dtype)
         return cls(model, model_id=source_name(source), gem_depth=gem_depth, mean=mean, std=std, normalize=normalize)
 
     def position_embeddings(self, grid_height: int, grid_width: int) -> torch.Tensor:
@@ -173,15 +164,12 @@ class GEMDenseCLIP:
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """GEM embeddings of every patch, ``(B, H // patch_size, W // patch_size, dim)`` float32, not normalised."""
-        check_pixels(pixels, self.patch_size)
-        batch, _, height, width = pixels.shape
         layers = self.model.vision_model.encoder.layers
         first_gem = len(layers) - self.gem_depth
         with torch.inference_mode():
-            pixels = pixels.to(self.device, torch.float32)
-            if self.normalize:
-                pixels = (pixels - self._mean) / self._std
-            original = self._embed(pixels.to(self.dtype))
+            inputs = self.model_input(pixels)
+            batch, _, height, width = inputs.shape
+            original = self._embed(inputs)
             for layer in layers[:first_gem]:
                 original = layer(original, None)
             gem = original
@@ -230,7 +218,7 @@ class CLIPTextEncoder:
     ) -> CLIPTextEncoder:
         """Load the text tower and tokenizer of a CLIP checkpoint (Hugging Face id or directory)."""
         _check_clip_checkpoint(source, "clip_text_model")
-        model = load_pretrained(CLIPTextModelWithProjection, source, dtype=dtype).to(resolve_device(device))
+        model = load_model(CLIPTextModelWithProjection, source, device=device, dtype=dtype)
         tokenizer = load_pretrained(AutoTokenizer, source)
         return cls(model, tokenizer, model_id=source_name(source), batch_size=batch_size)
 

@@ -3,29 +3,40 @@
 Every ``transformers`` object tagseg loads (models, configs, tokenizers) goes through
 :func:`load_pretrained`, so a missing model always surfaces as one
 :class:`~tagseg.errors.ModelNotAvailableError` with a message that says how to provide it,
-never as a library traceback.
+never as a library traceback. :func:`cache_status` says, without any network access, whether
+the cache (or a directory) holds a model completely (``tagseg models list|verify``).
+
+One rule tells the two kinds of source apart (:func:`looks_like_path`). This module imports
+neither torch nor transformers at import time, so the command line stays fast.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from tagseg.errors import ModelNotAvailableError
 
+if TYPE_CHECKING:
+    import torch
+
+    from tagseg.config import TAGConfig
+
 __all__ = [
     "ModelSource",
-    "check_pixels",
+    "ModelStatus",
+    "cache_status",
+    "config_models",
     "download_model",
-    "image_normalization",
     "load_pretrained",
+    "looks_like_path",
     "read_model_json",
     "resolve_device",
     "source_name",
@@ -47,18 +58,11 @@ T = TypeVar("T")
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Turn ``"auto"``/``None`` into CUDA when available (else CPU); pass anything else to ``torch.device``."""
+    import torch
+
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def check_pixels(pixels: torch.Tensor, patch_size: int) -> None:
-    """Refuse pixels that are not ``(B, 3, H, W)`` with sides a multiple of ``patch_size``."""
-    if pixels.ndim != 4 or pixels.shape[1] != 3:
-        raise ValueError(f"expected pixels of shape (B, 3, H, W), got {tuple(pixels.shape)}")
-    height, width = pixels.shape[-2:]
-    if height % patch_size or width % patch_size:
-        raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch_size}")
 
 
 def source_name(source: ModelSource) -> str:
@@ -66,7 +70,7 @@ def source_name(source: ModelSource) -> str:
     return os.fspath(source)
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     """True when ``name`` cannot be a Hugging Face id (``name`` or ``owner/name``) and must be a path."""
     return (
         os.path.isabs(name)
@@ -78,7 +82,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _how_to_provide(name: str) -> str:
-    if _looks_like_path(name):
+    if looks_like_path(name):
         return (
             "Pass a directory written by `save_pretrained` (config.json plus weights), or a Hugging Face id "
             "such as 'facebook/dinov2-base' that is in the local cache."
@@ -168,13 +172,13 @@ def load_pretrained(loader: type[T] | _Pretrained, source: ModelSource, **kwargs
     from transformers import PreTrainedModel
 
     name = source_name(source)
-    location = str(_local_directory(name)) if _looks_like_path(name) else name
+    location = str(_local_directory(name)) if looks_like_path(name) else name
     is_model = isinstance(loader, type) and issubclass(loader, PreTrainedModel)
     if is_model:
         kwargs["output_loading_info"] = True
     try:
         with _without_load_report():
-            loaded = _cache_first(loader, location, local=_looks_like_path(name), **kwargs)
+            loaded = _cache_first(loader, location, local=looks_like_path(name), **kwargs)
     except (OSError, ValueError) as error:
         raise _missing(name, f"loading failed ({_first_line(error)})") from None
     if not is_model:
@@ -196,7 +200,7 @@ def read_model_json(source: ModelSource, filename: str) -> dict[str, Any] | None
     For Hugging Face ids the file is looked up in the cache (and downloaded when online).
     """
     name = source_name(source)
-    if _looks_like_path(name):
+    if looks_like_path(name):
         path: Path | None = _local_directory(name) / filename
         if not path.is_file():
             return None
@@ -214,16 +218,6 @@ def read_model_json(source: ModelSource, filename: str) -> dict[str, Any] | None
         return json.load(handle)
 
 
-def image_normalization(
-    source: ModelSource, default_mean: Sequence[float], default_std: Sequence[float]
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The pixel mean and std a model expects, from its ``preprocessor_config.json`` (defaults when absent)."""
-    config = read_model_json(source, "preprocessor_config.json") or {}
-    mean = tuple(float(value) for value in config.get("image_mean", default_mean))
-    std = tuple(float(value) for value in config.get("image_std", default_std))
-    return mean, std
-
-
 def download_model(model_id: str, patterns: tuple[str, ...] = _DOWNLOAD_PATTERNS) -> Path:
     """Download a Hugging Face model into the local cache (configs, safetensors weights, tokenizer).
 
@@ -235,3 +229,108 @@ def download_model(model_id: str, patterns: tuple[str, ...] = _DOWNLOAD_PATTERNS
         return Path(snapshot_download(model_id, allow_patterns=list(patterns)))
     except (OSError, ValueError) as error:
         raise _missing(model_id, f"download failed ({_first_line(error)})") from None
+
+
+@dataclass
+class ModelStatus:
+    """Whether one model is ready for offline use.
+
+    ``kind`` is ``hub`` (Hugging Face id, looked up in the cache), ``local`` (a directory) or
+    ``builtin`` (provided by a registered backend, such as the toy world). ``problem`` says what
+    is wrong and what to do; None when ready.
+    """
+
+    model: str
+    kind: Literal["hub", "local", "builtin"]
+    location: str | None = None
+    size_bytes: int = 0
+    files: int = 0
+    problem: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.problem is None
+
+
+def config_models(config: TAGConfig) -> list[str]:
+    """The model specs (ids, directories, registered names) a configuration needs, without repeats."""
+    return list(dict.fromkeys([config.feature_model, config.clip_model]))
+
+
+def cache_status(models: Iterable[str], *, verify: bool = False, cache_dir: str | Path | None = None) -> list[ModelStatus]:
+    """Check Hugging Face ids in the cache and directories on disk, without any network access.
+
+    A model is ready when its config and weights are present. With ``verify``, every cached file is
+    also hashed and compared with the checksum the cache stored it under (slow for large models).
+    Names of registered backends are not models of the hub: ask :func:`tagseg.builder.model_status`.
+    """
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        repos = {repo.repo_id: repo for repo in scan_cache_dir(cache_dir).repos if repo.repo_type == "model"}
+    except CacheNotFound:
+        repos = {}
+    return [
+        _local_status(model) if looks_like_path(model) else _hub_status(model, repos.get(model), verify)
+        for model in models
+    ]
+
+
+def _has_weights(names: Iterable[str]) -> bool:
+    return any(name.endswith((".safetensors", ".bin")) for name in names)
+
+
+def _local_status(model: str) -> ModelStatus:
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return ModelStatus(model, "local", str(folder), problem="no such directory; pass the folder a model was saved to")
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    names = [p.name for p in files]
+    problem = None
+    if "config.json" not in names or not _has_weights(names):
+        problem = "the folder lacks config.json or weights (*.safetensors); save the model there with save_pretrained"
+    return ModelStatus(model, "local", str(folder), size, len(files), problem)
+
+
+def _hub_status(model: str, repo: Any, verify: bool) -> ModelStatus:
+    fetch = f"run `tagseg models download {model}` on a machine with internet access"
+    if repo is None:
+        return ModelStatus(model, "hub", problem=f"not in the Hugging Face cache; {fetch}")
+    revision = _current_revision(repo)
+    files = list(revision.files)
+    names = [f.file_name for f in files]
+    status = ModelStatus(model, "hub", str(revision.snapshot_path), revision.size_on_disk, len(files))
+    if "config.json" not in names or not _has_weights(names):
+        status.problem = f"the cached copy lacks config.json or weights; {fetch}"
+    elif verify:
+        broken = [f.file_name for f in files if not _blob_intact(Path(f.blob_path))]
+        if broken:
+            status.problem = (
+                f"corrupt cached file(s): {', '.join(sorted(broken))}; delete {repo.repo_path} and {fetch}"
+            )
+    return status
+
+
+def _current_revision(repo: Any) -> Any:
+    """The revision ``main`` points to, else the most recently modified one."""
+    for revision in repo.revisions:
+        if "main" in revision.refs:
+            return revision
+    return max(repo.revisions, key=lambda r: r.last_modified)
+
+
+def _blob_intact(blob: Path) -> bool:
+    """Compare a cache blob with its name: the SHA-256 of large (LFS) files, the git blob SHA-1 of others."""
+    name = blob.name
+    if len(name) == 64:
+        digest = hashlib.sha256()
+    elif len(name) == 40:
+        digest = hashlib.sha1(f"blob {blob.stat().st_size}\0".encode())
+    else:
+        return True  # not a content-addressed blob: nothing to compare with
+    with blob.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest() == name

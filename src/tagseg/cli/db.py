@@ -24,7 +24,7 @@ TEXT_MODEL_HELP = "Text tower: a Hugging Face CLIP id or a local directory."
 
 
 def _load_encoder(source: str) -> TextEncoder:
-    from tagseg.clip_dense import CLIPTextEncoder
+    from tagseg.backbones.clip import CLIPTextEncoder
 
     return CLIPTextEncoder.from_pretrained(source)
 

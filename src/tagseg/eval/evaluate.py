@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from tagseg.builder import build_text_encoder
 from tagseg.config import TAGConfig, preset
 from tagseg.errors import ConfigError
 from tagseg.eval.cache import Prediction, PredictionCache
@@ -39,13 +40,7 @@ class LazyTAG:
         """The pipeline's text tower: the built pipeline's, or loaded alone (no image model)."""
         if self._tag is not None:
             return self._tag.text_encoder
-        if self.config.clip_model == "toy":
-            from tagseg.toy import ToyTextEncoder
-
-            return ToyTextEncoder()
-        from tagseg.clip_dense import CLIPTextEncoder
-
-        return CLIPTextEncoder.from_pretrained(self.config.clip_model, device=self.config.device)
+        return build_text_encoder(self.config)
 
 
 def evaluation_classes(dataset: SegmentationDataset, count_background: bool) -> tuple[tuple[str, ...], np.ndarray]:

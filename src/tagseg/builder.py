@@ -1,0 +1,281 @@
+"""From a configuration's model section to the four seams: the registry of model specs.
+
+A *model spec* is what ``feature_model`` and ``clip_model`` hold:
+
+* a name registered with :func:`register_backend`, exactly (``toy``, the built-in toy world) or by
+  a prefix that ends in ``:`` (a backend registered as ``mine:`` claims ``mine:large``);
+* anything else is a Hugging Face id (``facebook/dinov2-base``) or a local directory written by
+  ``save_pretrained`` (:func:`tagseg.backbones.hub.looks_like_path` tells them apart), built by
+  the Hugging Face backend: DINOv2 for the patch features, CLIP with GEM for the dense
+  embeddings, CLIP's text tower for the text encoder.
+
+``feature_model``'s backend builds the :class:`~tagseg.interfaces.PatchFeatureExtractor`,
+``clip_model``'s builds the :class:`~tagseg.interfaces.DenseImageEmbedder` and the
+:class:`~tagseg.interfaces.TextEncoder` (one joint space). The *database spec* (``database``)
+is ``default`` (the shipped vocabulary), ``toy`` (the toy captions) or a database folder.
+
+A new kind of model plugs in without touching the pipeline::
+
+    from tagseg.builder import Backend, register_backend
+
+    register_backend("mine:", Backend(features=lambda spec, config: MyFeatures(spec.removeprefix("mine:"))))
+    TAG.from_pretrained("paper", feature_model="mine:large")
+
+Nothing here imports torch until a model is built.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
+
+from tagseg.backbones.hub import ModelStatus, cache_status, download_model, looks_like_path
+from tagseg.errors import ConfigError, DatabaseError
+
+if TYPE_CHECKING:
+    import torch
+
+    from tagseg.config import TAGConfig
+    from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, TextDatabase, TextEncoder
+
+__all__ = [
+    "Backend",
+    "Seams",
+    "backend_for",
+    "build",
+    "build_embedder",
+    "build_features",
+    "build_text_encoder",
+    "check_database",
+    "download_models",
+    "model_status",
+    "open_database",
+    "register_backend",
+    "unregister_backend",
+]
+
+SeamT = TypeVar("SeamT")
+SeamBuilder = Callable[[str, "TAGConfig"], SeamT]
+"""Builds one seam from the model spec and the configuration (device, dtype, normalisation...)."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How the model specs of one registry key become seams; a seam left ``None`` is not offered.
+
+    Each builder is called with the spec as written in the configuration and the configuration
+    itself (read ``config.device``, ``config.dtype``, ``config.normalize``, ``config.gem_depth``).
+    ``description`` is what ``tagseg models list`` shows as the model's location.
+    """
+
+    features: SeamBuilder[PatchFeatureExtractor] | None = None
+    embedder: SeamBuilder[DenseImageEmbedder] | None = None
+    text_encoder: SeamBuilder[TextEncoder] | None = None
+    description: str = "a registered backend"
+
+
+@dataclass(frozen=True)
+class Seams:
+    """The four parts a :class:`~tagseg.TAG` is made of."""
+
+    features: PatchFeatureExtractor
+    embedder: DenseImageEmbedder
+    text_encoder: TextEncoder
+    database: TextDatabase
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(spec: str, backend: Backend, *, replace: bool = False) -> None:
+    """Let ``spec`` (an exact name, or a prefix ending in ``:``) be built by ``backend``.
+
+    Registering a spec twice is an error unless ``replace`` is set. A registered spec wins over a
+    Hugging Face id of the same name and is never looked up on the hub: ``tagseg models`` reports
+    it as built in.
+    """
+    if not spec or "/" in spec or "\\" in spec or spec.startswith(("~", ".")):
+        raise ConfigError(
+            f"A backend spec must be a plain name such as 'toy' or a prefix such as 'mine:' "
+            f"(no slashes: those are Hugging Face ids and paths), not {spec!r}."
+        )
+    if spec in _BACKENDS and not replace:
+        raise ConfigError(f"A backend is already registered for {spec!r}; pass replace=True to replace it.")
+    _BACKENDS[spec] = backend
+
+
+def unregister_backend(spec: str) -> None:
+    """Forget the backend registered for ``spec`` (a :class:`KeyError` when there is none)."""
+    del _BACKENDS[spec]
+
+
+def _registered(spec: str) -> Backend | None:
+    """The backend registered for ``spec`` exactly, else for its longest registered prefix."""
+    if spec in _BACKENDS:
+        return _BACKENDS[spec]
+    prefixes = [key for key in _BACKENDS if key.endswith(":") and spec.startswith(key)]
+    return _BACKENDS[max(prefixes, key=len)] if prefixes else None
+
+
+def backend_for(spec: str) -> Backend:
+    """The backend that builds ``spec``: a registered one, else the Hugging Face backend."""
+    return _registered(spec) or HUGGING_FACE
+
+
+def _build(spec: str, seam: str, config: TAGConfig) -> object:
+    backend = backend_for(spec)
+    builder = getattr(backend, seam)
+    if builder is None:
+        raise ConfigError(
+            f"Model {spec!r} ({backend.description}) provides no {seam.replace('_', ' ')}; "
+            f"choose another model for it in the configuration."
+        )
+    return builder(spec, config)
+
+
+def build_features(config: TAGConfig) -> PatchFeatureExtractor:
+    """The patch feature extractor of ``config.feature_model``."""
+    return _build(config.feature_model, "features", config)  # type: ignore[return-value]
+
+
+def build_embedder(config: TAGConfig) -> DenseImageEmbedder:
+    """The dense image embedder of ``config.clip_model``."""
+    return _build(config.clip_model, "embedder", config)  # type: ignore[return-value]
+
+
+def build_text_encoder(config: TAGConfig) -> TextEncoder:
+    """The text encoder of ``config.clip_model`` (the text side of the embedder's joint space)."""
+    return _build(config.clip_model, "text_encoder", config)  # type: ignore[return-value]
+
+
+def build(config: TAGConfig, *, database: TextDatabase | None = None) -> Seams:
+    """Build the four seams of ``config``; ``database`` replaces the one ``config.database`` names.
+
+    A database folder that does not exist is refused before any model loads.
+    """
+    if database is None:
+        check_database(config.database)
+    features = build_features(config)
+    embedder = build_embedder(config)
+    text_encoder = build_text_encoder(config)
+    if database is None:
+        database = open_database(config.database, text_encoder)
+    return Seams(features, embedder, text_encoder, database)
+
+
+# ----------------------------------------------------------------------------- databases
+
+
+def _default_database(encoder: TextEncoder) -> TextDatabase:
+    from tagseg.database import default_database
+
+    return default_database(encoder)
+
+
+def _toy_database(encoder: TextEncoder) -> TextDatabase:
+    from tagseg.toy import toy_database
+
+    return toy_database(encoder)
+
+
+_DATABASES: dict[str, Callable[[TextEncoder], TextDatabase]] = {"default": _default_database, "toy": _toy_database}
+
+
+def check_database(spec: str | os.PathLike[str]) -> None:
+    """Refuse a database spec that is neither a named database nor an existing folder."""
+    if os.fspath(spec) not in _DATABASES and not Path(spec).is_dir():
+        raise DatabaseError(f"No database at {spec}: the folder does not exist.")
+
+
+def open_database(spec: str | os.PathLike[str], text_encoder: TextEncoder) -> TextDatabase:
+    """The database a config value names: ``default`` (the shipped vocabulary), ``toy`` or a folder."""
+    opener = _DATABASES.get(os.fspath(spec))
+    if opener is not None:
+        return opener(text_encoder)
+    from tagseg.database import open_database as open_folder
+
+    return open_folder(Path(spec), encoder=text_encoder)
+
+
+# ----------------------------------------------------------------------------- model cache
+
+
+def model_status(models: Iterable[str], *, verify: bool = False, cache_dir: str | Path | None = None) -> list[ModelStatus]:
+    """Whether each model is ready for offline use, without any network access.
+
+    Registered specs (``toy``) are built in; ids and directories are checked by
+    :func:`tagseg.backbones.hub.cache_status` (``verify`` also hashes every cached file).
+    """
+    models = list(models)
+    backends = [_registered(model) for model in models]
+    from_hub = iter(cache_status([m for m, b in zip(models, backends) if b is None], verify=verify, cache_dir=cache_dir))
+    return [
+        next(from_hub) if backend is None else ModelStatus(model, "builtin", backend.description)
+        for model, backend in zip(models, backends)
+    ]
+
+
+def download_models(models: Iterable[str]) -> list[Path]:
+    """Download Hugging Face models into the cache (skipping registered and local ones); snapshot folders."""
+    return [download_model(model) for model in models if _registered(model) is None and not looks_like_path(model)]
+
+
+# ----------------------------------------------------------------------------- the built-in backends
+
+
+def _torch_dtype(config: TAGConfig) -> torch.dtype:
+    import torch
+
+    return getattr(torch, config.dtype)
+
+
+def _dinov2(spec: str, config: TAGConfig) -> PatchFeatureExtractor:
+    from tagseg.backbones.dinov2 import Dinov2Features
+
+    return Dinov2Features.from_pretrained(spec, device=config.device, normalize=config.normalize, dtype=_torch_dtype(config))
+
+
+def _gem_clip(spec: str, config: TAGConfig) -> DenseImageEmbedder:
+    from tagseg.backbones.clip import GEMDenseCLIP
+
+    return GEMDenseCLIP.from_pretrained(
+        spec, gem_depth=config.gem_depth, device=config.device, normalize=config.normalize, dtype=_torch_dtype(config)
+    )
+
+
+def _clip_text(spec: str, config: TAGConfig) -> TextEncoder:
+    from tagseg.backbones.clip import CLIPTextEncoder
+
+    return CLIPTextEncoder.from_pretrained(spec, device=config.device, dtype=_torch_dtype(config))
+
+
+HUGGING_FACE = Backend(
+    features=_dinov2, embedder=_gem_clip, text_encoder=_clip_text, description="Hugging Face id or model directory"
+)
+"""The backend of every spec no registered backend claims."""
+
+
+def _toy_features(spec: str, config: TAGConfig) -> PatchFeatureExtractor:
+    from tagseg.toy import ToyPatchFeatures
+
+    return ToyPatchFeatures()
+
+
+def _toy_embedder(spec: str, config: TAGConfig) -> DenseImageEmbedder:
+    from tagseg.toy import ToyDenseEmbedder
+
+    return ToyDenseEmbedder()
+
+
+def _toy_text_encoder(spec: str, config: TAGConfig) -> TextEncoder:
+    from tagseg.toy import ToyTextEncoder
+
+    return ToyTextEncoder()
+
+
+register_backend(
+    "toy",
+    Backend(features=_toy_features, embedder=_toy_embedder, text_encoder=_toy_text_encoder, description="built into tagseg"),
+)
