@@ -124,30 +124,34 @@ def backend_for(spec: str) -> Backend:
     return _registered(spec) or HUGGING_FACE
 
 
-def _build(spec: str, seam: str, config: TAGConfig) -> object:
+_SEAM_NAMES = {"features": "patch features", "embedder": "dense image embedder", "text_encoder": "text encoder"}
+
+
+def _build(seam: str, setting: str, config: TAGConfig) -> object:
+    spec = getattr(config, setting)
     backend = backend_for(spec)
     builder = getattr(backend, seam)
     if builder is None:
         raise ConfigError(
-            f"Model {spec!r} ({backend.description}) provides no {seam.replace('_', ' ')}; "
-            f"choose another model for it in the configuration."
+            f"Model {spec!r} ({backend.description}) provides no {_SEAM_NAMES[seam]}; "
+            f"set {setting} to a model that does."
         )
     return builder(spec, config)
 
 
 def build_features(config: TAGConfig) -> PatchFeatureExtractor:
     """The patch feature extractor of ``config.feature_model``."""
-    return _build(config.feature_model, "features", config)  # type: ignore[return-value]
+    return _build("features", "feature_model", config)  # type: ignore[return-value]
 
 
 def build_embedder(config: TAGConfig) -> DenseImageEmbedder:
     """The dense image embedder of ``config.clip_model``."""
-    return _build(config.clip_model, "embedder", config)  # type: ignore[return-value]
+    return _build("embedder", "clip_model", config)  # type: ignore[return-value]
 
 
 def build_text_encoder(config: TAGConfig) -> TextEncoder:
     """The text encoder of ``config.clip_model`` (the text side of the embedder's joint space)."""
-    return _build(config.clip_model, "text_encoder", config)  # type: ignore[return-value]
+    return _build("text_encoder", "clip_model", config)  # type: ignore[return-value]
 
 
 def build(config: TAGConfig, *, database: TextDatabase | None = None) -> Seams:
