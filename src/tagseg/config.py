@@ -23,7 +23,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 from tagseg.errors import ConfigError
 
@@ -72,6 +72,9 @@ def setting(
     return field(default=default, metadata=metadata)
 
 
+S = TypeVar("S", bound="_Section")
+
+
 class _Section:
     """Validation shared by the sections: every field's declared check, then :meth:`_invalid`."""
 
@@ -90,6 +93,10 @@ class _Section:
     def _invalid(self) -> list[str]:
         """Settings that are wrong only together with another one."""
         return []
+
+    def replace(self: S, **changes: Any) -> S:
+        """A copy with some settings changed (validated again)."""
+        return _changed(self, changes)
 
 
 def _valid(item: dataclasses.Field, value: Any) -> bool:
@@ -523,7 +530,8 @@ def settings_markdown() -> str:
                     for sub in dataclasses.fields(item.default)
                 ]
                 continue
-            flags = ", ".join(f"`{flag}`" for flag in (item.flag, item.short) if flag) if item.cli else ""
+            flag = f"{item.flag}/--no-{item.flag[2:]}" if item.type is bool else item.flag
+            flags = ", ".join(f"`{name}`" for name in (flag, item.short) if name) if item.cli else ""
             choices = f" One of {', '.join(item.choices)}." if item.choices else ""
             lines.append(f"| `{item.name}` | `{_toml_value(item.default)}` | {flags} | {item.help}{choices} |")
     return "\n".join(lines) + "\n"
