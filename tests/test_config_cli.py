@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import tomllib
@@ -14,6 +15,7 @@ from rich.text import Text
 from typer.core import TyperOption
 from typer.testing import CliRunner
 
+from tagseg.api import segmentation_schema
 from tagseg.cli import app
 from tagseg.config import SECTIONS, config_toml, declared_settings, preset
 
@@ -86,12 +88,28 @@ def test_config_show_comments_every_setting_with_its_declared_help() -> None:
         assert lines[key - 1] == f"# {item.help}"
 
 
-def test_the_docs_table_is_the_declaration() -> None:
-    spec = importlib.util.spec_from_file_location("write_settings_table", ROOT / "scripts/write_settings_table.py")
+def _script():
+    spec = importlib.util.spec_from_file_location("write_settings_docs", ROOT / "scripts/write_settings_docs.py")
     script = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(script)  # type: ignore[union-attr]
+    return script
+
+
+REGENERATE = "run `PYTHONPATH=src python scripts/write_settings_docs.py`"
+
+
+def test_the_docs_table_is_the_declaration() -> None:
     text = (ROOT / "docs/settings.md").read_text(encoding="utf-8")
-    assert script.with_table(text) == text, "run `PYTHONPATH=src python scripts/write_settings_table.py`"
+    assert _script().with_table(text) == text, REGENERATE
     for item in declared_settings():
         assert f"| `{item.name}` |" in text and item.help in text
     assert "docs/settings.md" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_schema_describes_each_recorded_setting_as_declared() -> None:
+    schema = segmentation_schema()
+    assert _script().schema_text(_script().with_descriptions(copy.deepcopy(schema))) == _script().schema_text(schema), REGENERATE
+    properties = schema["properties"]["settings"]["properties"]
+    for item in declared_settings():
+        assert properties[item.name]["description"] == item.help
+        assert properties[item.name].get("enum", list(item.choices)) == list(item.choices)
