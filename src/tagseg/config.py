@@ -67,9 +67,7 @@ def setting(
     metadata = {"help": help, "choices": choices, "check": check, "cli": cli, "short": short, "old_flags": old_flags}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    if dataclasses.is_dataclass(default):
-        return field(default_factory=type(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
+    return field(default=default, metadata=metadata)  # frozen sections (the CRF table) are safe to share
 
 
 S = TypeVar("S", bound="_Section")
@@ -82,8 +80,9 @@ class _Section:
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):  # type: ignore[arg-type]
-            if isinstance(getattr(self, item.name), tuple) and isinstance(item.default_factory(), list):  # type: ignore[misc]
-                object.__setattr__(self, item.name, list(getattr(self, item.name)))  # lists given as tuples
+            value = getattr(self, item.name)
+            if isinstance(value, tuple) and item.default is dataclasses.MISSING:  # only list and dict settings
+                object.__setattr__(self, item.name, list(value))  # word lists given as tuples
         bad = [item.name for item in dataclasses.fields(self) if not _valid(item, getattr(self, item.name))]  # type: ignore[arg-type]
         bad += [name for name in self._invalid() if name not in bad]
         if bad:
