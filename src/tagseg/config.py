@@ -295,14 +295,12 @@ class TAGConfig:
         Keys are flat setting names (``crf`` accepts a bool or a mapping of CRF settings) or section
         names with a section object or a mapping of that section's settings.
         """
-        overrides = {key: value for key, value in overrides.items() if value is not None}
+        settings = {key: value for key, value in overrides.items() if value is not None}
         sections = {name: getattr(self, name) for name in SECTIONS}
         for name in SECTIONS:
-            if name in overrides:
-                sections[name] = _section_from(SECTIONS[name], sections[name], overrides.pop(name), name)
-        for name, changes in _by_section(overrides).items():
-            sections[name] = _changed(sections[name], changes)
-        return TAGConfig(**sections)
+            if name in settings:
+                sections[name] = _section_from(SECTIONS[name], sections[name], settings.pop(name), name)
+        return TAGConfig(**sections, **settings)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain flat dict of the settings (JSON and TOML friendly; ``crf`` is a nested dict)."""
