@@ -10,10 +10,11 @@ from hashseed_support import json_under_other_hash_seed
 from tagseg.candidates import (
     FALLBACK_WORD,
     IMAGE_STOP_WORDS,
-    WordCount,
+    NameCount,
     candidate_words,
     drop_near_duplicates,
 )
+from tagseg.config import NamingSettings
 from tagseg.errors import ConfigError
 from tagseg.interfaces import Hit
 
@@ -21,7 +22,7 @@ from tagseg.interfaces import Hit
 def words(texts: list[str], **options) -> list[tuple[str, int]]:
     """Candidates as (word, count) pairs; the POS filter is off unless a test turns it on."""
     options.setdefault("pos_filter", False)
-    return [(c.word, c.count) for c in candidate_words(texts, **options)]
+    return [(c.name, c.count) for c in candidate_words(texts, **options)]
 
 
 # --- cleaning rules, in CaSED's order -----------------------------------------------------------
@@ -109,8 +110,8 @@ def test_min_count_falls_back_to_the_highest_count():
 
 
 def test_min_count_must_be_positive():
-    with pytest.raises(ConfigError):
-        candidate_words(["dog"], min_count=0)
+    with pytest.raises(ConfigError, match="min_count=0"):
+        NamingSettings(min_count=0)
 
 
 def test_order_is_count_then_first_occurrence():
@@ -119,9 +120,9 @@ def test_order_is_count_then_first_occurrence():
 
 
 def test_empty_result_falls_back_to_object():
-    assert candidate_words([]) == [WordCount(FALLBACK_WORD, 0)]
-    assert candidate_words(["", "  "]) == [WordCount("object", 0)]
-    assert candidate_words(["photo", "an image"], pos_filter=False) == [WordCount("object", 0)]
+    assert candidate_words([]) == [NameCount(FALLBACK_WORD, 0)]
+    assert candidate_words(["", "  "]) == [NameCount("object", 0)]
+    assert candidate_words(["photo", "an image"], pos_filter=False) == [NameCount("object", 0)]
 
 
 # --- part-of-speech filter ----------------------------------------------------------------------
@@ -155,9 +156,9 @@ def test_result_is_deterministic_across_hash_seeds():
     texts = ["sheep cow horse goat", "goat horse cow sheep", "a red barn near the sheep", "red barn cow"]
     program = (
         "import json, sys; from tagseg.candidates import candidate_words; "
-        "print(json.dumps([[c.word, c.count] for c in candidate_words(json.loads(sys.argv[1]))]))"
+        "print(json.dumps([[c.name, c.count] for c in candidate_words(json.loads(sys.argv[1]))]))"
     )
-    here = [[c.word, c.count] for c in candidate_words(texts)]
+    here = [[c.name, c.count] for c in candidate_words(texts)]
     assert json_under_other_hash_seed(program, texts) == here
     assert here == [["sheep", 3], ["cow", 3], ["horse", 2], ["goat", 2], ["red", 2], ["barn", 2]]
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from tagseg.api import coco_rle_string, segmentation_schema
 from tagseg.cli import app
-from tagseg.config import load_config
+from tagseg.config import load_config, preset
 from tagseg.toy import toy_scene
 
 runner = CliRunner()
@@ -194,13 +194,14 @@ def test_config_show_file_overridden_by_flags_round_trips(tmp_path: Path) -> Non
     shown = run("config", "show", "--config", str(config), "--top-k", "5", "--crf")
     assert shown.exit_code == 0, shown.output
     settings = tomllib.loads(shown.output)
-    assert settings["feature_model"] == "facebook/dinov2-small"  # from the file's preset
-    assert (settings["num_clusters"], settings["top_k"], settings["crf"]["enabled"]) == (7, 5, True)
+    assert settings["models"]["feature_model"] == "facebook/dinov2-small"  # from the file's preset
+    clusters = settings["clusters"]
+    assert (clusters["num_clusters"], settings["naming"]["top_k"], clusters["crf"]["enabled"]) == (7, 5, True)
     saved = tmp_path / "shown.toml"
     saved.write_text(shown.output)
-    assert load_config(saved).to_dict() == settings
+    assert load_config(saved) == preset("fast", num_clusters=7, top_k=5)
     rebased = tomllib.loads(run("config", "show", "-c", str(config), "--preset", "toy").output)
-    assert (rebased["feature_model"], rebased["num_clusters"]) == ("toy", 7)
+    assert (rebased["models"]["feature_model"], rebased["clusters"]["num_clusters"]) == ("toy", 7)
     broken = tmp_path / "broken.toml"
     broken.write_text("num_clusters = \n")
     result = run("config", "show", "--config", str(broken))
@@ -211,4 +212,4 @@ def test_config_from_environment_variable(tmp_path: Path, monkeypatch: pytest.Mo
     config = tmp_path / "env.toml"
     config.write_text('preset = "toy"\nseed = 11\n')
     monkeypatch.setenv("TAGSEG_CONFIG", os.fspath(config))
-    assert tomllib.loads(run("config", "show").output)["seed"] == 11
+    assert tomllib.loads(run("config", "show").output)["clusters"]["seed"] == 11

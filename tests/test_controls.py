@@ -32,10 +32,10 @@ def areas(result) -> dict[str, int]:
 
 
 def test_off_by_default_changes_nothing(plain) -> None:
-    assert not controls_active(preset("toy"))
+    assert not controls_active(preset("toy").controls)
     assert set(SCENE[2]) <= set(plain.labels)
     namings = [Naming("red", 0.9, [Candidate("red", 0.9, 3)], [])]
-    assert apply_controls(namings, torch.ones(1, 3), None, preset("toy")) is namings  # type: ignore[arg-type]
+    assert apply_controls(namings, torch.ones(1, 3), None, preset("toy").controls) is namings  # type: ignore[arg-type]
 
 
 def test_vocabulary_closest_word_by_text_embedding(plain) -> None:
@@ -89,7 +89,7 @@ def test_prefer_objects_demotes_scene_words(margin: float, expected: str) -> Non
     scores = (CandidateEmbeddings(_Words())(names) @ query).tolist()
     naming = Naming("room", 1.0, sorted([Candidate(n, s, 2) for n, s in zip(names, scores)], key=lambda c: -c.score), [])
     config = preset("toy", prefer_objects=True, prefer_objects_margin=margin)
-    [result] = apply_controls([naming], query[None], CandidateEmbeddings(_Words()), config)
+    [result] = apply_controls([naming], query[None], CandidateEmbeddings(_Words()), config.controls)
     assert result.label == expected
     assert result.candidates[0].name == expected and len(result.candidates) == 4
 

@@ -12,6 +12,7 @@ import pytest
 from database_support import SentenceTransformerEncoder
 
 from tagseg.database import InMemoryTextDatabase, default_vocabulary
+from tagseg.config import NamingSettings
 from tagseg.naming import CandidateEmbeddings, name_segments
 
 CAPTIONS = [
@@ -53,7 +54,7 @@ def encoder() -> SentenceTransformerEncoder:
 def test_captions_name_a_segment_with_a_word_they_share(encoder, description: str, expected: set[str]) -> None:
     database = InMemoryTextDatabase.from_texts(CAPTIONS, encoder)
     segment = encoder.encode([description])
-    [naming] = name_segments(segment, database, CandidateEmbeddings(encoder), top_k=10)
+    [naming] = name_segments(segment, database, CandidateEmbeddings(encoder), NamingSettings(top_k=10))
     assert naming.label in expected, naming
     assert naming.score == pytest.approx(float(encoder.encode([naming.label])[0] @ segment[0]), abs=1e-5)
     retrieved_words = {word.strip(".,").lower() for r in naming.retrieved for word in r.text.split()}
@@ -67,10 +68,10 @@ def test_the_shipped_vocabulary_names_segments_in_phrases_mode(encoder) -> None:
     database = InMemoryTextDatabase.from_texts(subset, encoder)
     descriptions = ["a golden retriever dog", "a red fire hydrant on the sidewalk", "a traffic light at a crossing"]
     namings = name_segments(
-        encoder.encode(descriptions), database, CandidateEmbeddings(encoder), top_k=10, names="phrases"
+        encoder.encode(descriptions), database, CandidateEmbeddings(encoder), NamingSettings(top_k=10, names="phrases")
     )
     assert [n.label for n in namings] == ["golden retriever", "hydrant", "traffic light"]
-    words = name_segments(encoder.encode(descriptions), database, CandidateEmbeddings(encoder), top_k=10)
+    words = name_segments(encoder.encode(descriptions), database, CandidateEmbeddings(encoder), NamingSettings(top_k=10))
     assert all(" " not in n.label for n in words), "words mode never gives a phrase"
     assert words[0].label in {"retriever", "golden", "dog"}
 
@@ -78,7 +79,7 @@ def test_the_shipped_vocabulary_names_segments_in_phrases_mode(encoder) -> None:
 def test_a_segment_never_takes_another_segments_word(encoder) -> None:
     database = InMemoryTextDatabase.from_texts(CAPTIONS, encoder)
     segments = encoder.encode(["a puppy on the lawn", "a yacht on the water"])
-    namings = name_segments(segments, database, CandidateEmbeddings(encoder), top_k=3)
+    namings = name_segments(segments, database, CandidateEmbeddings(encoder), NamingSettings(top_k=3))
     for naming in namings:
         own_text = " ".join(r.text.lower() for r in naming.retrieved)
         assert all(candidate.name in own_text for candidate in naming.candidates), naming

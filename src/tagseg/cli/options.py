@@ -1,25 +1,37 @@
-"""Options shared by the commands that build pipeline settings (segment, config show, models)."""
+"""Options shared by the commands that build pipeline settings (segment, config show, serve, models).
+
+The settings flags are generated from the declaration in :mod:`tagseg.config` (:func:`with_settings`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import typing
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Any, Callable, Iterator, Literal, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tagseg.config import PRESETS, TAGConfig
+from tagseg.config import PRESETS, Setting, TAGConfig, declared_settings, resolve_config
 from tagseg.errors import TagsegError
 
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+T = TypeVar("T")
 
 SETTINGS = "Settings (override the preset and --config)"
 
 Preset = Annotated[
     Optional[str],
-    typer.Option("--preset", "-p", help=f"Named settings: {', '.join(PRESETS)} (default: paper).", show_default=False),
+    typer.Option(
+        "--preset", "-p", help=f"Named settings: {', '.join(PRESETS)} (default: paper).", rich_help_panel=SETTINGS,
+        show_default=False,
+    ),
 ]
 ConfigFile = Annotated[
     Optional[Path],
@@ -28,136 +40,110 @@ ConfigFile = Annotated[
         "-c",
         envvar="TAGSEG_CONFIG",
         help="TOML file of settings (any `tagseg config show` key; `preset = ...` too). Flags override it.",
-        show_default=False,
-    ),
-]
-FeatureModel = Annotated[
-    Optional[str],
-    typer.Option(help="DINOv2 model: Hugging Face id or local directory.", rich_help_panel=SETTINGS, show_default=False),
-]
-ClipModel = Annotated[
-    Optional[str],
-    typer.Option(help="CLIP model: Hugging Face id or local directory.", rich_help_panel=SETTINGS, show_default=False),
-]
-Database = Annotated[
-    Optional[str],
-    typer.Option(
-        help="Text database: 'default' (shipped vocabulary) or a folder made by `tagseg db build`.",
         rich_help_panel=SETTINGS,
         show_default=False,
     ),
 ]
-Clusters = Annotated[
-    Optional[str],
-    typer.Option(
-        "--clusters",
-        "-k",
-        help="k of k-means: segment candidates per image, or 'auto' to choose it per image.",
-        rich_help_panel=SETTINGS,
+
+
+def setting_panel(section: str) -> str:
+    """The ``--help`` panel of a section's flags, named after its TOML table ``[section]``."""
+    return f"Settings: {section}"
+
+
+def _option(item: Setting, flags: tuple[str, ...], hidden: bool = False) -> Any:
+    """The typer annotation of one declared setting's flag(s)."""
+    if item.type is bool or dataclasses.is_dataclass(item.type):  # a switch; the CRF table switches on and off
+        kind: Any = bool
+        flags = (f"{flags[0]}/--no-{flags[0].removeprefix('--')}", *flags[1:])
+    elif item.choices:
+        kind = Literal[item.choices]  # type: ignore[valid-type]  (typer lists and checks the choices)
+    elif item.type in (int, float, Path):
+        kind = item.type
+    else:  # text, and the values read from text: 'auto' or k, word lists, alias files
+        kind = str
+    shown = ("on" if item.default else "off") if isinstance(item.default, bool) else item.default
+    default = "" if item.default in ([], {}) or dataclasses.is_dataclass(item.default) else f" [paper: {shown}]"
+    option = typer.Option(
+        *flags,
+        help=escape(item.help + default),  # rich markup: brackets are text
+        rich_help_panel=setting_panel(item.section),
         show_default=False,
-    ),
-]
-Crf = Annotated[
-    Optional[bool],
-    typer.Option("--crf/--no-crf", help="Refine segment edges with a dense CRF.", rich_help_panel=SETTINGS, show_default=False),
-]
-ImageSize = Annotated[
-    Optional[int],
-    typer.Option(min=14, help="Working size in pixels the models see.", rich_help_panel=SETTINGS, show_default=False),
-]
-TopK = Annotated[
-    Optional[int],
-    typer.Option(min=1, help="Texts retrieved per segment.", rich_help_panel=SETTINGS, show_default=False),
-]
-Device = Annotated[
-    Optional[str],
-    typer.Option(help="auto, cpu, cuda, cuda:1, mps ...", rich_help_panel=SETTINGS, show_default=False),
-]
-Seed = Annotated[
-    Optional[int],
-    typer.Option(help="Random seed of k-means.", rich_help_panel=SETTINGS, show_default=False),
-]
-
-NAMING = "Naming (all off by default; see README)"
-
-Names = Annotated[
-    Optional[str],
-    typer.Option(help="Candidate names: 'words' (the paper's single words) or 'phrases' (also multi-word names).", rich_help_panel=NAMING, show_default=False),
-]
-Vocabulary = Annotated[
-    Optional[str],
-    typer.Option(help="Allowed names: a file (one a line) or 'cat,dog,...'; each segment gets the closest.", rich_help_panel=NAMING, show_default=False),
-]
-Aliases = Annotated[
-    Optional[str],
-    typer.Option(help="Aliases: a file of lines 'kitten, kitty -> cat' (many names to one).", rich_help_panel=NAMING, show_default=False),
-]
-Blocklist = Annotated[
-    Optional[str],
-    typer.Option(help="Names never to give: a file (one a line) or 'thing,stuff'.", rich_help_panel=NAMING, show_default=False),
-]
-AbstainBelow = Annotated[
-    Optional[float],
-    typer.Option(help="Name a segment 'unknown' when its best name scores below this cosine.", rich_help_panel=NAMING, show_default=False),
-]
-MinRegionArea = Annotated[
-    Optional[float],
-    typer.Option(min=0.0, max=1.0, help="Merge regions smaller than this fraction of the image into their most similar neighbour.", rich_help_panel=NAMING, show_default=False),
-]
-
-
-def build_config(
-    preset: Optional[str],
-    config: Optional[Path],
-    *,
-    feature_model: Optional[str] = None,
-    clip_model: Optional[str] = None,
-    database: Optional[str] = None,
-    clusters: Optional[str] = None,
-    crf: Optional[bool] = None,
-    image_size: Optional[int] = None,
-    top_k: Optional[int] = None,
-    device: Optional[str] = None,
-    seed: Optional[int] = None,
-    names: Optional[str] = None,
-    vocabulary: Optional[str] = None,
-    aliases: Optional[str] = None,
-    blocklist: Optional[str] = None,
-    abstain_below: Optional[float] = None,
-    min_region_area: Optional[float] = None,
-) -> TAGConfig:
-    """The effective settings: preset, then the TOML file, then the flags that were given."""
-    from tagseg.api import resolve_config
-    from tagseg.controls import read_aliases, read_words
-
-    return resolve_config(
-        preset,
-        config,
-        feature_model=feature_model,
-        clip_model=clip_model,
-        database=database,
-        num_clusters=_clusters(clusters),
-        crf=crf,
-        image_size=image_size,
-        top_k=top_k,
-        device=device,
-        seed=seed,
-        names=names,
-        vocabulary=read_words(vocabulary) if vocabulary else None,
-        aliases=read_aliases(aliases) if aliases else None,
-        blocklist=read_words(blocklist) if blocklist else None,
-        abstain_threshold=abstain_below,
-        min_region_area=min_region_area,
+        hidden=hidden,
     )
+    return Annotated[Optional[kind], option]
 
 
-def _clusters(value: Optional[str]) -> int | str | None:
-    """``--clusters``: a positive number or ``auto``."""
-    if value is None or value == "auto":
+CLI_SETTINGS = [item for item in declared_settings() if item.cli]
+"""The declared settings that have flags: ``--field-name`` (and a short flag, and hidden old spellings)."""
+
+_FLAGS = {item.name: _option(item, (item.flag, *([item.short] if item.short else []))) for item in CLI_SETTINGS}
+_OLD_FLAGS = {
+    f"old_{item.name}": (item.name, _option(item, item.old_flags, hidden=True)) for item in CLI_SETTINGS if item.old_flags
+}
+
+FeatureModel = _FLAGS["feature_model"]
+ClipModel = _FLAGS["clip_model"]
+
+
+def with_settings(command: Callable[..., T]) -> Callable[..., T]:
+    """Give a typer command ``--preset``, ``--config`` and one flag per declared setting.
+
+    The command declares a ``settings: TAGConfig`` parameter and receives the effective settings
+    (preset, then the TOML file, then the flags given) instead of the flags themselves.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [parameter for name, parameter in signature.parameters.items() if name != "settings"]
+    added = {"preset": Preset, "config": ConfigFile, **_FLAGS, **{name: option for name, (_, option) in _OLD_FLAGS.items()}}
+    parameters = own + [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None)
+        for name, annotation in added.items()
+    ]
+
+    @functools.wraps(command)
+    def run(**values: Any) -> T:
+        flags = {name: values.pop(name) for name in _FLAGS}
+        for old, (name, _) in _OLD_FLAGS.items():
+            if flags[name] is None:
+                flags[name] = values.pop(old)
+            else:
+                values.pop(old)
+        with reported_errors():
+            settings = build_config(values.pop("preset"), values.pop("config"), **flags)
+        return command(settings=settings, **values)
+
+    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    run.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    return run
+
+
+def build_config(preset: Optional[str], config: Optional[Path], **flags: Any) -> TAGConfig:
+    """The effective settings: preset, then the TOML file, then the flags that were given (raw flag values)."""
+    values = {name: _flag_value(name, value) for name, value in flags.items() if value is not None}
+    return resolve_config(preset, config, **values)
+
+
+def _flag_value(name: str, value: Any) -> Any:
+    """A setting from its flag's text: ``--num-clusters`` a number or 'auto', word lists and alias files read."""
+    if name == "num_clusters":
+        return _clusters(value)
+    if name == "crf":
+        return value
+    kind = {item.name: item.type for item in CLI_SETTINGS}[name]
+    if typing.get_origin(kind) in (list, dict):
+        from tagseg.controls import read_aliases, read_words
+
+        return read_words(value) if typing.get_origin(kind) is list else read_aliases(value)
+    return value
+
+
+def _clusters(value: str) -> int | str:
+    """``--num-clusters``: a positive number or ``auto``."""
+    if value == "auto":
         return value
     if value.isdigit() and int(value) >= 1:
         return int(value)
-    raise typer.BadParameter(f"{value!r} is neither a positive number nor 'auto'.", param_hint="--clusters")
+    raise typer.BadParameter(f"{value!r} is neither a positive number nor 'auto'.", param_hint="--num-clusters")
 
 
 @contextmanager

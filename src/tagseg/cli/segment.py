@@ -25,6 +25,7 @@ from rich.text import Text
 
 from tagseg.api import FORMATS, BatchListener, BatchReport, ImageOutcome, segment_files
 from tagseg.cli import options as opt
+from tagseg.config import TAGConfig
 from tagseg.exports import CategoryTable
 
 console = Console(highlight=False)
@@ -101,6 +102,7 @@ def _summary(report: BatchReport) -> None:
         opt.errors.print("Fix or remove the failed files and run the same command again: finished images are skipped.")
 
 
+@opt.with_settings
 def segment(
     inputs: Annotated[
         list[str],
@@ -123,23 +125,8 @@ def segment(
     categories: Annotated[
         Optional[Path], typer.Option(help="Category ids for --export: categories.json of an earlier run.", show_default=False)
     ] = None,
-    preset: opt.Preset = None,
-    config: opt.ConfigFile = None,
-    feature_model: opt.FeatureModel = None,
-    clip_model: opt.ClipModel = None,
-    database: opt.Database = None,
-    clusters: opt.Clusters = None,
-    crf: opt.Crf = None,
-    image_size: opt.ImageSize = None,
-    top_k: opt.TopK = None,
-    device: opt.Device = None,
-    seed: opt.Seed = None,
-    names: opt.Names = None,
-    vocabulary: opt.Vocabulary = None,
-    aliases: opt.Aliases = None,
-    blocklist: opt.Blocklist = None,
-    abstain_below: opt.AbstainBelow = None,
-    min_region_area: opt.MinRegionArea = None,
+    *,
+    settings: TAGConfig,
 ) -> None:
     """Segment images and name their segments; write pictures and JSON to the output folder.
 
@@ -153,12 +140,6 @@ def segment(
     Exit status: 0 when every image was segmented or skipped, 1 when anything failed.
     """
     with opt.reported_errors():
-        settings = opt.build_config(
-            preset, config, feature_model=feature_model, clip_model=clip_model, database=database,
-            clusters=clusters, crf=crf, image_size=image_size, top_k=top_k, device=device, seed=seed,
-            names=names, vocabulary=vocabulary, aliases=aliases, blocklist=blocklist,
-            abstain_below=abstain_below, min_region_area=min_region_area,
-        )
         table = CategoryTable.load(categories) if categories else None
         paths = _read_inputs(inputs)
         if not paths:

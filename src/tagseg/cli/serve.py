@@ -11,12 +11,14 @@ import typer
 
 from tagseg.cli import app
 from tagseg.cli import options as opt
+from tagseg.config import TAGConfig
 
 SERVICE = "Service"
 LABEL_STUDIO = "Label Studio"
 
 
 @app.command("serve", rich_help_panel="Serve")
+@opt.with_settings
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).", rich_help_panel=SERVICE)] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.", rich_help_panel=SERVICE)] = 8000,
@@ -35,23 +37,8 @@ def serve(
     label_aliases: Annotated[Optional[Path], typer.Option(help="JSON object mapping segment names to project labels.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
     label_abstain_below: Annotated[float, typer.Option(help="In map mode, drop segments whose best label similarity is lower.", rich_help_panel=LABEL_STUDIO)] = 0.5,
     model_version: Annotated[Optional[str], typer.Option(help="Model version shown in Label Studio (default: from the models).", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
-    preset: opt.Preset = None,
-    config: opt.ConfigFile = None,
-    feature_model: opt.FeatureModel = None,
-    clip_model: opt.ClipModel = None,
-    database: opt.Database = None,
-    clusters: opt.Clusters = None,
-    crf: opt.Crf = None,
-    image_size: opt.ImageSize = None,
-    top_k: opt.TopK = None,
-    device: opt.Device = None,
-    seed: opt.Seed = None,
-    names: opt.Names = None,
-    vocabulary: opt.Vocabulary = None,
-    aliases: opt.Aliases = None,
-    blocklist: opt.Blocklist = None,
-    abstain_below: opt.AbstainBelow = None,
-    min_region_area: opt.MinRegionArea = None,
+    *,
+    settings: TAGConfig,
 ) -> None:
     """Serve the page (GET /), the API (/v1/..., OpenAPI at /docs) and a Label Studio ML backend.
 
@@ -63,12 +50,6 @@ def serve(
     from tagseg.serve import ServeSettings, create_app
 
     with opt.reported_errors():
-        settings = opt.build_config(
-            preset, config, feature_model=feature_model, clip_model=clip_model, database=database,
-            clusters=clusters, crf=crf, image_size=image_size, top_k=top_k, device=device, seed=seed,
-            names=names, vocabulary=vocabulary, aliases=aliases, blocklist=blocklist,
-            abstain_below=abstain_below, min_region_area=min_region_area,
-        )
         serve_settings = ServeSettings(
             workers=workers,
             queue_size=queue_size,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import io
 import time
 import warnings
@@ -15,7 +14,6 @@ import numpy as np
 from PIL import Image
 
 from tagseg import __version__
-from tagseg.config import TAGConfig
 from tagseg.errors import ConfigError, ImageError
 from tagseg.image import load_image
 from tagseg.pipeline import TAG
@@ -43,7 +41,7 @@ class SegmentOptions:
     labels: bool = False
 
     def overrides(self) -> dict[str, Any]:
-        """The :class:`~tagseg.config.TAGConfig` fields this request changes."""
+        """The settings this request changes, as per-call overrides of :meth:`TAG.__call__ <tagseg.pipeline.TAG.__call__>`."""
         values = {"num_clusters": self.num_clusters, "top_k": self.top_k, "crf": self.crf, "names": self.names}
         return {key: value for key, value in values.items() if value is not None}
 
@@ -110,12 +108,13 @@ class Service:
     ) -> T:
         """Check, queue and segment one encoded image; ``then(rgb, result)`` runs on the worker too."""
         self.check_image(data)
+        overrides = options.overrides()
         try:
-            config = self.tag.config.replace(**options.overrides())
+            self.tag.settings_for(**overrides)  # refuse bad settings before queueing
         except ConfigError as error:
             raise ApiError(422, "invalid_setting", str(error)) from None
         try:
-            return await self.queue.run(lambda: then(*self._segment_now(data, config)), self.settings.request_timeout)
+            return await self.queue.run(lambda: then(*self._segment_now(data, overrides)), self.settings.request_timeout)
         except QueueFull:
             raise ApiError(
                 429,
@@ -130,14 +129,10 @@ class Service:
         except ImageError as error:
             raise ApiError(422, "corrupt_image", str(error)) from None
 
-    def _segment_now(self, data: bytes, config: TAGConfig) -> tuple[np.ndarray, Segmentation]:
+    def _segment_now(self, data: bytes, overrides: dict[str, Any]) -> tuple[np.ndarray, Segmentation]:
         rgb = load_image(data, max_pixels=self.settings.max_pixels)
         with self.database.lock.reading():
-            tag = self.tag
-            if config != tag.config:
-                tag = copy.copy(tag)
-                tag.config = config
-            result = tag(rgb)
+            result = self.tag(rgb, **overrides)
         self.metrics.image_processed()
         return rgb, result
 
