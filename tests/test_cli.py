@@ -19,7 +19,8 @@ from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
-from tagseg.api import coco_rle_string, segmentation_schema
+from tagseg.masks import coco_rle_string
+from tagseg.result import segmentation_schema
 from tagseg.cli import app
 from tagseg.config import load_config
 from tagseg.toy import toy_scene

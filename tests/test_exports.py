@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from tagseg import TAG
 from tagseg.cli import app
 from tagseg.exports import CategoryTable, RunExporter, class_map_image, export_folder, read_result
-from tagseg.result import Segmentation, mask_bbox
+from tagseg.masks import mask_bbox
+from tagseg.result import Segmentation
 from tagseg.toy import PALETTE, toy_scene
 
 

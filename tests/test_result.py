@@ -7,7 +7,8 @@ import json
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from tagseg.result import Segment, Segmentation, mask_to_rle, rle_to_mask
+from tagseg.masks import mask_to_rle, rle_to_mask
+from tagseg.result import Segment, Segmentation
 
 
 def test_rle_round_trips_and_matches_pycocotools() -> None:

@@ -32,8 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tagseg.database import index as faiss_index
-from tagseg.database.files import exclusive_lock, sha256_of, write_atomically, write_bytes_atomically
 from tagseg.errors import DatabaseError
+from tagseg.files import exclusive_lock, sha256_of, write_atomically, write_bytes_atomically
 from tagseg.interfaces import Hit, TextEncoder
 
 FORMAT_NAME = "tagseg-text-database"
