@@ -9,14 +9,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from tagseg.cli import app
 from tagseg.cli import options as opt
 
 SERVICE = "Service"
 LABEL_STUDIO = "Label Studio"
 
 
-@app.command("serve", rich_help_panel="Serve")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).", rich_help_panel=SERVICE)] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.", rich_help_panel=SERVICE)] = 8000,
