@@ -55,12 +55,13 @@ def serve(
 
     Models load once at start-up; requests queue for a fixed number of workers.
     """
-    import uvicorn
-
-    from tagseg.pipeline import TAG
-    from tagseg.serve import ServeSettings, create_app
-
     with opt.reported_errors():
+        from tagseg.serve import ServeSettings, create_app  # raises a clear error without the serve extra
+
+        import uvicorn
+
+        from tagseg.pipeline import TAG
+
         settings = opt.build_config(
             preset, config, feature_model=feature_model, clip_model=clip_model, database=database,
             clusters=clusters, crf=crf, image_size=image_size, top_k=top_k, device=device, seed=seed,
