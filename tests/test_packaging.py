@@ -13,7 +13,7 @@ from tagseg.toy import toy_scene
 
 BLOCK_SERVE = "import sys\nfor name in ('fastapi', 'uvicorn', 'multipart'):\n    sys.modules[name] = None\n"
 """Makes the serve extra's packages unimportable in a fresh interpreter (as if not installed); httpx stays,
-as huggingface-hub, a core dependency, needs it too."""
+as spaCy (through weasel), a core dependency, imports it too."""
 
 
 def run_without_serve(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
