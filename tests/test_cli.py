@@ -77,7 +77,7 @@ def test_folder_run_writes_every_output_and_reports_the_corrupt_image(batch, pho
     for name in ("astronaut", "voc", "toys/scene"):
         for suffix in (".overlay.png", ".labels.png", ".json"):
             assert (out / f"{name}{suffix}").is_file(), name + suffix
-    assert not list(out.rglob("broken.*")) and not list(out.rglob("*.partial*"))
+    assert not list(out.rglob("broken.*")) and not list(out.rglob("*.partial*")) and not list(out.rglob(".*.tmp"))
 
 
 def test_schema_documents_every_setting_and_accepts_automatic_k(tmp_path: Path, photos: Path) -> None:
