@@ -45,6 +45,7 @@ WRITERS: dict[str, Callable[[Path, CategoryTable], ExportWriter]] = {
 """Export format name -> writer factory ``(export folder, category table)``; a new format is one entry here."""
 
 EXPORT_FORMATS = tuple(WRITERS)
+"""The formats tagseg ships."""
 
 
 class RunExporter:
@@ -52,11 +53,11 @@ class RunExporter:
 
     def __init__(self, out_dir: str | Path, formats: Iterable[str], categories: CategoryTable | None = None) -> None:
         self.formats = frozenset(formats)
-        unknown = self.formats - set(EXPORT_FORMATS)
+        unknown = self.formats - set(WRITERS)
         if unknown or not self.formats:
             raise ConfigError(
                 f"Unknown export format(s): {', '.join(sorted(unknown)) or '(none given)'}. "
-                f"Choose from: {', '.join(EXPORT_FORMATS)}."
+                f"Choose from: {', '.join(WRITERS)}."
             )
         self.out = Path(out_dir)
         self.categories = categories or CategoryTable()
