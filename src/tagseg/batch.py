@@ -127,7 +127,7 @@ def segment_files(
     alpha: float = 0.5,
     listener: BatchListener | None = None,
     exports: Iterable[str] = (),
-    categories: "CategoryTable | None" = None,
+    categories: CategoryTable | None = None,
 ) -> BatchReport:
     """Segment image files, folders (recursively) and glob patterns, writing results under ``out_dir``.
 

@@ -65,15 +65,15 @@ class CocoWriter:
         self.models = self.models or dict(result.models)
         self._images += 1
         if self.per_instance:
-            regions = [(segment, category, mask, {"segment_id": segment.id}) for segment, category, mask in classified_instances(result, self.categories)]
+            regions = classified_instances(result, self.categories)
         else:
             labelled = [(segment, self.categories.id(segment.label)) for segment in result.segments]
-            regions = [(segment, category, segment.mask, {}) for segment, category in labelled if category is not None]
+            regions = [(segment, category, segment.mask) for segment, category in labelled if category is not None]
         annotations = []
-        for segment, category, mask, extra in regions:
+        for segment, category, mask in regions:
             self._annotations += 1
             rle = mask_to_rle(mask)
-            annotations.append({
+            annotation = {
                 "id": self._annotations,
                 "image_id": self._images,
                 "category_id": category,
@@ -82,8 +82,10 @@ class CocoWriter:
                 "bbox": list(mask_bbox(mask)),
                 "score": round(segment.score, 6),
                 "iscrowd": 0,
-                **extra,
-            })
+            }
+            if self.per_instance:
+                annotation["segment_id"] = segment.id  # which segment the instance belongs to
+            annotations.append(annotation)
         entry = image_entry(self._images, name, result, image_path)
         self._spool.write(json.dumps({"image": entry, "annotations": annotations}, ensure_ascii=False) + "\n")
         return []
