@@ -148,6 +148,7 @@ def test_api_keeps_the_model_cache_names() -> None:
     import tagseg.api as api
     import tagseg.builder as builder
 
+    warnings.simplefilter("ignore", DeprecationWarning)  # the shim warns on every name; test_result checks that
     assert (api.model_status, api.download_models) == (builder.model_status, builder.download_models)
     assert (api.ModelStatus, api.config_models) == (hub.ModelStatus, hub.config_models)
     paper = preset("paper")

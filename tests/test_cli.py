@@ -19,7 +19,8 @@ from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
-from tagseg.api import coco_rle_string, segmentation_schema
+from tagseg.masks import coco_rle_string
+from tagseg.result import segmentation_schema
 from tagseg.cli import app
 from tagseg.config import load_config, preset
 from tagseg.toy import toy_scene
@@ -76,7 +77,7 @@ def test_folder_run_writes_every_output_and_reports_the_corrupt_image(batch, pho
     for name in ("astronaut", "voc", "toys/scene"):
         for suffix in (".overlay.png", ".labels.png", ".json"):
             assert (out / f"{name}{suffix}").is_file(), name + suffix
-    assert not list(out.rglob("broken.*")) and not list(out.rglob("*.partial*"))
+    assert not list(out.rglob("broken.*")) and not list(out.rglob("*.partial*")) and not list(out.rglob(".*.tmp"))
 
 
 def test_schema_documents_every_setting_and_accepts_automatic_k(tmp_path: Path, photos: Path) -> None:

@@ -13,7 +13,7 @@ import skimage.data
 from PIL import Image
 from typer.testing import CliRunner
 
-from tagseg.api import segmentation_schema
+from tagseg.result import segmentation_schema
 from tagseg.cli import app
 
 runner = CliRunner()

@@ -15,7 +15,7 @@ from rich.text import Text
 from typer.core import TyperOption
 from typer.testing import CliRunner
 
-from tagseg.api import segmentation_schema
+from tagseg.result import segmentation_schema
 from tagseg.cli import app
 from tagseg.config import SECTIONS, config_toml, declared_settings, preset
 

@@ -19,7 +19,7 @@ from tagseg.database import (
     open_database,
 )
 from tagseg.errors import DatabaseError
-from tagseg.interfaces import TextDatabase
+from tagseg.interfaces import TextDatabase, UpdatableTextDatabase
 
 TEXTS = ["red car", "blue car", "tabby cat", "small dog", "golden retriever dog", "sailing boat", "green tree"]
 
@@ -117,6 +117,30 @@ def test_add_and_remove_are_visible_in_the_next_search(tmp_path: Path, encoder: 
     assert len(PersistentTextDatabase.open(tmp_path / "db")) == len(survivors)
     assert reopened.add_texts(["small dog"], encoder).added == 1
     assert top(reopened, encoder, "small dog", 1) == ["small dog"]
+
+
+@pytest.mark.parametrize("kind", ["memory", "persistent"])
+def test_both_databases_take_writes_through_the_write_seam(tmp_path: Path, encoder: HashingEncoder, kind: str) -> None:
+    template = "a photo of {}"
+    if kind == "memory":
+        database: UpdatableTextDatabase = InMemoryTextDatabase.from_texts(TEXTS, encoder, template=template)
+    else:
+        database = PersistentTextDatabase.create(tmp_path / "db", model_id=encoder.model_id, dim=encoder.dim, template=template)
+        database.add_texts(TEXTS, encoder)
+    assert isinstance(database, UpdatableTextDatabase) and database.template == template
+    report = database.add_texts(["yellow submarine", " red car ", "", "yellow submarine"], encoder)
+    assert (report.added, report.duplicates, report.blank) == (1, 2, 1)
+    assert database.remove(["small dog", "not stored"]) == 1
+    expected = [t for t in TEXTS if t != "small dog"] + ["yellow submarine"]
+    assert len(database) == len(expected)
+    # independent check: every stored vector is the template-embedded text, searched exactly
+    vectors = encoder.encode([template.format(t) for t in expected]).numpy()
+    query = encoder.encode([template.format("yellow submarine")]).numpy()
+    order = np.argsort(-(query @ vectors.T)[0], kind="stable")[:3]
+    assert [hit.text for hit in database.search(query, 3)[0]] == [expected[i] for i in order]
+    if kind == "memory":
+        with pytest.raises(DatabaseError, match="empty"):
+            database.remove(expected)
 
 
 def test_many_removals_compact_the_shard(tmp_path: Path, encoder: HashingEncoder) -> None:

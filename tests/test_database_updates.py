@@ -25,6 +25,7 @@ import tagseg.database.default as default_module
 import tagseg.database.store as store
 from tagseg.database import ClipRetrievalDatabase, PersistentTextDatabase, build_database, default_database, open_database
 from tagseg.errors import DatabaseError
+from tagseg.interfaces import UpdatableTextDatabase
 
 TESTS = Path(__file__).parent
 
@@ -135,6 +136,7 @@ def test_a_clip_retrieval_folder_opens_in_place(tmp_path: Path, arrow: bool) -> 
     before = sorted(p.name for p in (tmp_path / "cc").rglob("*"))
     database = open_database(tmp_path / "cc", encoder=encoder)
     assert isinstance(database, ClipRetrievalDatabase) and len(database) == 5 and database.model_id == encoder.model_id
+    assert not isinstance(database, UpdatableTextDatabase)  # read-only: the service offers no writes
     hits = database.search(encoder.encode(["a dog in a park", "cat sofa"]).numpy(), 2)
     assert hits[0][0].text == "a dog in a park" and hits[1][0].text == "a cat on a sofa"
     np.testing.assert_allclose(hits[0][0].vector, encoder.encode(["a dog in a park"]).numpy()[0], atol=1e-6)

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from tagseg import TAG
 from tagseg.cli import app
-from tagseg.exports import CategoryTable, RunExporter, class_map_image, export_folder, read_result
-from tagseg.result import Segmentation, mask_bbox
+from tagseg.exports import WRITERS, CategoryTable, ExportWriter, RunExporter, class_map_image, export_folder, read_result
+from tagseg.masks import mask_bbox
+from tagseg.result import Segmentation
 from tagseg.toy import PALETTE, toy_scene
 
 
@@ -200,6 +201,37 @@ def test_segment_export_option_and_export_command_agree(tmp_path: Path) -> None:
         assert np.array_equal(result.label_map, np.asarray(Image.open(out / f"{name}.labels.png")))
     bad = runner.invoke(app, ["export", str(out), "--formats", "gif"])
     assert bad.exit_code == 1 and "Unknown export format" in bad.output
+
+
+class AreaWriter:
+    """A format made up for the test: one line per image, ``name total-area-of-named-segments``."""
+
+    def __init__(self, out_dir: Path, categories: CategoryTable) -> None:
+        self.path, self.categories, self.lines = Path(out_dir) / "areas.txt", categories, []
+
+    def add(self, name: str, result: Segmentation, image_path: str | Path = "") -> list[Path]:
+        area = sum(s.area for s in result.segments if self.categories.id(s.label) is not None)
+        self.lines.append(f"{name} {area}")
+        return []
+
+    def finish(self) -> list[Path]:
+        self.path.write_text("\n".join(self.lines) + "\n")
+        return [self.path]
+
+
+def test_every_format_is_a_writer_and_a_new_one_is_one_registry_entry(results, tmp_path: Path, monkeypatch) -> None:
+    table = CategoryTable()
+    assert all(isinstance(factory(tmp_path / "shape", table), ExportWriter) for factory in WRITERS.values())
+    monkeypatch.setitem(WRITERS, "areas", AreaWriter)
+    frozen = CategoryTable({"red": 1}, frozen=True)
+    exporter = RunExporter(tmp_path / "plugged", ["areas", "voc"], frozen)
+    for name, result in results:
+        exporter.add(name, result)
+    written = exporter.finish()
+    assert tmp_path / "plugged" / "areas.txt" in written
+    expected = [f"{name} {sum(s.area for s in r.segments if s.label == 'red')}" for name, r in results]
+    assert (tmp_path / "plugged" / "areas.txt").read_text().splitlines() == expected
+    assert int(expected[-1].split()[1]) > 0
 
 
 def test_export_folder_refuses_embeddings(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ import torch
 from skimage.measure import label
 
 from tagseg import TAG
-from tagseg.granularity import choose_num_clusters, connected_components, merge_small_regions, silhouette
+from tagseg.granularity import choose_num_clusters, merge_small_regions, silhouette
+from tagseg.masks import connected_components
 from tagseg.toy import PALETTE, ToyPatchFeatures, toy_scene
 
 

@@ -1,13 +1,18 @@
-"""Segments, run-length encoding and JSON output."""
+"""Segments, run-length encoding, JSON output and the per-image record."""
 
 from __future__ import annotations
 
 import json
 
+import jsonschema
 import numpy as np
+import pytest
 from pycocotools import mask as coco_mask
 
-from tagseg.result import Segment, Segmentation, mask_to_rle, rle_to_mask
+from tagseg import TAG
+from tagseg.masks import mask_to_rle, rle_to_mask
+from tagseg.result import Segment, Segmentation, segmentation_schema
+from tagseg.toy import toy_scene
 
 
 def test_rle_round_trips_and_matches_pycocotools() -> None:
@@ -33,3 +38,38 @@ def test_segment_area_bbox_and_json() -> None:
     assert data["image"] == {"height": 10, "width": 12}
     assert data["segments"][0]["bbox"] == [3, 2, 6, 3]
     assert np.array_equal(rle_to_mask(data["segments"][0]["rle"]), mask)
+
+
+@pytest.fixture(scope="module")
+def toy_result() -> Segmentation:
+    return TAG.from_pretrained("toy", image_size=96, crf=False)(toy_scene(3, size=(90, 120))[0])
+
+
+def test_the_record_follows_the_schema_and_reads_back_to_the_same_result(toy_result: Segmentation) -> None:
+    record = toy_result.to_record("photos/scene.png")
+    jsonschema.validate(record, segmentation_schema(), cls=jsonschema.Draft202012Validator)
+    assert record["image"] == {"path": "photos/scene.png", "height": 90, "width": 120}
+    assert set(record["timings"]) == set(toy_result.timings) and record["tagseg_version"]
+    back = Segmentation.from_record(json.loads(json.dumps(record)))
+    assert back.to_record("photos/scene.png") == record
+    assert np.array_equal(back.label_map, toy_result.label_map) and len(back.segments) == len(toy_result.segments) > 1
+    for read, segment in zip(back.segments, toy_result.segments):
+        assert np.array_equal(read.mask, segment.mask) and read.label == segment.label
+        assert [c.name for c in read.candidates] == [c.name for c in segment.candidates] and read.candidates
+        assert [r.text for r in read.retrieved] == [r.text for r in segment.retrieved]
+        assert read.embedding is None and read.score == round(segment.score, 6)
+    assert "path" not in toy_result.to_record()["image"]
+
+
+def test_the_old_api_names_still_work_and_warn(toy_result: Segmentation) -> None:
+    import tagseg.api as api
+    from tagseg import batch, masks
+
+    with pytest.warns(DeprecationWarning, match="tagseg.batch.segment_files"):
+        assert api.segment_files is batch.segment_files
+    with pytest.warns(DeprecationWarning, match="tagseg.masks"):
+        assert api.coco_rle_string is masks.coco_rle_string
+    with pytest.warns(DeprecationWarning, match="to_record"):
+        assert api.image_record(toy_result, "a.png") == toy_result.to_record("a.png")
+    with pytest.warns(DeprecationWarning, match="tagseg.config.resolve_config"):
+        assert api.resolve_config("toy").feature_model == "toy"

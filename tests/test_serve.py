@@ -19,7 +19,7 @@ from PIL import Image
 
 from tagseg import toy
 from tagseg.pipeline import TAG
-from tagseg.result import rle_to_mask
+from tagseg.masks import rle_to_mask
 from tagseg.serve import ServeSettings, create_app
 from tagseg.serve.fetch import address_is_public, host_allowed
 

@@ -11,7 +11,8 @@ from test_serve import ImageServer, assert_error, png_bytes, toy_tag
 
 from tagseg import toy
 from tagseg.serve import ServeSettings, create_app
-from tagseg.serve.labelstudio import mask_to_brush_rle, parse_label_config, rle_pack
+from tagseg.masks import mask_to_brush_rle, rle_pack
+from tagseg.serve.labelstudio import parse_label_config
 
 COLOURS = "".join(f'<Label value="{name.title()}"/>' for name in toy.PALETTE)
 MAPPED_CONFIG = f"""<View>

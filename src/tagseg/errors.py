@@ -21,3 +21,7 @@ class DatabaseError(TagsegError):
 
 class ConfigError(TagsegError, ValueError):
     """A setting has an invalid value or an unknown name."""
+
+
+class MissingDependencyError(TagsegError, ImportError):
+    """An optional part of tagseg is used without its extra installed; the message names the extra."""

@@ -3,9 +3,7 @@
 * :func:`cluster_centres` — k-means with a fixed ``k`` or ``k`` chosen per image (``num_clusters="auto"``)
   by the silhouette or elbow criterion over ``[min_clusters, max_clusters]``.
 * :func:`merge_small_regions` — connected regions below a minimum area join their most similar
-  adjacent cluster instead of being dropped.
-* :func:`connected_components` — 8-connected components of a mask; a segment's separate
-  components are its instances (:meth:`tagseg.result.Segment.instances`).
+  adjacent cluster instead of being dropped (regions from :func:`tagseg.masks.connected_components`).
 
 Only numpy and torch (plus faiss through :func:`tagseg.segments.kmeans`).
 """
@@ -17,8 +15,9 @@ import torch
 
 from tagseg import segments as seg
 from tagseg.config import ClusterSettings
+from tagseg.masks import connected_components
 
-__all__ = ["choose_num_clusters", "cluster_centres", "connected_components", "merge_small_regions", "silhouette"]
+__all__ = ["choose_num_clusters", "cluster_centres", "merge_small_regions", "silhouette"]
 
 _SILHOUETTE_SAMPLE = 1024
 
@@ -94,45 +93,6 @@ def silhouette(points: torch.Tensor, labels: torch.Tensor) -> float:
     b = means.min(dim=1).values
     scores = torch.where(own_count > 1, (b - a) / torch.maximum(a, b).clamp_min(1e-12), torch.zeros_like(a))
     return float(scores.mean())
-
-
-def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of a boolean (H, W) mask: ``(labels, count)``, 0 outside, 1..count in raster order."""
-    mask = np.asarray(mask, dtype=bool)
-    height, width = mask.shape
-    padded = np.zeros((height, width + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    steps = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(steps == 1)
-    ends = np.nonzero(steps == -1)[1]  # exclusive; runs pair up in raster order
-    parent = list(range(len(starts)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    row_first = np.searchsorted(rows, np.arange(height + 1)).tolist()
-    starts_list, ends_list = starts.tolist(), ends.tolist()
-    for row in range(1, height):
-        i, i_end, j, j_end = row_first[row - 1], row_first[row], row_first[row], row_first[row + 1]
-        while i < i_end and j < j_end:
-            if starts_list[i] <= ends_list[j] and starts_list[j] <= ends_list[i]:  # touching, diagonals too
-                first, second = sorted((root(i), root(j)))
-                parent[second] = first  # the earliest run stays the root: raster-order numbering
-            if ends_list[i] < ends_list[j]:
-                i += 1
-            else:
-                j += 1
-    roots = np.array([root(i) for i in range(len(starts))], dtype=np.int64)
-    _, component = np.unique(roots, return_inverse=True)
-    labels = np.zeros(height * width, dtype=np.int32)
-    lengths = ends - starts
-    first_pixel = rows * width + starts
-    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    labels[np.repeat(first_pixel, lengths) + offsets] = np.repeat(component + 1, lengths)
-    return labels.reshape(height, width), int(len(np.unique(roots)))
 
 
 def _regions(label_map: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The four seams of the pipeline.
+"""The four seams of the pipeline, and the write half of the database seam.
 
 Real models (``transformers`` backbones), tiny random models (tests) and the toy world
 (:mod:`tagseg.toy`) all implement these small protocols, so each stage can be swapped and
@@ -13,7 +13,7 @@ so that callers never need to know which model they feed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -80,4 +80,32 @@ class TextDatabase(Protocol):
 
         Hits carry their stored vector when the database can give it (used to drop near-duplicates).
         """
+        ...
+
+
+@dataclass(frozen=True)
+class UpdateReport:
+    """What an add did: texts stored, and texts skipped as duplicates, blank or unreadable."""
+
+    added: int = 0
+    duplicates: int = 0
+    blank: int = 0
+    unreadable: int = 0
+
+
+@runtime_checkable
+class UpdatableTextDatabase(TextDatabase, Protocol):
+    """A :class:`TextDatabase` that takes added and removed texts in place (the service's database writes).
+
+    ``template`` is the prompt each stored text was embedded with (``"{}"``: the text itself).
+    """
+
+    template: str
+
+    def add_texts(self, texts: Iterable[str], encoder: TextEncoder, *, source: str = "added") -> UpdateReport:
+        """Embed ``template.format(text)`` with ``encoder`` and store the texts (stripped; blank and stored ones skipped)."""
+        ...
+
+    def remove(self, texts: Iterable[str] = ()) -> int:
+        """Remove the stored ``texts``; returns how many were removed."""
         ...

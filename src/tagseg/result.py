@@ -1,12 +1,23 @@
-"""What a segmentation returns: named segments with masks, plus the evidence behind each name."""
+"""What a segmentation returns: named segments with masks, plus the evidence behind each name.
+
+:meth:`Segmentation.to_record` is the per-image JSON document (``tagseg segment``'s ``NAME.json``,
+schema: :func:`segmentation_schema`); :meth:`Segmentation.from_record` reads one back.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
+
+from tagseg import __version__
+from tagseg.masks import instances, mask_bbox, mask_to_rle, rle_to_mask
+
+__all__ = ["Candidate", "Retrieved", "Segment", "Segmentation", "segmentation_schema"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +66,7 @@ class Segment:
         Clusters that got the same name form one segment; where they are far apart (not touching)
         they stay separate instances here, and in the instance exports. Together they cover ``mask``.
         """
-        from tagseg.granularity import connected_components
-
-        components, count = connected_components(self.mask)
-        areas = np.bincount(components.ravel(), minlength=count + 1)[1:]
-        return [components == index + 1 for index in np.argsort(-areas, kind="stable")]
+        return instances(self.mask)
 
     def to_dict(self, *, include_mask: bool = True) -> dict[str, Any]:
         """JSON-ready description; the mask as uncompressed COCO RLE."""
@@ -118,31 +125,45 @@ class Segmentation:
     def to_json(self, *, include_masks: bool = True, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(include_masks=include_masks), indent=indent)
 
+    def to_record(self, image_path: str | Path | None = None) -> dict[str, Any]:
+        """The per-image JSON document: :meth:`to_dict` plus the image path, timings and tagseg version."""
+        record = self.to_dict()
+        if image_path is not None:
+            record["image"] = {"path": str(image_path), **record["image"]}
+        record["timings"] = {stage: round(seconds, 6) for stage, seconds in self.timings.items()}
+        record["tagseg_version"] = __version__
+        return record
 
-def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """Bounding box ``(x, y, width, height)`` of a boolean mask; zeros when empty."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    if len(xs) == 0:
-        return (0, 0, 0, 0)
-    return (int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "Segmentation":
+        """The result a :meth:`to_record` document describes (its image path: ``record["image"].get("path")``).
+
+        Masks come from the RLE, names, scores, candidates and retrieved texts from the record;
+        embeddings are not stored there (None) and ``cluster_map`` is the label map.
+        Raises ``KeyError``/``ValueError``/``TypeError`` on a document that is not a record.
+        """
+        height, width = record["image"]["height"], record["image"]["width"]
+        label_map = np.zeros((height, width), dtype=np.int32)
+        segments = []
+        for data in record["segments"]:
+            mask = rle_to_mask(data["rle"])
+            label_map[mask] = data["id"]
+            segments.append(Segment(
+                id=data["id"],
+                label=data["label"],
+                score=data["score"],
+                mask=mask,
+                cluster_ids=data["cluster_ids"],
+                candidates=[Candidate(c["name"], c["score"], c["count"]) for c in data.get("candidates", [])],
+                retrieved=[Retrieved(r["text"], r["similarity"]) for r in data.get("retrieved", [])],
+            ))
+        return cls(
+            label_map, segments, label_map.copy(), dict(record.get("settings", {})), dict(record.get("models", {})),
+            dict(record.get("timings", {})),
+        )
 
 
-def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """Uncompressed COCO run-length encoding (column-major, runs start with background)."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    changes = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
-    bounds = np.concatenate([[0], changes, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        counts = [0, *counts]
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
-
-
-def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Inverse of :func:`mask_to_rle`."""
-    height, width = rle["size"]
-    values = np.zeros(len(rle["counts"]), dtype=bool)
-    values[1::2] = True
-    flat = np.repeat(values, rle["counts"])
-    return flat.reshape((width, height)).T.copy()
+def segmentation_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the per-image JSON record, as shipped with the package."""
+    text = resources.files("tagseg").joinpath("data/segmentation.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)

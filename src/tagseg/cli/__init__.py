@@ -1,13 +1,14 @@
 """The ``tagseg`` command line: a thin layer over the public Python API.
 
-Each command group lives in its own module and is registered here.
+Each command group lives in its own module and is registered here (the modules never import ``app``).
 """
 
 from __future__ import annotations
 
 import typer
 
-from tagseg.cli import config_cmd, db, models_cmd, segment
+from tagseg.cli import config_cmd, db, export, models_cmd, segment, serve
+from tagseg.cli import eval as eval_cmd
 
 app = typer.Typer(
     name="tagseg",
@@ -19,9 +20,9 @@ app.add_typer(db.app, name="db", help="Build, update, inspect and search text da
 app.command(rich_help_panel="Segment")(segment.segment)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(config_cmd.app, name="config")
-from tagseg.cli import eval as _eval  # noqa: E402,F401  (registers `tagseg eval`; needs `app` above)
-from tagseg.cli import serve as _serve  # noqa: E402,F401  (registers `tagseg serve`; needs `app` above)
-from tagseg.cli import export as _export  # noqa: E402,F401  (registers `tagseg export`; needs `app` above)
+app.command("eval")(eval_cmd.eval_command)
+app.command("serve", rich_help_panel="Serve")(serve.serve)
+app.command("export", rich_help_panel="Segment")(export.export)
 
 
 def main() -> None:

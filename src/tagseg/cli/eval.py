@@ -9,7 +9,6 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from tagseg.cli import app
 from tagseg.cli.options import reported_errors
 
 console = Console(highlight=False)
@@ -39,7 +38,6 @@ def _resolution(value: str) -> int | None:
     return int(value)
 
 
-@app.command("eval")
 def eval_command(
     dataset: DatasetKind = typer.Option(..., "--dataset", "-d", help="Benchmark to evaluate on."),
     root: Optional[Path] = typer.Option(None, help="Folder holding the dataset (not needed for toy)."),

@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tagseg.cli import app
 from tagseg.cli import options as opt
 from tagseg.exports import EXPORT_FORMATS, CategoryTable, export_folder
 
@@ -18,7 +17,6 @@ console = Console(highlight=False)
 DATASET_FORMATS = [f for f in EXPORT_FORMATS if f != "embeddings"]
 
 
-@app.command("export", rich_help_panel="Segment")
 def export(
     folder: Annotated[Path, typer.Argument(help="Output folder of `tagseg segment` (its per-image JSON files).", show_default=False)],
     out: Annotated[

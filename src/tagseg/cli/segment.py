@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from tagseg.api import FORMATS, BatchListener, BatchReport, ImageOutcome, segment_files
+from tagseg.batch import FORMATS, BatchListener, BatchReport, ImageOutcome, segment_files
 from tagseg.cli import options as opt
 from tagseg.config import TAGConfig
 from tagseg.exports import CategoryTable

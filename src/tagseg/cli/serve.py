@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from tagseg.cli import app
 from tagseg.cli import options as opt
 from tagseg.config import TAGConfig
 
@@ -17,7 +16,6 @@ SERVICE = "Service"
 LABEL_STUDIO = "Label Studio"
 
 
-@app.command("serve", rich_help_panel="Serve")
 @opt.with_settings
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).", rich_help_panel=SERVICE)] = "127.0.0.1",
@@ -44,12 +42,13 @@ def serve(
 
     Models load once at start-up; requests queue for a fixed number of workers.
     """
-    import uvicorn
-
-    from tagseg.pipeline import TAG
-    from tagseg.serve import ServeSettings, create_app
-
     with opt.reported_errors():
+        from tagseg.serve import ServeSettings, create_app  # raises a clear error without the serve extra
+
+        import uvicorn
+
+        from tagseg.pipeline import TAG
+
         serve_settings = ServeSettings(
             workers=workers,
             queue_size=queue_size,

@@ -1,7 +1,9 @@
 """Text databases that segments retrieve their names from.
 
 - :class:`InMemoryTextDatabase`: a list of texts embedded in memory (tests, small vocabularies).
-- :class:`PersistentTextDatabase`: a folder on disk, built from files, updatable in place.
+- :class:`PersistentTextDatabase`: a folder on disk, built from files.
+
+Both implement :class:`~tagseg.interfaces.UpdatableTextDatabase`: they take added and removed texts in place.
 - :class:`ClipRetrievalDatabase`: a clip-retrieval folder (TAG/CaSED releases), read-only.
 - :func:`default_database`: the shipped vocabulary, embedded on first use and cached.
 """
@@ -17,8 +19,8 @@ from tagseg.database.default import default_database, default_database_path, def
 from tagseg.database.index import INDEX_KINDS
 from tagseg.database.memory import InMemoryTextDatabase
 from tagseg.database.sources import open_source
-from tagseg.database.store import DatabaseInfo, PersistentTextDatabase, UpdateReport
-from tagseg.interfaces import TextDatabase, TextEncoder
+from tagseg.database.store import DatabaseInfo, PersistentTextDatabase
+from tagseg.interfaces import TextDatabase, TextEncoder, UpdatableTextDatabase, UpdateReport
 
 
 def open_database(
@@ -49,6 +51,7 @@ __all__ = [
     "DatabaseInfo",
     "InMemoryTextDatabase",
     "PersistentTextDatabase",
+    "UpdatableTextDatabase",
     "UpdateReport",
     "build_database",
     "default_database",

@@ -13,9 +13,9 @@ from pathlib import Path
 import platformdirs
 
 from tagseg.database.build import build_database
-from tagseg.database.files import exclusive_lock
 from tagseg.database.store import MANIFEST, PersistentTextDatabase, read_manifest
 from tagseg.errors import DatabaseError
+from tagseg.files import exclusive_lock
 from tagseg.interfaces import TextEncoder
 
 CACHE_ENV = "TAGSEG_CACHE"

@@ -32,9 +32,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tagseg.database import index as faiss_index
-from tagseg.database.files import exclusive_lock, sha256_of, write_atomically, write_bytes_atomically
 from tagseg.errors import DatabaseError
-from tagseg.interfaces import Hit, TextEncoder
+from tagseg.files import exclusive_lock, sha256_of, write_atomically, write_bytes_atomically
+from tagseg.interfaces import Hit, TextEncoder, UpdateReport
 
 FORMAT_NAME = "tagseg-text-database"
 FORMAT_VERSION = 1
@@ -85,16 +85,6 @@ class _Shard:
     @property
     def live(self) -> int:
         return len(self.ids) - self.dead_count
-
-
-@dataclass(frozen=True)
-class UpdateReport:
-    """What an add did: texts stored, and texts skipped as duplicates, blank or unreadable."""
-
-    added: int = 0
-    duplicates: int = 0
-    blank: int = 0
-    unreadable: int = 0
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from tagseg.files import write_atomically, write_bytes_atomically
 from tagseg.result import Segmentation
 
 
@@ -45,7 +45,7 @@ class PredictionCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         settings_file = self.directory / "settings.json"
         if not settings_file.exists():
-            _atomic_write(settings_file, json.dumps(settings, indent=2, sort_keys=True, default=str).encode())
+            write_bytes_atomically(settings_file, json.dumps(settings, indent=2, sort_keys=True, default=str).encode())
 
     def _paths(self, dataset: str, image_id: str) -> tuple[Path, Path]:
         base = self.directory / dataset / image_id
@@ -64,16 +64,13 @@ class PredictionCache:
 
     def put(self, dataset: str, image_id: str, prediction: Prediction) -> None:
         array_path, names_path = self._paths(dataset, image_id)
-        array_path.parent.mkdir(parents=True, exist_ok=True)
         dtype = np.uint8 if len(prediction.names) <= 256 else np.uint16
-        buffer_path = array_path.with_name(array_path.name + ".tmp.npz")
-        np.savez_compressed(buffer_path, label_map=prediction.label_map.astype(dtype))
-        os.replace(buffer_path, array_path)
+        label_map = prediction.label_map.astype(dtype)
+        write_atomically(array_path, lambda path: _save_npz(path, label_map))
         meta = {"names": prediction.names, "scores": prediction.scores}
-        _atomic_write(names_path, json.dumps(meta).encode())
+        write_bytes_atomically(names_path, json.dumps(meta).encode())
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+def _save_npz(path: Path, label_map: np.ndarray) -> None:
+    with path.open("wb") as handle:  # a file object: numpy would append ".npz" to a path
+        np.savez_compressed(handle, label_map=label_map)

@@ -17,7 +17,8 @@ class CategoryTable:
 
     New names get the next free id in order of first appearance, so ids never change during a run.
     Load a table saved by an earlier run (:meth:`load`) to keep its ids; with ``frozen`` the table
-    is fixed and names outside it are left out of the exports (counted in :attr:`unmatched`).
+    is fixed and names outside it are left out of the exports (:class:`~tagseg.exports.RunExporter`
+    counts the segments left out in :attr:`unmatched`).
     """
 
     def __init__(self, ids: Mapping[str, int] | None = None, *, frozen: bool = False) -> None:
@@ -31,7 +32,6 @@ class CategoryTable:
         """The id of ``name``, assigning a new one unless frozen; None for a name a frozen table lacks."""
         if name not in self._ids:
             if self.frozen:
-                self.unmatched[name] += 1
                 return None
             self._ids[name] = max(self._ids.values(), default=0) + 1
         return self._ids[name]
@@ -44,9 +44,12 @@ class CategoryTable:
         """``{id: name}`` in id order."""
         return {i: name for name, i in sorted(self._ids.items(), key=lambda item: item[1])}
 
-    def coco_categories(self) -> list[dict[str, Any]]:
-        """COCO ``categories``: every name is a thing (tagseg cannot tell things from stuff)."""
-        return [{"id": i, "name": name, "supercategory": "tagseg", "isthing": 1} for i, name in self.names_by_id().items()]
+    def coco_categories(self, *, isthing: bool = True) -> list[dict[str, Any]]:
+        """COCO ``categories``; with ``isthing`` (panoptic's field) every name is a thing (tagseg cannot tell things from stuff)."""
+        return [
+            {"id": i, "name": name, "supercategory": "tagseg", **({"isthing": 1} if isthing else {})}
+            for i, name in self.names_by_id().items()
+        ]
 
     def save(self, path: str | Path) -> Path:
         """Write the table as a COCO ``categories`` JSON list, which :meth:`load` reads back."""

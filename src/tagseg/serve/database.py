@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import numpy as np
-
-from tagseg.database import InMemoryTextDatabase, PersistentTextDatabase, default_database_path
+from tagseg.database import default_database_path
 from tagseg.errors import DatabaseError
+from tagseg.interfaces import UpdatableTextDatabase
 from tagseg.pipeline import TAG
 
 
@@ -56,9 +56,9 @@ class ReadWriteLock:
 class DatabaseAccess:
     """Search, add and remove texts in ``tag.database``.
 
-    A :class:`PersistentTextDatabase` is changed in place (on disk); an
-    :class:`InMemoryTextDatabase` is replaced by a changed copy. Other databases, and the cached
-    copy of the shipped default vocabulary (shared by every run on the machine), are read-only.
+    A database that implements :class:`~tagseg.interfaces.UpdatableTextDatabase` is changed in
+    place; other databases, and the cached copy of the shipped default vocabulary (shared by every
+    run on the machine), are read-only.
     """
 
     def __init__(self, tag: TAG) -> None:
@@ -67,11 +67,12 @@ class DatabaseAccess:
 
     @property
     def updatable(self) -> bool:
-        """Whether this kind of database can take added and removed texts."""
+        """Whether this database can take added and removed texts."""
         database = self.tag.database
-        if isinstance(database, PersistentTextDatabase):
-            return database.path.resolve() != default_database_path(self.tag.text_encoder).resolve()
-        return isinstance(database, InMemoryTextDatabase)
+        if not isinstance(database, UpdatableTextDatabase):
+            return False
+        location = getattr(database, "path", None)
+        return location is None or Path(location).resolve() != default_database_path(self.tag.text_encoder).resolve()
 
     def info(self) -> dict[str, Any]:
         """Kind, size and text model of the database."""
@@ -96,33 +97,16 @@ class DatabaseAccess:
     def add(self, texts: Sequence[str]) -> int:
         """Store ``texts`` (blank ones and ones already stored skipped); returns how many were added."""
         with self.lock.writing():
-            database = self.tag.database
-            if isinstance(database, PersistentTextDatabase):
-                return database.add_texts(texts, self.tag.text_encoder, source="serve").added
-            assert isinstance(database, InMemoryTextDatabase)
-            stored = set(database.texts)
-            fresh = [t for t in dict.fromkeys(t.strip() for t in texts) if t and t not in stored]
-            if fresh:
-                vectors = self.tag.text_encoder.encode(fresh).numpy()
-                self.tag.database = InMemoryTextDatabase(
-                    database.texts + fresh, np.concatenate([database.vectors, vectors]), database.model_id
-                )
-            return len(fresh)
+            return self._writable().add_texts(texts, self.tag.text_encoder, source="serve").added
 
     def remove(self, texts: Sequence[str]) -> int:
         """Remove stored ``texts``; returns how many were removed."""
         with self.lock.writing():
-            database = self.tag.database
-            if isinstance(database, PersistentTextDatabase):
-                return database.remove(texts=texts)
-            assert isinstance(database, InMemoryTextDatabase)
-            unwanted = {t.strip() for t in texts}
-            keep = [i for i, t in enumerate(database.texts) if t not in unwanted]
-            if not keep:
-                raise DatabaseError("Removing these texts would leave the database empty; keep at least one.")
-            removed = len(database.texts) - len(keep)
-            if removed:
-                self.tag.database = InMemoryTextDatabase(
-                    [database.texts[i] for i in keep], database.vectors[keep], database.model_id
-                )
-            return removed
+            return self._writable().remove(texts)
+
+    def _writable(self) -> UpdatableTextDatabase:
+        database = self.tag.database
+        if not self.updatable:
+            raise DatabaseError(f"The {type(database).__name__} behind this service is read-only.")
+        assert isinstance(database, UpdatableTextDatabase)
+        return database

@@ -1,14 +1,7 @@
 """Label Studio ML backend: ``/predict``, ``/setup``, ``/webhook`` (``/health`` is the service's own).
 
-Predictions are ``brushlabels`` regions whose masks use Label Studio's brush RLE: the mask as an
-RGBA byte image (every channel 255 inside the region, 0 outside, rows top to bottom) packed with
-the thi.ng ``rle-pack`` bit format:
-
-* header: 32 bits number of values, 5 bits word size - 1, then 4 x 4 bits run-length field
-  sizes - 1 (Label Studio uses word size 8 and field sizes 3, 4, 8, 16);
-* then chunks: 1 flag bit (1 = one value repeated, 0 = literal values), 2 bits naming which
-  field size follows, that many bits holding count - 1, then the value (repeat) or the count
-  values (literal), each word-size bits; the last byte is padded with zero bits.
+Predictions are ``brushlabels`` regions whose masks use Label Studio's brush RLE
+(:func:`tagseg.masks.mask_to_brush_rle`).
 """
 
 from __future__ import annotations
@@ -22,45 +15,11 @@ from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 
 from tagseg.interfaces import TextEncoder
+from tagseg.masks import mask_to_brush_rle
 from tagseg.result import Segmentation
 from tagseg.serve.errors import ApiError, error_responses
 from tagseg.serve.fetch import FetchPolicy
 from tagseg.serve.service import SegmentOptions, Service
-
-RLE_FIELD_SIZES = (3, 4, 8, 16)
-_MAX_RUN = 1 << RLE_FIELD_SIZES[-1]
-
-
-def rle_pack(values: np.ndarray, word_size: int = 8) -> bytes:
-    """Pack a 1-D array of unsigned ``word_size``-bit values in the rle-pack format above."""
-    values = np.asarray(values).ravel()
-    bits = [f"{values.size:032b}", f"{word_size - 1:05b}", *(f"{s - 1:04b}" for s in RLE_FIELD_SIZES)]
-    if values.size:
-        starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
-        lengths = np.diff(np.concatenate([starts, [values.size]]))
-        for value, length in zip(values[starts].tolist(), lengths.tolist()):
-            word = f"{value:0{word_size}b}"
-            while length > 0:
-                count = min(length, _MAX_RUN)
-                bits.append(("1" if count > 1 else "0") + _count_field(count) + word)
-                length -= count
-    stream = "".join(bits)
-    stream += "0" * (-len(stream) % 8)
-    return int(stream, 2).to_bytes(len(stream) // 8, "big")
-
-
-def _count_field(count: int) -> str:
-    """2-bit field-size class and ``count - 1`` in the smallest field that holds it."""
-    for size_class, size in enumerate(RLE_FIELD_SIZES):
-        if count - 1 < (1 << size):
-            return f"{size_class:02b}{count - 1:0{size}b}"
-    raise ValueError(f"run of {count} is longer than {_MAX_RUN}")
-
-
-def mask_to_brush_rle(mask: np.ndarray) -> list[int]:
-    """A boolean ``(H, W)`` mask as Label Studio's ``value.rle`` list of byte values."""
-    rgba = np.repeat(np.asarray(mask, dtype=bool).ravel().astype(np.uint8) * 255, 4)
-    return list(rle_pack(rgba))
 
 
 @dataclass(frozen=True)
@@ -254,4 +213,4 @@ def _project_id(project: Any) -> str:
     return str(project).split(".")[0] if project is not None else ""
 
 
-__all__ = ["BrushTarget", "LabelMapper", "mask_to_brush_rle", "parse_label_config", "rle_pack", "router", "to_predictions"]
+__all__ = ["BrushTarget", "LabelMapper", "parse_label_config", "router", "to_predictions"]

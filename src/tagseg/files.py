@@ -1,4 +1,9 @@
-"""Crash-safe file writing: write beside the target, flush to disk, then rename over it."""
+"""Crash-safe file writing for the whole package: write beside the target, flush to disk, rename over it.
+
+Every file tagseg writes (per-image outputs, run files, exports, database files, caches) goes
+through :func:`write_atomically` or :func:`write_bytes_atomically`, so an interrupted run never
+leaves a partial file that a resumed run would take for a finished one.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +39,9 @@ def write_atomically(target: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(temporary_path)``, flush it to disk and rename it to ``target``.
 
     If ``write`` fails or the process dies, ``target`` keeps its previous content (or stays absent).
+    ``target``'s folder is created when missing.
     """
+    target.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_name(target)
     try:
         write(temporary)

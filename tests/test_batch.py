@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tagseg.api import BatchListener, segment_files
+from tagseg.batch import BatchListener, segment_files
 from tagseg.config import preset
 from tagseg.errors import ConfigError
 from tagseg.toy import toy_scene

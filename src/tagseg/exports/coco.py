@@ -1,0 +1,139 @@
+"""COCO JSON with scores: the dataset export ``coco/instances.json`` and the run file ``results.coco.json``.
+
+One writer serves both. Annotations are spooled to an anonymous temporary file as images come
+(never the whole run in memory) and the COCO document is streamed from it on :meth:`CocoWriter.finish`.
+Masks are compressed COCO RLE strings; every annotation carries the segment's score.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from tagseg import __version__
+from tagseg.exports.categories import CategoryTable
+from tagseg.exports.writer import EXPORT_INFO, classified_instances, image_entry
+from tagseg.files import write_atomically
+from tagseg.masks import coco_rle_string, mask_bbox, mask_to_rle
+from tagseg.result import Segmentation
+
+__all__ = ["RESULTS_FILE", "CocoWriter"]
+
+RESULTS_FILE = "results.coco.json"
+"""The run file of ``tagseg segment``: every segment of the run in COCO, with scores."""
+
+
+class CocoWriter:
+    """COCO instances with scores, written to ``path`` on :meth:`finish`.
+
+    ``per_instance``: one annotation per instance (a segment's separate region, with its
+    ``segment_id``), else one per segment. ``run_file``: the layout of ``results.coco.json``: one
+    image or annotation per line (ASCII-escaped), ``info`` naming the tagseg version, models and
+    settings of the run, categories without panoptic's ``isthing``. Names a frozen ``categories``
+    table lacks are left out.
+    """
+
+    def __init__(
+        self, path: str | Path, categories: CategoryTable | None = None, *, per_instance: bool = True, run_file: bool = False
+    ) -> None:
+        self.path = Path(path)
+        self.categories = categories if categories is not None else CategoryTable()
+        self.per_instance = per_instance
+        self.run_file = run_file
+        self.settings: dict[str, Any] = {}
+        self.models: dict[str, str] = {}
+        self._images = 0
+        self._annotations = 0
+        self._spool: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")
+
+    @classmethod
+    def for_export(cls, out_dir: str | Path, categories: CategoryTable) -> "CocoWriter":
+        """The dataset export ``OUT/coco/instances.json``: one annotation per instance."""
+        return cls(Path(out_dir) / "coco" / "instances.json", categories)
+
+    @classmethod
+    def for_run(cls, out_dir: str | Path) -> "CocoWriter":
+        """The run file ``OUT/results.coco.json``: one annotation per segment, categories in order of appearance."""
+        return cls(Path(out_dir) / RESULTS_FILE, per_instance=False, run_file=True)
+
+    def add(self, name: str, result: Segmentation, image_path: str | Path = "") -> list[Path]:
+        """Spool one image and its annotations; nothing is written to ``path`` yet."""
+        self.settings = self.settings or dict(result.settings)
+        self.models = self.models or dict(result.models)
+        self._images += 1
+        if self.per_instance:
+            regions = classified_instances(result, self.categories)
+        else:
+            labelled = [(segment, self.categories.id(segment.label)) for segment in result.segments]
+            regions = [(segment, category, segment.mask) for segment, category in labelled if category is not None]
+        annotations = []
+        for segment, category, mask in regions:
+            self._annotations += 1
+            rle = mask_to_rle(mask)
+            annotation = {
+                "id": self._annotations,
+                "image_id": self._images,
+                "category_id": category,
+                "segmentation": {"size": rle["size"], "counts": coco_rle_string(rle["counts"])},
+                "area": int(mask.sum()),
+                "bbox": list(mask_bbox(mask)),
+                "score": round(segment.score, 6),
+                "iscrowd": 0,
+            }
+            if self.per_instance:
+                annotation["segment_id"] = segment.id  # which segment the instance belongs to
+            annotations.append(annotation)
+        entry = image_entry(self._images, name, result, image_path)
+        self._spool.write(json.dumps({"image": entry, "annotations": annotations}, ensure_ascii=False) + "\n")
+        return []
+
+    def finish(self) -> list[Path]:
+        """Write the COCO file from the spool (atomically) and release the spool."""
+        try:
+            write_atomically(self.path, self._write)
+        finally:
+            self.close()
+        return [self.path]
+
+    def close(self) -> None:
+        """Drop the spool without writing (a run that failed); :meth:`finish` calls it too."""
+        self._spool.close()
+
+    def _write(self, path: Path) -> None:
+        line = "\n" if self.run_file else ""
+        sep = "," + (line or " ")
+
+        def dumps(data: Any) -> str:
+            return json.dumps(data, ensure_ascii=self.run_file)
+
+        with path.open("w", encoding="utf-8") as out:
+            out.write('{"info": ' + dumps(self._info()) + sep + '"images": [')
+            for index, entry in enumerate(self._spooled("image")):
+                out.write((sep if index else line) + dumps(entry))
+            out.write("]" + sep + '"annotations": [')
+            index = 0
+            for annotations in self._spooled("annotations"):
+                for annotation in annotations:
+                    out.write((sep if index else line) + dumps(annotation))
+                    index += 1
+            categories = self.categories.coco_categories(isthing=not self.run_file)
+            out.write("]" + sep + '"categories": ' + dumps(categories) + "}" + line)
+
+    def _spooled(self, key: str) -> Iterator[Any]:
+        self._spool.seek(0)
+        for text in self._spool:
+            yield json.loads(text)[key]
+
+    def _info(self) -> dict[str, Any]:
+        if not self.run_file:
+            return EXPORT_INFO
+        return {
+            "description": "tagseg results: open-vocabulary segments named by the model, one category per name",
+            "version": __version__,
+            "date_created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "models": self.models,
+            "settings": self.settings,
+        }
