@@ -356,29 +356,30 @@ def test_window_layout_follows_the_official_slide_inference() -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_a_window_covering_the_image_is_the_plain_forward(clip_dir: Path, method: str) -> None:
-    pixels = _pixels(1, 448, 320, seed=6)  # larger than the trained 224
-    proxy = _proxy(1, 28, 20)
-    windowed = _embed(clip_dir, method, pixels, proxy, sliding_window=SlidingWindow(size=448, stride=224))
+    pixels = _pixels(1, 320, 288, seed=6)  # larger than the trained 224
+    proxy = _proxy(1, 20, 18)
+    windowed = _embed(clip_dir, method, pixels, proxy, sliding_window=SlidingWindow(size=320, stride=160))
     assert torch.equal(windowed, _embed(clip_dir, method, pixels, proxy))
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_overlapping_windows_average_the_embeddings_of_each_window(clip_dir: Path, method: str) -> None:
-    pixels = _pixels(1, 448, 320, seed=7)
-    proxy = _proxy(1, 28, 20)
+    pixels = _pixels(1, 288, 256, seed=7)
+    proxy = _proxy(1, 18, 16)
     plain = DenseCLIP.from_pretrained(clip_dir, method=method)
-    windowed = _embed(clip_dir, method, pixels, proxy, sliding_window=SlidingWindow(size=224, stride=112))
-    total, count = torch.zeros(1, 28, 20, DIM), torch.zeros(28, 20, 1)
-    for top in (0, 112, 224):
-        for left in (0, 96):
+    windowed = _embed(clip_dir, method, pixels, proxy, sliding_window=SlidingWindow(size=224, stride=64))
+    total, count = torch.zeros(1, 18, 16, DIM), torch.zeros(18, 16, 1)
+    for top in (0, 64):
+        for left in (0, 32):
             row, col = top // PATCH, left // PATCH
             crop = pixels[:, :, top : top + 224, left : left + 224]
             total[:, row : row + 14, col : col + 14] += plain(crop, proxy_features=proxy[:, row : row + 14, col : col + 14])
             count[row : row + 14, col : col + 14] += 1
-    assert windowed.shape == (1, 28, 20, DIM)
+    assert windowed.shape == (1, 18, 16, DIM)
     assert _max_difference(windowed, total / count) <= TOLERANCE
     # the top-left patches lie in the first window only: that window's embeddings exactly
-    torch.testing.assert_close(windowed[:, :6, :6], plain(pixels[:, :, :224, :224], proxy[:, :14, :14])[:, :6, :6])
+    first_window = plain(pixels[:, :, :224, :224], proxy_features=proxy[:, :14, :14])
+    torch.testing.assert_close(windowed[:, :4, :2], first_window[:, :4, :2])
     assert _max_difference(windowed, plain(pixels, proxy_features=proxy)) > 100 * TOLERANCE  # context now per window
 
 
