@@ -32,7 +32,7 @@ from tagseg.backbones.dense_methods import (
 from tagseg.clip_dense import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, DenseCLIP, GEMDenseCLIP
 from tagseg.errors import ConfigError
 from tagseg.features import Dinov2Features
-from tagseg.interfaces import DenseImageEmbedder
+from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor
 from tagseg.testing import save_random_clip, save_random_dinov2
 from tagseg.toy import ToyPatchFeatures
 
@@ -92,7 +92,8 @@ class HandCLIP:
     def layer_norm(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
         mean = x.mean(dim=-1, keepdim=True)
         variance = (x - mean).square().mean(dim=-1, keepdim=True)
-        return (x - mean) / torch.sqrt(variance + self.eps) * self.weights[f"{prefix}.weight"] + self.weights[f"{prefix}.bias"]
+        scale, shift = self.weights[f"{prefix}.weight"], self.weights[f"{prefix}.bias"]
+        return (x - mean) / torch.sqrt(variance + self.eps) * scale + shift
 
     def linear(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
         return x @ self.weights[f"{prefix}.weight"].T + self.weights[f"{prefix}.bias"]
@@ -109,7 +110,8 @@ class HandCLIP:
         positions = table[1:]
         if grid != (side, side):
             square = table[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-            positions = F.interpolate(square, size=grid, mode="bicubic", antialias=True)[0].permute(1, 2, 0).reshape(-1, table.shape[1])
+            resampled = F.interpolate(square, size=grid, mode="bicubic", antialias=True)[0]
+            positions = resampled.permute(1, 2, 0).reshape(-1, table.shape[1])
         class_token = self.weights["vision_model.embeddings.class_embedding"] + table[0]
         tokens = torch.cat((class_token.expand(batch, 1, -1), patch_tokens + positions), dim=1)
         return self.layer_norm(tokens, "vision_model.pre_layrnorm")
@@ -118,7 +120,9 @@ class HandCLIP:
         """The block's first layer norm ``t`` and its per-head q, k, v ``(B, heads, N, head_dim)``."""
         t = self.layer_norm(x, self._layer(index, "layer_norm1"))
         split = [
-            self.linear(t, self._layer(index, f"self_attn.{name}_proj")).reshape(*t.shape[:2], self.heads, self.head_dim).transpose(1, 2)
+            self.linear(t, self._layer(index, f"self_attn.{name}_proj"))
+            .reshape(*t.shape[:2], self.heads, self.head_dim)
+            .transpose(1, 2)
             for name in ("q", "k", "v")
         ]
         return t, *split
@@ -137,7 +141,8 @@ class HandCLIP:
         return x + self.mlp(x, index)
 
     def embeddings(self, patch_tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        projected = self.layer_norm(patch_tokens, "vision_model.post_layernorm") @ self.weights["visual_projection.weight"].T
+        normed = self.layer_norm(patch_tokens, "vision_model.post_layernorm")
+        projected = normed @ self.weights["visual_projection.weight"].T
         return projected.reshape(patch_tokens.shape[0], *grid, -1)
 
 
@@ -221,7 +226,7 @@ def key_key(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int], proxy: torc
 
 
 def neighbourhood(std: float) -> Weights:
-    """NACLIP: key-key scores plus ``exp(-d^2 / (2 std^2))`` for patches ``d`` apart on the grid (0 for the class token)."""
+    """NACLIP: key-key scores plus ``exp(-d^2 / (2 std^2))`` for patches ``d`` apart (0 for the class token)."""
 
     def weights(q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int], proxy: torch.Tensor | None) -> torch.Tensor:
         cells = [(row, col) for row in range(grid[0]) for col in range(grid[1])]
@@ -260,7 +265,9 @@ METHOD_EQUATIONS: dict[str, tuple[Reference, Reference]] = {
 }
 
 
-def _embed(clip_dir: Path, method: str, pixels: torch.Tensor, proxy: torch.Tensor | None, **options: object) -> torch.Tensor:
+def _embed(
+    clip_dir: Path, method: str, pixels: torch.Tensor, proxy: torch.Tensor | None, **options: object
+) -> torch.Tensor:
     return DenseCLIP.from_pretrained(clip_dir, method=method, **options)(pixels, proxy_features=proxy)
 
 
@@ -297,7 +304,8 @@ def test_settings_override_the_official_defaults(
     pixels = _pixels(2, 160, 224, seed=3)
     proxy = _proxy(2, 10, 14, seed=4)
     as_mapping = _embed(clip_dir, method, pixels, proxy, method_settings=settings)
-    as_dataclass = _embed(clip_dir, method, pixels, proxy, method_settings=DENSE_METHODS[method].settings_type(**settings))
+    dataclass = DENSE_METHODS[method].settings_type(**settings)
+    as_dataclass = _embed(clip_dir, method, pixels, proxy, method_settings=dataclass)
     assert torch.equal(as_mapping, as_dataclass)
     assert _max_difference(as_mapping, equations(hand, normalized(pixels), proxy)) <= TOLERANCE
 
@@ -319,7 +327,10 @@ def test_gem_dense_clip_is_dense_clip_with_gem(clip_dir: Path) -> None:
 def test_proxyclip_takes_any_patch_feature_extractor_on_another_grid(
     clip_dir: Path, hand: HandCLIP, tmp_path: Path, extractor: str
 ) -> None:
-    features = ToyPatchFeatures() if extractor == "toy" else Dinov2Features.from_pretrained(save_random_dinov2(tmp_path))
+    if extractor == "toy":
+        features: PatchFeatureExtractor = ToyPatchFeatures()
+    else:
+        features = Dinov2Features.from_pretrained(save_random_dinov2(tmp_path))
     pixels = _pixels(1, 224, 224, seed=5)
     proxy = features(pixels)  # toy: 28x28 patches of 8; DINOv2: 16x16 patches of 14; CLIP: 14x14
     assert proxy.shape[1:3] != (14, 14)
@@ -328,7 +339,8 @@ def test_proxyclip_takes_any_patch_feature_extractor_on_another_grid(
     equations, _ = METHOD_EQUATIONS["proxyclip"]
     assert _max_difference(output, equations(hand, normalized(pixels), on_clip_grid)) <= TOLERANCE
     if extractor == "toy":  # non-negative colour features: every score is negative, each patch keeps only itself
-        torch.testing.assert_close(output, _embed(clip_dir, "maskclip", pixels, None, method_settings={"keep_residual": False, "keep_mlp": False}))
+        own_values = {"keep_residual": False, "keep_mlp": False}
+        torch.testing.assert_close(output, _embed(clip_dir, "maskclip", pixels, None, method_settings=own_values))
 
 
 def test_proxyclip_needs_proxy_features_and_others_ignore_them(clip_dir: Path) -> None:
@@ -373,7 +385,8 @@ def test_overlapping_windows_average_the_embeddings_of_each_window(clip_dir: Pat
         for left in (0, 32):
             row, col = top // PATCH, left // PATCH
             crop = pixels[:, :, top : top + 224, left : left + 224]
-            total[:, row : row + 14, col : col + 14] += plain(crop, proxy_features=proxy[:, row : row + 14, col : col + 14])
+            crop_proxy = proxy[:, row : row + 14, col : col + 14]
+            total[:, row : row + 14, col : col + 14] += plain(crop, proxy_features=crop_proxy)
             count[row : row + 14, col : col + 14] += 1
     assert windowed.shape == (1, 18, 16, DIM)
     assert _max_difference(windowed, total / count) <= TOLERANCE

@@ -392,7 +392,7 @@ class FinalBlockMethod(DenseMethod[FinalSettingsT]):
         grid: Grid,
         proxy_features: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Attended values of the patch tokens, ``(B, heads, h * w, head_dim)``, from ``(B, heads, 1 + h * w, head_dim)``."""
+        """Attended values of the patch tokens, ``(B, heads, h * w, head_dim)``; inputs have the class token first."""
 
 
 @register_dense_method
@@ -598,17 +598,18 @@ def sliding_window_embeddings(
         return embed(pixels, proxy_features)
     window_height, window_width = min(window.size, height), min(window.size, width)
     grid_height, grid_width = window_height // patch_size, window_width // patch_size
+    image_grid = (height // patch_size, width // patch_size)
     total: torch.Tensor | None = None
-    count = torch.zeros(height // patch_size, width // patch_size, 1)
+    count = torch.zeros(*image_grid, 1)
     for top in rows:
         for left in cols:
             crop = pixels[:, :, top : top + window_height, left : left + window_width]
             row, col = top // patch_size, left // patch_size
-            proxy = None if proxy_features is None else proxy_features[:, row : row + grid_height, col : col + grid_width]
-            embedded = embed(crop, proxy)
+            cells = (slice(row, row + grid_height), slice(col, col + grid_width))
+            embedded = embed(crop, None if proxy_features is None else proxy_features[:, cells[0], cells[1]])
             if total is None:
-                total = embedded.new_zeros(embedded.shape[0], height // patch_size, width // patch_size, embedded.shape[-1])
-            total[:, row : row + grid_height, col : col + grid_width] += embedded
-            count[row : row + grid_height, col : col + grid_width] += 1
+                total = embedded.new_zeros(embedded.shape[0], *image_grid, embedded.shape[-1])
+            total[:, cells[0], cells[1]] += embedded
+            count[cells] += 1
     assert total is not None
     return total / count.to(total.device)
