@@ -1,7 +1,9 @@
-"""Time the paper-size backbones with random weights: DINOv2-B/14, CLIP-L/14 (plain and GEM), text tower.
+"""Time the paper-size backbones with random weights: DINOv2-B/14, CLIP-L/14 (plain and every dense method), text tower.
 
 Run: ``python benchmarks/bench_backbones.py [--size 448] [--repeats 3]``. Prints milliseconds
-(wall and process CPU time), the minimum over the repeats, batch 1. The models are written to a temporary directory first.
+(wall and process CPU time), the minimum over the repeats, batch 1; CLIP-L/14 in float32 and
+bfloat16. ProxyCLIP is timed given the DINOv2 features (Stage 1 computes them anyway). The models
+are written to a temporary directory first.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from tagseg.backbones.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CLIPTextEncoder, GEMDenseCLIP
+from tagseg.backbones.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CLIPTextEncoder, DenseCLIP
+from tagseg.backbones.dense_methods import DENSE_METHODS
 from tagseg.backbones.dinov2 import Dinov2Features
 from tagseg.testing import TINY_VOCABULARY_WORDS, save_random_clip, save_random_dinov2
 
@@ -46,30 +50,32 @@ def main() -> None:
         root = Path(temporary)
         dinov2 = Dinov2Features.from_pretrained(save_random_dinov2(root / "dinov2-base", size="base"))
         clip_dir = save_random_clip(root / "clip-large-14", size="large-14")
-        gem = GEMDenseCLIP.from_pretrained(clip_dir)
         text = CLIPTextEncoder.from_pretrained(clip_dir)
 
         pixels = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
         mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD))
         clip_pixels = (pixels - mean) / std
+        proxy_features = dinov2(pixels)
         # Words of the test vocabulary are one token each, like most single words in CLIP's real vocabulary.
         words = [TINY_VOCABULARY_WORDS[index % len(TINY_VOCABULARY_WORDS)] for index in range(100)]
 
-        def plain_clip() -> None:
-            with torch.inference_mode():
-                gem.model(pixel_values=clip_pixels, interpolate_pos_encoding=True)
+        works: dict[str, Callable[[], object]] = {"DINOv2-B/14 forward": lambda: dinov2(pixels)}
+        for dtype, dtype_name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            model = DenseCLIP.from_pretrained(clip_dir, dtype=dtype).model  # one model shared by every method
+            embedders = {name: DenseCLIP(model, model_id=str(clip_dir), method=name) for name in DENSE_METHODS}
 
-        timings = best_times(
-            args.repeats,
-            {
-                "DINOv2-B/14 forward": lambda: dinov2(pixels),
-                "CLIP-L/14 vision forward": plain_clip,
-                "CLIP-L/14 + GEM (6 blocks)": lambda: gem(pixels),
-                "CLIP-L/14 text, 100 words": lambda: text.encode(words),
-            },
-        )
+            def plain_clip(model: torch.nn.Module = model, dtype: torch.dtype = dtype) -> None:
+                with torch.inference_mode():
+                    model(pixel_values=clip_pixels.to(dtype), interpolate_pos_encoding=True)
+
+            works[f"CLIP-L/14 vision forward, {dtype_name}"] = plain_clip
+            for name, embedder in embedders.items():
+                works[f"CLIP-L/14 + {name}, {dtype_name}"] = partial(embedder, pixels, proxy_features=proxy_features)
+        works["CLIP-L/14 text, 100 words"] = lambda: text.encode(words)
+
+        timings = best_times(args.repeats, works)
         for name, (wall, cpu) in timings.items():
-            print(f"{name + ':':28s}{wall:8.0f} ms wall {cpu:8.0f} ms CPU")
+            print(f"{name + ':':36s}{wall:8.0f} ms wall {cpu:8.0f} ms CPU")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,14 @@
-"""CLIP in tagseg: dense patch embeddings through GEM (Stage 2) and the text tower (Stage 3).
+"""CLIP in tagseg: dense patch embeddings (Stage 2) and the text tower (Stage 3).
 
-GEM ("Grounding Everything", Bousselham et al. 2024) runs a second, parallel stream through the
-last blocks of the CLIP vision transformer. In each such block, with ``t`` the block's first layer
-norm of the *original* stream and ``q, k, v`` the block's own projections of ``t``:
-
-1. each ``p`` in ``(q, k, v)`` is refined once by self-self attention,
-   ``p1 = softmax(n(p) n(p)^T * tau) n(p)`` with ``n`` the per-head L2 normalisation and
-   ``tau = mean_tokens(||t||) * head_dim ** -0.5``;
-2. ``a_p = softmax(n(p1) n(p1)^T * tau)`` gives the path's value ``a_p v``;
-3. the three values are averaged, heads merged, passed through the block's output projection and
-   added to the GEM stream (no MLP, no second layer norm).
-
-Both self-self steps are ordinary scaled dot-product attention (queries pre-multiplied by ``tau``),
-so they run on :func:`torch.nn.functional.scaled_dot_product_attention`, the three paths batched.
+:class:`DenseCLIP` embeds every patch with one of the training-free dense CLIP methods of
+:mod:`tagseg.backbones.dense_methods` (GEM, the paper's, by default); :class:`GEMDenseCLIP` is the
+GEM one with the ``gem_depth`` argument.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -27,16 +18,24 @@ from transformers import (
     CLIPVisionModelWithProjection,
     PreTrainedTokenizerBase,
 )
-from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 
 from tagseg.backbones.base import ImageBackbone, checked_model_config, load_model
+from tagseg.backbones.dense_methods import (
+    GEMSettings,
+    SlidingWindow,
+    dense_method,
+    proxy_features_on_grid,
+    sliding_window_embeddings,
+)
 from tagseg.backbones.hub import ModelSource, load_pretrained, source_name
 from tagseg.errors import ConfigError
 
-__all__ = ["CLIPTextEncoder", "GEMDenseCLIP", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
+__all__ = ["CLIPTextEncoder", "DenseCLIP", "GEMDenseCLIP", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+DenseCLIPT = TypeVar("DenseCLIPT", bound="DenseCLIP")
 
 
 def _check_clip_checkpoint(source: ModelSource, tower_type: str) -> None:
@@ -44,35 +43,14 @@ def _check_clip_checkpoint(source: ModelSource, tower_type: str) -> None:
     checked_model_config(source, ("clip", tower_type), "CLIP", "openai/clip-vit-large-patch14")
 
 
-def gem_self_self_attention(
-    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, inverse_temperature: torch.Tensor
-) -> torch.Tensor:
-    """GEM's attention of one block: the average over ``p`` in (q, k, v) of ``a_p v``.
+class DenseCLIP(ImageBackbone):
+    """Dense CLIP embeddings: ``(B, 3, H, W)`` pixels in [0, 1] -> ``(B, h, w, dim)``, by a dense method.
 
-    ``queries``, ``keys`` and ``values`` are ``(B, heads, N, head_dim)``; ``inverse_temperature``
-    is ``(B,)``. Returns ``(B, heads, N, head_dim)``.
-    """
-    batch, heads, tokens, head_dim = values.shape
-    tau = inverse_temperature.view(1, batch, 1, 1, 1)
-    paths = F.normalize(torch.stack((queries, keys, values)), dim=-1)
-    flat = (3 * batch, heads, tokens, head_dim)
-    refined = F.scaled_dot_product_attention(
-        (paths * tau).reshape(flat), paths.reshape(flat), paths.reshape(flat), scale=1.0
-    ).view(3, batch, heads, tokens, head_dim)
-    refined = F.normalize(refined, dim=-1)
-    shared_values = values.unsqueeze(0).expand(3, -1, -1, -1, -1).reshape(flat)
-    assigned = F.scaled_dot_product_attention(
-        (refined * tau).reshape(flat), refined.reshape(flat), shared_values, scale=1.0
-    )
-    return assigned.view(3, batch, heads, tokens, head_dim).mean(dim=0)
-
-
-class GEMDenseCLIP(ImageBackbone):
-    """Dense CLIP embeddings through GEM: ``(B, 3, H, W)`` pixels in [0, 1] -> ``(B, h, w, dim)``.
-
-    ``gem_depth`` is the number of final blocks that carry the GEM stream (6 in the paper).
-    ``gem_depth=0`` means no GEM stream: the plain final tokens of the model, projected for
-    every patch (naive dense CLIP). The wrapped model itself is not modified.
+    ``method`` names a method of :data:`~tagseg.backbones.dense_methods.DENSE_METHODS` (``gem``,
+    ``maskclip``, ``sclip``, ``clearclip``, ``naclip``, ``proxyclip``); ``method_settings`` is its
+    settings dataclass, a mapping of its fields, or ``None`` for the official defaults.
+    ``sliding_window`` embeds inputs larger than one window window by window. The wrapped model
+    itself is not modified.
     """
 
     default_mean, default_std = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
@@ -82,35 +60,47 @@ class GEMDenseCLIP(ImageBackbone):
         model: CLIPVisionModelWithProjection,
         *,
         model_id: str,
-        gem_depth: int = 6,
+        method: str = "gem",
+        method_settings: object | Mapping[str, Any] | None = None,
+        sliding_window: SlidingWindow | None = None,
         mean: Sequence[float] = OPENAI_CLIP_MEAN,
         std: Sequence[float] = OPENAI_CLIP_STD,
         normalize: bool = True,
     ) -> None:
-        layers = model.vision_model.encoder.layers
-        if not 0 <= gem_depth <= len(layers):
-            raise ConfigError(f"gem_depth must be between 0 and {len(layers)} (the model's blocks), got {gem_depth}")
+        self.method = dense_method(method, method_settings)
+        self.method.check_model(len(model.vision_model.encoder.layers))
         super().__init__(
             model, model_id=model_id, patch_size=model.config.patch_size, mean=mean, std=std, normalize=normalize
         )
-        self.gem_depth = gem_depth
         self.dim: int = model.config.projection_dim
+        if sliding_window is not None:
+            sliding_window.check(self.patch_size)
+        self.sliding_window = sliding_window
         self._position_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     @classmethod
     def from_pretrained(
-        cls,
+        cls: type[DenseCLIPT],
         source: ModelSource,
         *,
-        gem_depth: int = 6,
         device: str | torch.device | None = "cpu",
         normalize: bool = True,
         dtype: torch.dtype = torch.float32,
-    ) -> GEMDenseCLIP:
-        """Load the vision tower of a CLIP checkpoint (e.g. ``openai/clip-vit-large-patch14``, or a directory)."""
+        **options: Any,
+    ) -> DenseCLIPT:
+        """Load the vision tower of a CLIP checkpoint (e.g. ``openai/clip-vit-large-patch14``, or a directory).
+
+        ``options`` are the constructor's (``method``, ``method_settings``, ``sliding_window``;
+        ``gem_depth`` for :class:`GEMDenseCLIP`).
+        """
         _check_clip_checkpoint(source, "clip_vision_model")
         model, mean, std = cls._load(CLIPVisionModelWithProjection, source, device=device, dtype=dtype)
-        return cls(model, model_id=source_name(source), gem_depth=gem_depth, mean=mean, std=std, normalize=normalize)
+        return cls(model, model_id=source_name(source), mean=mean, std=std, normalize=normalize, **options)
+
+    @property
+    def uses_proxy_features(self) -> bool:
+        """Whether the method needs the patch features of another model (``proxy_features``)."""
+        return self.method.uses_proxy_features
 
     def position_embeddings(self, grid_height: int, grid_width: int) -> torch.Tensor:
         """Class + patch position embeddings for a patch grid, ``(1, 1 + h * w, width)`` (cached per grid).
@@ -141,43 +131,61 @@ class GEMDenseCLIP(ImageBackbone):
         tokens = torch.cat((class_token, tokens), dim=1) + self.position_embeddings(grid_height, grid_width)
         return vision.pre_layrnorm(tokens)
 
-    @staticmethod
-    def _gem_block(
-        layer: CLIPEncoderLayer, original: torch.Tensor, gem: torch.Tensor, *, advance_original: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One block on both streams; the original one is advanced only when a later block needs it."""
-        attention = layer.self_attn
-        batch, tokens, width = original.shape
-        normed = layer.layer_norm1(original)
-        heads_shape = (batch, tokens, attention.num_heads, attention.head_dim)
-        queries = attention.q_proj(normed).view(heads_shape).transpose(1, 2)
-        keys = attention.k_proj(normed).view(heads_shape).transpose(1, 2)
-        values = attention.v_proj(normed).view(heads_shape).transpose(1, 2)
-        inverse_temperature = normed.norm(dim=-1).mean(dim=1) * attention.scale
-        gem_values = gem_self_self_attention(queries, keys, values, inverse_temperature)
-        gem = gem + attention.out_proj(gem_values.transpose(1, 2).reshape(batch, tokens, width))
-        if advance_original:
-            attended = F.scaled_dot_product_attention(queries, keys, values, scale=attention.scale)
-            original = original + attention.out_proj(attended.transpose(1, 2).reshape(batch, tokens, width))
-            original = original + layer.mlp(layer.layer_norm2(original))
-        return original, gem
+    def __call__(self, pixels: torch.Tensor, proxy_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings of every patch, ``(B, H // patch_size, W // patch_size, dim)`` float32, not normalised.
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """GEM embeddings of every patch, ``(B, H // patch_size, W // patch_size, dim)`` float32, not normalised."""
-        layers = self.model.vision_model.encoder.layers
-        first_gem = len(layers) - self.gem_depth
+        ``proxy_features`` ``(B, h, w, C)`` are patch features of the same pixels from any
+        :class:`~tagseg.interfaces.PatchFeatureExtractor` (DINOv2's of Stage 1), resampled to this
+        model's patch grid when the grids differ; methods that do not use them ignore them.
+        """
         with torch.inference_mode():
             inputs = self.model_input(pixels)
             batch, _, height, width = inputs.shape
-            original = self._embed(inputs)
-            for layer in layers[:first_gem]:
-                original = layer(original, None)
-            gem = original
-            for index, layer in enumerate(layers[first_gem:], start=first_gem):
-                original, gem = self._gem_block(layer, original, gem, advance_original=index < len(layers) - 1)
-            patches = self.model.visual_projection(self.model.vision_model.post_layernorm(gem[:, 1:]))
-            grid = (batch, height // self.patch_size, width // self.patch_size, self.dim)
-            return patches.reshape(grid).float()
+            grid = (height // self.patch_size, width // self.patch_size)
+            proxy = None
+            if self.uses_proxy_features:
+                if proxy_features is None:
+                    raise ConfigError(
+                        f"the {self.method.name} dense method needs proxy_features: call it with the patch features "
+                        "of the same pixels, e.g. embedder(pixels, proxy_features=features(pixels))"
+                    )
+                proxy = proxy_features_on_grid(proxy_features.to(self.device), grid, batch)
+            if self.sliding_window is None:
+                return self._embed_window(inputs, proxy)
+            return sliding_window_embeddings(self._embed_window, inputs, proxy, self.sliding_window, self.patch_size)
+
+    def _embed_window(self, pixels: torch.Tensor, proxy_features: torch.Tensor | None) -> torch.Tensor:
+        """The method's embeddings of normalised ``pixels`` (in the model's dtype), ``(B, h, w, dim)`` float32."""
+        batch, _, height, width = pixels.shape
+        grid = (height // self.patch_size, width // self.patch_size)
+        tokens = self._embed(pixels)
+        patches = self.method.patch_tokens(self.model.vision_model.encoder.layers, tokens, grid, proxy_features)
+        patches = self.model.visual_projection(self.model.vision_model.post_layernorm(patches))
+        return patches.reshape(batch, *grid, self.dim).float()
+
+
+class GEMDenseCLIP(DenseCLIP):
+    """Dense CLIP embeddings through GEM, ``gem_depth`` final blocks (6 in the paper).
+
+    ``gem_depth=0`` means no GEM stream: the plain final tokens of the model, projected for
+    every patch (naive dense CLIP).
+    """
+
+    def __init__(
+        self,
+        model: CLIPVisionModelWithProjection,
+        *,
+        model_id: str,
+        gem_depth: int = 6,
+        mean: Sequence[float] = OPENAI_CLIP_MEAN,
+        std: Sequence[float] = OPENAI_CLIP_STD,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__(
+            model, model_id=model_id, method="gem", method_settings=GEMSettings(depth=gem_depth),
+            mean=mean, std=std, normalize=normalize,
+        )
+        self.gem_depth = gem_depth
 
 
 class CLIPTextEncoder:
