@@ -95,9 +95,14 @@ def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) 
     The first mask lies inside the second, so the IoU is the ratio of their areas. ``logits`` is
     ``(N, H, W)``; a mask empty at both cutoffs scores 0.
     """
-    strict = (logits > mask_threshold + offset).flatten(1).sum(dim=1)
-    loose = (logits > mask_threshold - offset).flatten(1).sum(dim=1)
+    strict = _count_above(logits, mask_threshold + offset)
+    loose = _count_above(logits, mask_threshold - offset)
     return strict / loose.clamp_min(1)
+
+
+def _count_above(logits: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """Pixels above ``cutoff`` per mask of ``(N, H, W)``; counting rows in int16 first is several times faster."""
+    return (logits > cutoff).sum(dim=-1, dtype=torch.int16).sum(dim=-1, dtype=torch.int32)
 
 
 class SamMaskGenerator:
@@ -189,19 +194,20 @@ class SamMaskGenerator:
                 input_labels=torch.ones((1, len(batch), 1), dtype=torch.long, device=self.device),
                 multimask_output=True,
             )
-            logits = self.processor.post_process_masks(
-                output.pred_masks.float().cpu(),
-                inputs["original_sizes"],
-                inputs["reshaped_input_sizes"],
-                binarize=False,
-            )[0].flatten(0, 1)
             predicted_iou = output.iou_scores[0].float().cpu().flatten()
+            low_resolution = output.pred_masks[0].float().cpu().flatten(0, 1)  # (points * 3, h, w)
+            if settings.pred_iou_threshold > 0:  # before upscaling, which costs most
+                confident = predicted_iou > settings.pred_iou_threshold
+                predicted_iou, low_resolution = predicted_iou[confident], low_resolution[confident]
+            if len(low_resolution) == 0:
+                continue
+            logits = self.processor.post_process_masks(
+                [low_resolution[:, None]], inputs["original_sizes"], inputs["reshaped_input_sizes"], binarize=False
+            )[0][:, 0]
             keep = torch.ones(len(logits), dtype=torch.bool)
-            if settings.pred_iou_threshold > 0:
-                keep &= predicted_iou > settings.pred_iou_threshold
             if settings.stability_threshold > 0:
                 stability = stability_score(logits, settings.mask_threshold, settings.stability_offset)
-                keep &= stability >= settings.stability_threshold
+                keep = stability >= settings.stability_threshold
             binary = logits[keep] > settings.mask_threshold
             predicted_iou = predicted_iou[keep]
             inside = ~_cut_by_crop_edge(mask_boxes(binary), crop_box, image_size)
