@@ -21,7 +21,7 @@ is not supported here yet.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from tagseg.granularity import connected_components
 from tagseg.interfaces import MaskProposals
 from tagseg.models import ModelSource, load_pretrained, resolve_device, source_name
 from tagseg.segmenters.boxes import box_nms, mask_boxes
+
+if TYPE_CHECKING:
+    from transformers import SamImageProcessorPil, SamModel
 
 __all__ = ["SamMaskGenerator", "SamSettings", "stability_score"]
 
@@ -112,7 +115,13 @@ class SamMaskGenerator:
     the masks with their predicted IoU as scores, most confident first.
     """
 
-    def __init__(self, model: Any, processor: Any, settings: SamSettings | None = None, model_id: str = "sam") -> None:
+    def __init__(
+        self,
+        model: SamModel,
+        processor: SamImageProcessorPil,
+        settings: SamSettings | None = None,
+        model_id: str = "sam",
+    ) -> None:
         self.model = model.eval()
         self.processor = processor
         self.settings = settings or SamSettings()
