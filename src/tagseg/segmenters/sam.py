@@ -153,6 +153,7 @@ class SamMaskGenerator:
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> MaskProposals:
+        """The masks of an RGB image (``(H, W, 3)`` uint8) at its size, with predicted IoU, most confident first."""
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB image of shape (H, W, 3) and dtype uint8, got {image.dtype} {image.shape}")
