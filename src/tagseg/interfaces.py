@@ -8,6 +8,9 @@ Pixel convention shared by both image seams: ``pixels`` is a float tensor of sha
 ``(B, 3, H, W)`` holding RGB values in ``[0, 1]``; ``H`` and ``W`` are multiples of the
 implementation's ``patch_size``. Each implementation applies its own normalisation (mean/std)
 so that callers never need to know which model they feed.
+
+An optional fifth seam, :class:`RegionProposer`, replaces Stage 1's k-means segments with masks
+from another segmenter (SAM); it takes the RGB image itself, as such models do their own resizing.
 """
 
 from __future__ import annotations
@@ -108,4 +111,37 @@ class UpdatableTextDatabase(TextDatabase, Protocol):
 
     def remove(self, texts: Iterable[str] = ()) -> int:
         """Remove the stored ``texts``; returns how many were removed."""
+        ...
+
+
+@dataclass(frozen=True)
+class MaskProposals:
+    """Masks that a segmenter proposes for one image, possibly overlapping.
+
+    ``masks`` is a boolean array ``(N, H, W)`` of the image's own size; ``scores`` is ``(N,)``, higher
+    meaning more confident (SAM's predicted IoU; 1.0 where a segmenter has no notion of confidence).
+    :func:`tagseg.segmenters.regions.regions_from_masks` turns them into one label per pixel.
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.masks.ndim != 3 or self.masks.dtype != bool:
+            raise ValueError(f"masks must be a boolean (N, H, W) array, not {self.masks.dtype} {self.masks.shape}")
+        if self.scores.shape != self.masks.shape[:1]:
+            raise ValueError(f"need one score per mask: {self.masks.shape[0]} masks, scores {self.scores.shape}")
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+
+@runtime_checkable
+class RegionProposer(Protocol):
+    """Stage 1 as masks: proposes regions of an image without naming them (SAM, the toy world's truth)."""
+
+    model_id: str
+
+    def __call__(self, image: np.ndarray) -> MaskProposals:
+        """Masks of the RGB image ``image`` (``(H, W, 3)`` uint8), at its own size."""
         ...

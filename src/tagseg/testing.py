@@ -6,7 +6,8 @@ the very ``from_pretrained`` calls users make. Weights are seeded and determinis
 
 ``tiny`` models run a forward pass in milliseconds; the real sizes match the architectures of
 ``facebook/dinov2-small``/``-base``, ``openai/clip-vit-base-patch16`` and
-``openai/clip-vit-large-patch14`` (for timings; the weights are random).
+``openai/clip-vit-large-patch14`` (for timings; the weights are random), and of
+``facebook/sam-vit-base`` for Segment Anything.
 """
 
 from __future__ import annotations
@@ -25,15 +26,19 @@ from transformers import (
     Dinov2Model,
     Dinov2WithRegistersConfig,
     Dinov2WithRegistersModel,
+    SamConfig,
+    SamImageProcessorPil,
+    SamModel,
 )
 
 from tagseg.backbones.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from tagseg.backbones.dinov2 import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["save_random_clip", "save_random_dinov2", "TINY_VOCABULARY_WORDS"]
+__all__ = ["save_random_clip", "save_random_dinov2", "save_random_sam", "TINY_VOCABULARY_WORDS"]
 
 DinoSize = Literal["tiny", "small", "base"]
 ClipSize = Literal["tiny", "base-16", "large-14"]
+SamSize = Literal["tiny", "base"]
 
 _DINOV2_SIZES: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2},
@@ -222,4 +227,59 @@ def save_random_clip(
             "do_convert_rgb": True,
         },
     )
+    return target
+
+
+_SAM_SIZES: dict[str, dict[str, Any]] = {
+    # The tiny model sees 128x128 inputs (8x8 embeddings, 32x32 low-resolution masks).
+    "tiny": {
+        "input_size": 128,
+        "vision": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "output_channels": 16,
+                   "window_size": 4, "global_attn_indexes": [1], "mlp_dim": 64},
+        "prompt_hidden_size": 16,
+        "decoder": {"hidden_size": 16, "mlp_dim": 32, "num_attention_heads": 2, "iou_head_hidden_dim": 16},
+    },
+    # facebook/sam-vit-base: ViT-B/16 image encoder at 1024x1024, the standard prompt encoder and decoder.
+    "base": {
+        "input_size": 1024,
+        "vision": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "output_channels": 256,
+                   "window_size": 14, "global_attn_indexes": [2, 5, 8, 11]},
+        "prompt_hidden_size": 256,
+        "decoder": {"hidden_size": 256, "mlp_dim": 2048, "num_attention_heads": 8, "iou_head_hidden_dim": 256},
+    },
+}
+
+
+def save_random_sam(directory: str | os.PathLike[str], size: SamSize = "tiny", seed: int = 0) -> Path:
+    """Save a random ``SamModel`` and its ``SamImageProcessorPil`` settings to ``directory``.
+
+    The image encoder's ``num_pos_feats`` is half the prompt encoder's hidden size, as SAM's shared
+    positional embedding requires. The processor resizes the longer side to the model's input size.
+    """
+    _check_size(size, _SAM_SIZES)
+    spec = _SAM_SIZES[size]
+    input_size, patch_size = spec["input_size"], 16
+    prompt_hidden = spec["prompt_hidden_size"]
+    config = SamConfig(
+        vision_config=dict(
+            **spec["vision"],
+            image_size=input_size,
+            patch_size=patch_size,
+            num_pos_feats=prompt_hidden // 2,
+            initializer_range=0.02,  # the config's default (1e-10) makes every image embedding zero
+        ),
+        prompt_encoder_config=dict(hidden_size=prompt_hidden, image_size=input_size, patch_size=patch_size),
+        mask_decoder_config=spec["decoder"],
+    )
+    torch.manual_seed(seed)
+    model = SamModel(config)
+    target = Path(directory)
+    model.save_pretrained(target)
+    mask_size = input_size // 4  # the mask decoder upsamples the embedding grid four times
+    SamImageProcessorPil(
+        size={"longest_edge": input_size},
+        pad_size={"height": input_size, "width": input_size},
+        mask_size={"longest_edge": mask_size},
+        mask_pad_size={"height": mask_size, "width": mask_size},
+    ).save_pretrained(target)
     return target

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
 
 from tagseg.database.memory import InMemoryTextDatabase
-from tagseg.interfaces import TextEncoder
+from tagseg.interfaces import MaskProposals, TextEncoder
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (210, 35, 35),
@@ -161,6 +161,26 @@ class ToyTextEncoder:
                 vectors[row] += self._word_vector(bigram if step == 2 else words[position])
                 position += step
         return F.normalize(torch.from_numpy(vectors), dim=-1)
+
+
+class ToyMaskGenerator:
+    """A region proposer that knows the answer: the true masks of one toy scene (stands in for SAM).
+
+    Built from a scene's region map (:func:`toy_scene`), it proposes one mask per region, in region
+    order, each with score 1.0, for any image of that scene's size. It shows that naming does not
+    depend on who segments.
+    """
+
+    model_id = "tagseg/toy-truth"
+
+    def __init__(self, regions: np.ndarray) -> None:
+        self.regions = np.asarray(regions)
+
+    def __call__(self, image: np.ndarray) -> MaskProposals:
+        if np.asarray(image).shape[:2] != self.regions.shape:
+            raise ValueError(f"this toy generator knows a scene of size {self.regions.shape}, not {np.asarray(image).shape[:2]}")
+        labels = np.unique(self.regions)
+        return MaskProposals(masks=self.regions[None] == labels[:, None, None], scores=np.ones(len(labels), np.float32))
 
 
 def toy_database(encoder: TextEncoder | None = None) -> InMemoryTextDatabase:
