@@ -1,6 +1,6 @@
 """CaSED's rules that turn the texts retrieved for a segment into candidate names.
 
-Two steps, as in the reference (see REFERENCE.md, "Stage 3"):
+Two steps, as in the authors' reference code (github.com/Valkyrja3607/TAG, reusing CaSED's):
 
 1. :func:`drop_near_duplicates` keeps one hit per group of near-identical retrieved texts.
 2. :func:`candidate_words` cleans the texts, counts words and keeps the frequent nouns and
