@@ -291,3 +291,20 @@ def test_files_left_by_an_interrupted_write_are_removed_on_open(tmp_path: Path) 
     database = PersistentTextDatabase.open(tmp_path / "db")
     assert sorted(p.name for p in (tmp_path / "db").iterdir()) == sorted({*kept, store.LOCK})
     assert sorted(database.texts()) == ["a blue boat", "a red car"]
+
+
+def test_db_build_for_the_toy_preset_works_offline_and_counts_texts(tmp_path: Path) -> None:
+    from tagseg import TAG
+    from tagseg.cli import app
+    from tagseg.toy import toy_captions, toy_scene
+
+    captions = toy_captions()
+    (tmp_path / "captions.txt").write_text("\n".join(captions) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["db", "build", str(tmp_path / "db"), str(tmp_path / "captions.txt"), "--text-model", "toy"])
+    assert result.exit_code == 0, result.output
+    progress = next(line for line in result.output.splitlines() if line.startswith("Embedding captions.txt"))
+    assert f"{len(captions)} texts" in progress  # texts, not bytes
+    assert str((tmp_path / "captions.txt").stat().st_size) not in progress
+    image, regions, names = toy_scene(seed=1)
+    segmentation = TAG.from_pretrained("toy", database=tmp_path / "db", image_size=128)(image)
+    assert {segment.label for segment in segmentation.segments} & set(names)
