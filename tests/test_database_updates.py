@@ -305,6 +305,8 @@ def test_db_build_for_the_toy_preset_works_offline_and_counts_texts(tmp_path: Pa
     progress = next(line for line in result.output.splitlines() if line.startswith("Embedding captions.txt"))
     assert f"{len(captions)} texts" in progress  # texts, not bytes
     assert str((tmp_path / "captions.txt").stat().st_size) not in progress
+    added = CliRunner().invoke(app, ["db", "add", str(tmp_path / "db"), "a purple umbrella in the rain"])
+    assert added.exit_code == 0 and "Added 1 texts" in added.output, added.output
     image, regions, names = toy_scene(seed=1)
     segmentation = TAG.from_pretrained("toy", database=tmp_path / "db", image_size=128)(image)
     assert {segment.label for segment in segmentation.segments} & set(names)

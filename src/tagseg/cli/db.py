@@ -25,11 +25,12 @@ TEXT_MODEL_HELP = "Text tower: a Hugging Face CLIP id, a local directory, or 'to
 
 
 def _load_encoder(source: str) -> TextEncoder:
-    """The text tower named by ``--text-model``: a CLIP id or directory, or ``toy`` (built in, offline)."""
-    if source == TOY_TEXT_MODEL:
-        from tagseg.toy import ToyTextEncoder
+    """The text tower named by ``--text-model`` or a database: a CLIP id or directory, or the toy one (offline)."""
+    from tagseg.toy import ToyTextEncoder
 
-        return ToyTextEncoder()
+    toy = ToyTextEncoder()
+    if source in (TOY_TEXT_MODEL, toy.model_id):
+        return toy
     from tagseg.clip_dense import CLIPTextEncoder
 
     return CLIPTextEncoder.from_pretrained(source)
