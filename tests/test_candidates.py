@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inflect
 import numpy as np
 import pytest
 
@@ -11,10 +12,13 @@ from tagseg.candidates import (
     FALLBACK_WORD,
     IMAGE_STOP_WORDS,
     NameCount,
+    candidate_names,
     candidate_words,
     drop_near_duplicates,
+    is_name_entry,
 )
 from tagseg.config import NamingSettings
+from tagseg.database.default import default_vocabulary
 from tagseg.errors import ConfigError
 from tagseg.interfaces import Hit
 
@@ -149,6 +153,53 @@ def test_word_kept_if_any_occurrence_is_accepted():
     # "light" is an adjective in the first caption and a verb in the second.
     texts = ["a light blue sky", "they light candles", "light"]
     assert ("light", 3) in words(texts, pos_filter=True)
+
+
+def _vocabulary_nouns(count: int) -> list[str]:
+    """``count`` one-word, lowercase, regular-looking nouns spread over the shipped vocabulary."""
+    plain = [
+        word
+        for word in default_vocabulary()
+        if word.isalpha() and word.islower() and len(word) >= 4 and word[-1] not in "sxzhyo"
+        and word not in IMAGE_STOP_WORDS
+    ]
+    return plain[:: len(plain) // count][:count]
+
+
+def test_one_word_texts_of_real_nouns_are_candidates():
+    # Tagged alone, spaCy's small tagger calls many of these verbs (owl, deer, train...).
+    nouns = _vocabulary_nouns(300)
+    found = candidate_words(nouns, min_count=1)
+    assert sorted(c.name for c in found) == sorted(nouns)
+
+
+def test_one_word_plurals_of_real_nouns_are_candidates():
+    engine = inflect.engine()
+    # Plurals that CaSED's rule singularises (not -ss/-us/-is/-ies/-oes) back to the noun itself.
+    nouns = [
+        noun for noun in _vocabulary_nouns(300)
+        if not (noun + "s").endswith(("ss", "us", "is", "ies", "oes")) and engine.singular_noun(noun + "s") == noun
+    ]
+    assert len(nouns) > 250
+    found = candidate_words([noun + "s" for noun in nouns], min_count=1)
+    assert sorted(c.name for c in found) == sorted(nouns)
+    assert words(["rainbows", "soups", "pandas", "kites"], pos_filter=True) == [
+        ("rainbow", 1), ("soup", 1), ("panda", 1), ("kite", 1)
+    ]
+
+
+def test_one_word_texts_the_lexicon_rules_out_as_nouns_are_not_candidates():
+    # Adverbs and verbs only (WordNet knows them, not as nouns), and function words.
+    assert words(["quickly", "seldom", "elapse", "the", "and", "whose"], pos_filter=True) == [(FALLBACK_WORD, 0)]
+
+
+def test_contractions_are_never_candidates():
+    texts = ["cannot", "gonna", "you're", "you\u2019re", "dont", "I cannot find the dog", "gonna see the dog"]
+    assert words(texts, pos_filter=True) == [("dog", 2)]
+    assert words(texts, min_count=1) == [("the", 2), ("dog", 2), ("find", 1), ("see", 1)]
+    assert "cannot" not in [c.key for c in candidate_names(texts)]
+    assert not any(is_name_entry(text) for text in ["cannot", "gonna", "you're", "you're welcome"])
+    assert is_name_entry("owl")
 
 
 def test_result_is_deterministic_across_hash_seeds():

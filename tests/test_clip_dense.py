@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, CLIPVisionModelWithProjection
 
-from tagseg.backbones.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CLIPTextEncoder, GEMDenseCLIP
+from tagseg.backbones.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CLIPTextEncoder, GEMDenseCLIP, clean_clip_text
 from tagseg.errors import ConfigError
 from tagseg.interfaces import DenseImageEmbedder, TextEncoder
 from tagseg.testing import save_random_clip
@@ -207,6 +207,30 @@ def test_text_padding_and_batch_invariance(clip_dir: Path, text_encoder: CLIPTex
         batched = CLIPTextEncoder.from_pretrained(clip_dir, batch_size=batch_size).encode(texts)
         torch.testing.assert_close(batched, together, rtol=0, atol=1e-5)
     torch.testing.assert_close(text_encoder.encode(texts[::-1]), together.flip(0), rtol=0, atol=1e-5)
+
+
+# Written as OpenAI's CLIP sees them after its ftfy + HTML cleaning; the raw forms drift otherwise.
+_DIRTY_AND_CLEAN = [
+    ("Tom &amp; Jerry", "Tom & Jerry"),
+    ("Tom &amp;amp; Jerry", "Tom & Jerry"),
+    ("dog\u2019s bowl", "dog's bowl"),
+    ("caf\u00c3\u00a9", "caf\u00e9"),
+    ("\ufb01sh", "fish"),
+    ("  a   cat\n", "a cat"),
+]
+
+
+@pytest.mark.parametrize("dirty, clean", _DIRTY_AND_CLEAN)
+def test_clean_clip_text(dirty: str, clean: str) -> None:
+    assert clean_clip_text(dirty) == clean
+
+
+def test_text_encoder_cleans_texts_before_tokenizing(text_encoder: CLIPTextEncoder, clip_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(clip_dir)
+    dirty, clean = zip(*_DIRTY_AND_CLEAN[:5])
+    # Hugging Face's tokenizer alone does not clean: every dirty form tokenizes differently.
+    assert all(tokenizer(d)["input_ids"] != tokenizer(c)["input_ids"] for d, c in zip(dirty, clean))
+    torch.testing.assert_close(text_encoder.encode(list(dirty)), text_encoder.encode(list(clean)), rtol=0, atol=1e-6)
 
 
 def test_long_texts_are_truncated(text_encoder: CLIPTextEncoder) -> None:

@@ -259,3 +259,56 @@ def test_the_command_line_embeds_the_default_vocabulary_ahead(tmp_path: Path, mo
     assert result.exit_code == 0, result.output
     assert "3 names embedded with test/default" in result.output
     assert sorted(default_database(HashingEncoder(model_id="test/default"), progress=False).texts()) == ["cat", "dog", "red car"]
+
+
+@pytest.mark.parametrize("command", [["add", "a new caption"], ["remove", "a cat on a sofa"]])
+def test_changing_a_clip_retrieval_folder_says_it_is_read_only(tmp_path: Path, command: list[str]) -> None:
+    from tagseg.cli import app
+
+    encoder = HashingEncoder(dim=32)
+    captions = ["a red car on a road", "a cat on a sofa", "a dog in a park", "two trees"]
+    make_clip_retrieval_folder(tmp_path / "cc", captions, encoder.encode(captions).numpy(), arrow=False)
+    before = sorted((p.name, p.stat().st_size) for p in (tmp_path / "cc").rglob("*"))
+    result = CliRunner().invoke(app, ["db", command[0], str(tmp_path / "cc"), command[1]])
+    output = " ".join(result.output.split())
+    assert result.exit_code != 0
+    assert "clip-retrieval folder" in output and "never changes" in output and "tagseg db build COPY" in output
+    assert "manifest" not in output
+    assert sorted((p.name, p.stat().st_size) for p in (tmp_path / "cc").rglob("*")) == before
+
+
+def test_files_left_by_an_interrupted_write_are_removed_on_open(tmp_path: Path) -> None:
+    from tagseg.files import exclusive_lock
+
+    encoder = HashingEncoder()
+    (tmp_path / "in.txt").write_text("a red car\na blue boat\n", encoding="utf-8")
+    build_database(tmp_path / "db", [tmp_path / "in.txt"], encoder, progress=False)
+    kept = sorted(p.name for p in (tmp_path / "db").iterdir())
+    leftovers = ["shard-00000000deadbeef.parquet", "removed-00000000deadbeef.npy", "manifest.json.tmp"]
+    for name in leftovers:
+        (tmp_path / "db" / name).write_bytes(b"half written")
+    with exclusive_lock(tmp_path / "db" / store.LOCK):  # a writer at work: its files are not leftovers
+        assert len(PersistentTextDatabase.open(tmp_path / "db")) == 2
+        assert set(leftovers) <= {p.name for p in (tmp_path / "db").iterdir()}
+    database = PersistentTextDatabase.open(tmp_path / "db")
+    assert sorted(p.name for p in (tmp_path / "db").iterdir()) == sorted({*kept, store.LOCK})
+    assert sorted(database.texts()) == ["a blue boat", "a red car"]
+
+
+def test_db_build_for_the_toy_preset_works_offline_and_counts_texts(tmp_path: Path) -> None:
+    from tagseg import TAG
+    from tagseg.cli import app
+    from tagseg.toy import toy_captions, toy_scene
+
+    captions = toy_captions()
+    (tmp_path / "captions.txt").write_text("\n".join(captions) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["db", "build", str(tmp_path / "db"), str(tmp_path / "captions.txt"), "--text-model", "toy"])
+    assert result.exit_code == 0, result.output
+    progress = next(line for line in result.output.splitlines() if line.startswith("Embedding captions.txt"))
+    assert f"{len(captions)} texts" in progress  # texts, not bytes
+    assert str((tmp_path / "captions.txt").stat().st_size) not in progress
+    added = CliRunner().invoke(app, ["db", "add", str(tmp_path / "db"), "a purple umbrella in the rain"])
+    assert added.exit_code == 0 and "Added 1 texts" in added.output, added.output
+    image, regions, names = toy_scene(seed=1)
+    segmentation = TAG.from_pretrained("toy", database=tmp_path / "db", image_size=128)(image)
+    assert {segment.label for segment in segmentation.segments} & set(names)

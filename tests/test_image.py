@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import tracemalloc
+import warnings
 import zlib
 from pathlib import Path
 
@@ -440,6 +441,17 @@ def test_decompression_bomb_is_refused_from_the_header(tmp_path, monkeypatch):
     finally:
         tracemalloc.stop()
     assert peak < 10_000_000  # nothing near 30 GB of pixels was allocated
+
+
+def test_pillows_decompression_bomb_warning_does_not_leak(tmp_path, monkeypatch):
+    # Between Pillow's limit and twice it, Pillow only warns; tagseg's max_pixels decides.
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(photo)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(photo).shape == (40, 40, 3)
+        assert load_image(photo.read_bytes()).shape == (40, 40, 3)
 
 
 def test_max_pixels_is_checked_before_decoding(tmp_path):

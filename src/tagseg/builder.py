@@ -154,6 +154,18 @@ def build_text_encoder(config: TAGConfig) -> TextEncoder:
     return _build("text_encoder", "clip_model", config)  # type: ignore[return-value]
 
 
+def text_encoder_for(spec: str, config: TAGConfig | None = None) -> TextEncoder:
+    """The text tower a model spec names (``tagseg db``'s ``--text-model``, or a database's model id),
+    on ``config``'s device and dtype (the ``paper`` preset's by default)."""
+    from tagseg.config import preset
+    from tagseg.toy import ToyTextEncoder
+
+    for shades in (False, True):  # a toy-embedded database records the toy tower's own model id
+        if spec == ToyTextEncoder(shades=shades).model_id:
+            return ToyTextEncoder(shades=shades)
+    return build_text_encoder((config or preset("paper")).replace(clip_model=spec))
+
+
 def build(config: TAGConfig, *, database: TextDatabase | None = None) -> Seams:
     """Build the four seams of ``config``; ``database`` replaces the one ``config.database`` names.
 

@@ -1,6 +1,6 @@
 """CaSED's rules that turn the texts retrieved for a segment into candidate names.
 
-Two steps, as in the reference (see REFERENCE.md, "Stage 3"):
+Two steps, as in the authors' reference code (github.com/Valkyrja3607/TAG, reusing CaSED's):
 
 1. :func:`drop_near_duplicates` keeps one hit per group of near-identical retrieved texts.
 2. :func:`candidate_words` cleans the texts, counts words and keeps the frequent nouns and
@@ -20,6 +20,14 @@ Where tagseg deliberately differs from the reference:
   which needs a download). Each caption is tagged as a whole, before short words are removed, so
   that "a dog on the grass" is tagged with its articles and prepositions; a word is kept when at
   least one of its occurrences carries an accepted tag (what the reference's tag-then-set does).
+* A text of one word is tagged alone, without context, and the small tagger calls many common nouns
+  verbs then ("owl", "deer", "train", "pandas"). For such a word the lexicon decides when it knows
+  the word (WordNet's index, shipped inside the spaCy model as its lemmatizer tables): it is kept
+  when WordNet lists it as a noun or an adjective, dropped when only as a verb or adverb
+  ("elapse", "quickly"); a word WordNet does not know keeps the tagger's verdict
+  (:func:`_one_word_accepted`). Vocabulary databases, whose entries are mostly single words, need this.
+* Contractions ("cannot", "gonna", "you're", "dont"), which spaCy's tokenizer would split into
+  several words, are never candidates (:func:`_is_contraction`).
 * The result order is deterministic: count descending, then first occurrence.
 
 The cleaning is split into per-text steps (:func:`_caption_tokens`) and per-word steps
@@ -102,6 +110,7 @@ _NON_LETTERS = re.compile(r"[^a-zA-Z]")
 _NOT_SINGULARISED_ENDINGS = ("ss", "us", "is", "ies", "oes")
 _NOT_NEEDED_FOR_TAGGING = ("parser", "attribute_ruler", "lemmatizer", "ner", "senter")
 _NOT_NEEDED_FOR_PARSING = ("lemmatizer", "ner", "senter")
+_NOT_NEEDED_FOR_LEXICON = ("tok2vec", "tagger", "parser", "attribute_ruler", "ner", "senter")
 
 MAX_PHRASE_WORDS = 4
 """The longest phrase or name entry, in words."""
@@ -196,8 +205,9 @@ def candidate_words(
     ``stop_words`` (compared with the lowercase singular form); keep words occurring at least
     ``min_count`` times, or, if none does, those with the highest count; with ``pos_filter``,
     keep words tagged at least once as a noun, adjective, gerund or past participle (see
-    :data:`ACCEPTED_TAGS`). Ties in count keep their first-occurrence order. When nothing is left
-    the result is ``[NameCount("object", 0)]``.
+    :data:`ACCEPTED_TAGS`), except that the word of a one-word text is judged by the lexicon when it
+    knows the word (:func:`_one_word_accepted`). Contractions are never kept. Ties in count keep their
+    first-occurrence order. When nothing is left the result is ``[NameCount("object", 0)]``.
     """
     captions = [tokens for tokens in map(_caption_tokens, texts) if tokens]
     tags = _tag_captions(captions) if pos_filter and captions else None
@@ -206,11 +216,15 @@ def candidate_words(
     accepted: set[str] = set()
     for index, tokens in enumerate(captions):
         for position, token in enumerate(tokens):
-            word = _normalise_word(token, stop_words)
+            word = None if _is_contraction(token) else _normalise_word(token, stop_words)
             if word is None:
                 continue
             counts[word] += 1
-            if tags is None or tags[index][position] in ACCEPTED_TAGS:
+            if tags is None:
+                accepted.add(word)
+                continue
+            tag = tags[index][position]
+            if _one_word_accepted(word, tag) if len(tokens) == 1 else tag in ACCEPTED_TAGS:
                 accepted.add(word)
 
     frequent = _frequent_words(counts, min_count)
@@ -235,6 +249,37 @@ def _normalise_word(token: str, stop_words: frozenset[str]) -> str | None:
         return None
     word = _singular(letters.lower())
     return None if word in stop_words else word
+
+
+def _is_contraction(token: str) -> bool:
+    """Whether spaCy's English tokenizer splits the token into several words ("cannot" -> can not)."""
+    return _NON_LETTERS.sub("", _fold_accents(token)).lower() in _contractions()
+
+
+@lru_cache(maxsize=1)
+def _contractions() -> frozenset[str]:
+    """The letters of every English tokenizer exception that stands for two words or more."""
+    from spacy.lang.en.tokenizer_exceptions import TOKENIZER_EXCEPTIONS
+
+    return frozenset(
+        _NON_LETTERS.sub("", form).lower() for form, pieces in TOKENIZER_EXCEPTIONS.items() if len(pieces) > 1
+    ) - {""}
+
+
+def _one_word_accepted(word: str, tag: str) -> bool:
+    """A word tagged alone: a noun or adjective in the lexicon, or, if the lexicon lacks it, an accepted tag."""
+    nominal, known = _lexicon()
+    return word in nominal if word in known else tag in ACCEPTED_TAGS
+
+
+@lru_cache(maxsize=1)
+def _lexicon() -> tuple[frozenset[str], frozenset[str]]:
+    """(nouns and adjectives, every word) of WordNet's index and irregular forms in the spaCy model's lemmatizer."""
+    lemmatizer = _load_spacy(_NOT_NEEDED_FOR_LEXICON).get_pipe("lemmatizer")
+    index, exceptions = (lemmatizer.lookups.get_table(name) for name in ("lemma_index", "lemma_exc"))
+    words_of = {part: {w.lower() for w in index.get(part, [])} | {w.lower() for w in exceptions.get(part, {})}
+                for part in ("noun", "verb", "adj", "adv")}
+    return frozenset(words_of["noun"] | words_of["adj"]), frozenset().union(*words_of.values())
 
 
 def _fold_accents(token: str) -> str:
@@ -334,7 +379,8 @@ def is_name_entry(text: str, max_words: int = MAX_PHRASE_WORDS) -> bool:
     preposition other than "of", modal, or past or third-person verb ("Leaning Tower of Pisa",
     "golden retriever", "Aaron's rod", "fire hydrant", but not "a dog", "Eiffel Tower at night",
     "dog runs"). Only closed classes and inflected verbs are tested, as spaCy's small tagger often
-    mistags nouns in two-word texts. One-word texts are names whatever their tag.
+    mistags nouns in two-word texts. One-word texts are names whatever their tag; a text holding a
+    contraction ("cannot", "you're") is never one.
     """
     return _name_entry(_parse([" ".join(_caption_tokens(text))])[0], max_words) is not None
 
@@ -342,7 +388,7 @@ def is_name_entry(text: str, max_words: int = MAX_PHRASE_WORDS) -> bool:
 def _name_entry(doc: Doc, max_words: int) -> str | None:
     """The displayed name of a parsed text that is a name entry, else None."""
     words = doc.text.split()
-    if not 1 <= len(words) <= max_words or _DIGIT.search(doc.text):
+    if not 1 <= len(words) <= max_words or _DIGIT.search(doc.text) or any(map(_is_contraction, words)):
         return None
     if len(words) > 1 and any(t.tag_ in _NOT_IN_NAME_ENTRIES and t.lower_ != _NAME_CONNECTOR for t in doc):
         return None
@@ -462,7 +508,7 @@ def _parse(texts: list[str]) -> list[Doc]:
     return list(parser.pipe(texts, batch_size=max(1, len(texts))))
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=3)
 def _load_spacy(exclude: tuple[str, ...]) -> Language:
     """spaCy's small English pipeline without the components in ``exclude``, loaded once per kind."""
     import spacy

@@ -68,14 +68,21 @@ def sha256_of(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_file: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``lock_file`` (created if needed) while inside the block."""
+def exclusive_lock(lock_file: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive advisory lock on ``lock_file`` (created if needed) while inside the block.
+
+    With ``wait=False`` the block runs at once and receives False if another holder has the lock.
+    """
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with lock_file.open("a") as handle:
         if fcntl is not None:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
         try:
-            yield
+            yield True
         finally:
             if fcntl is not None:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -17,7 +17,8 @@ Conventions:
   values leave [0, 1] are stretched like 16-bit ones; float arrays outside [0, 1] are refused.
 * Animated and multi-page files give their first frame.
 * The pixel count is checked against ``max_pixels`` from the header, before any pixel is decoded.
-  Pillow's own ``PIL.Image.MAX_IMAGE_PIXELS`` guard still applies on top and is left untouched.
+  Pillow's own ``PIL.Image.MAX_IMAGE_PIXELS`` guard (an error above twice that size) still applies on
+  top; its ``DecompressionBombWarning`` below that is silenced, as the ``max_pixels`` check governs.
 * PostScript (EPS) is refused: Pillow would hand it to Ghostscript, an external interpreter.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -105,7 +107,9 @@ def _from_stream(stream: BinaryIO, name: str, *, max_pixels: int, min_side: int)
     Image.init()  # registers every installed plugin, so the list below is complete
     formats = [plugin for plugin in Image.ID if plugin not in _REFUSED_FORMATS]
     try:
-        image = Image.open(stream, formats=formats)
+        with warnings.catch_warnings():  # tagseg's own max_pixels check speaks for the size
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(stream, formats=formats)
     except Image.DecompressionBombError as error:
         raise ImageError(f"{name}: too large to decode safely ({error})") from error
     except Image.UnidentifiedImageError as error:

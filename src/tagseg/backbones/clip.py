@@ -7,9 +7,12 @@ GEM one with the ``gem_depth`` argument.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+import ftfy
 import torch
 import torch.nn.functional as F
 from transformers import (
@@ -30,7 +33,7 @@ from tagseg.backbones.dense_methods import (
 from tagseg.backbones.hub import ModelSource, load_pretrained, source_name
 from tagseg.errors import ConfigError
 
-__all__ = ["CLIPTextEncoder", "DenseCLIP", "GEMDenseCLIP", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
+__all__ = ["CLIPTextEncoder", "DenseCLIP", "GEMDenseCLIP", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "clean_clip_text"]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -188,10 +191,26 @@ class GEMDenseCLIP(DenseCLIP):
         self.gem_depth = gem_depth
 
 
+_WHITESPACE = re.compile(r"\s+")
+
+
+def clean_clip_text(text: str) -> str:
+    """The text cleaning OpenAI's CLIP and open_clip apply before BPE, which Hugging Face's tokenizer skips.
+
+    ftfy repairs mojibake, curly quotes and ligatures ("cafÃ©" -> "café", "dog’s" -> "dog's",
+    "ﬁsh" -> "fish"), HTML entities are decoded twice ("Tom &amp;amp; Jerry" -> "Tom & Jerry"),
+    whitespace runs become one space. The released caption databases were embedded after this
+    cleaning, so texts tagseg embeds itself must be too, to land in the same place.
+    """
+    text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    return _WHITESPACE.sub(" ", text).strip()
+
+
 class CLIPTextEncoder:
     """CLIP's text tower: texts -> L2-normalised ``(N, dim)`` float32 CPU embeddings.
 
-    Texts are tokenised once, sorted by length and encoded in batches padded to their own
+    Texts are cleaned as OpenAI's CLIP does (:func:`clean_clip_text`), tokenised once, sorted by
+    length and encoded in batches padded to their own
     longest text (not to 77), truncated at the model's maximum length.
     """
 
@@ -246,7 +265,8 @@ class CLIPTextEncoder:
         embeddings = torch.empty((len(texts), self.dim), dtype=torch.float32)
         if not texts:
             return embeddings
-        token_ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        cleaned = [clean_clip_text(text) for text in texts]
+        token_ids = self.tokenizer(cleaned, truncation=True, max_length=self.max_length)["input_ids"]
         order = sorted(range(len(texts)), key=lambda index: len(token_ids[index]))
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):

@@ -20,13 +20,28 @@ app = typer.Typer(no_args_is_help=True, help="Build, update, inspect and search 
 console = Console()
 
 DEFAULT_TEXT_MODEL = "openai/clip-vit-large-patch14"
-TEXT_MODEL_HELP = "Text tower: a Hugging Face CLIP id or a local directory."
+TEXT_MODEL_HELP = "Text tower: a Hugging Face CLIP id, a local directory, or 'toy' (the toy preset's)."
 
 
 def _load_encoder(source: str) -> TextEncoder:
-    from tagseg.backbones.clip import CLIPTextEncoder
+    """The text tower named by ``--text-model`` or a database: a CLIP id or directory, or the toy one (offline)."""
+    from tagseg.builder import text_encoder_for
 
-    return CLIPTextEncoder.from_pretrained(source)
+    return text_encoder_for(source)
+
+
+def _refuse_read_only(path: Path, action: str) -> None:
+    """Refuse to change a clip-retrieval folder (TAG/CaSED releases), saying how to get a writable copy."""
+    from tagseg.database.clip_retrieval import is_clip_retrieval_folder
+    from tagseg.errors import DatabaseError
+
+    if is_clip_retrieval_folder(path):
+        raise DatabaseError(
+            f"Cannot {action} {path}: it is a clip-retrieval folder (as TAG and CaSED release them), which tagseg "
+            "reads in place but never changes. Make a writable tagseg database from its captions and change that: "
+            f"`tagseg db build COPY {path / 'metadata'}/*.parquet --column caption` (this embeds every caption "
+            "again with --text-model; convert .arrow metadata files to Parquet first)."
+        )
 
 
 def _stored_model(path: Path) -> str:
@@ -80,6 +95,7 @@ def add(
     from tagseg.database import PersistentTextDatabase, open_source
 
     with reported_errors():
+        _refuse_read_only(path, "add texts to")
         encoder = _load_encoder(text_model or _stored_model(path))
         database = PersistentTextDatabase.open(path, encoder=encoder)
         new = list(texts or [])
@@ -110,6 +126,7 @@ def remove(
     from tagseg.database import PersistentTextDatabase, open_source
 
     with reported_errors():
+        _refuse_read_only(path, "remove texts from")
         database = PersistentTextDatabase.open(path)
         doomed = list(texts or [])
         if file is not None:

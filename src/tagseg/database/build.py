@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tagseg.database import index as faiss_index
 from tagseg.database.sources import TextSource, open_source
@@ -141,7 +141,8 @@ def _fill(
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TaskProgressColumn(),  # the share of the input read (bytes or rows, whatever the reader counts)
+        TextColumn("{task.fields[texts]:,} texts"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
@@ -150,7 +151,7 @@ def _fill(
             item = state["inputs"][number]
             if item["done"]:
                 continue
-            task = bar.add_task(f"Embedding {source.path.name}", total=source.progress_total)
+            task = bar.add_task(f"Embedding {source.path.name}", total=source.progress_total, texts=item["rows_done"])
             pending_texts: list[str] = []
             pending_hashes: list[int] = []
             pending_seen: set[int] = set()
@@ -178,7 +179,7 @@ def _fill(
 
             for record in source.records(skip=rows_done):
                 rows_done += 1
-                bar.update(task, completed=record.progress)
+                bar.update(task, completed=record.progress, texts=rows_done)
                 if record.text is None:
                     counts["unreadable"] += 1
                     continue

@@ -170,7 +170,9 @@ class PersistentTextDatabase:
             manifest = read_manifest(path)
             check_compatible(path, manifest, model_id=model_id, dim=dim)
             try:
-                return cls._load(path, manifest, verify)
+                database = cls._load(path, manifest, verify)
+                database._clean_interrupted_writes()
+                return database
             except DatabaseError:
                 if attempt == 1 or read_manifest(path) == manifest:
                     raise
@@ -530,12 +532,30 @@ class PersistentTextDatabase:
         self._delete_unreferenced()
 
     def _delete_unreferenced(self) -> None:
+        for file in self._unreferenced_files():
+            file.unlink(missing_ok=True)
+
+    def _unreferenced_files(self) -> list[Path]:
+        """Shard, removed-id and temporary files the manifest does not name: left by an interrupted write."""
         keep = {MANIFEST, LOCK} | {n for s in self.manifest["shards"] for n in s["files"]}
         if self.manifest["removed"]:
             keep.add(self.manifest["removed"]["file"])
-        for file in self.path.iterdir():
-            if file.is_file() and file.name not in keep and (file.name.startswith(("shard-", "removed-")) or file.name.endswith(".tmp")):
-                file.unlink(missing_ok=True)
+        return [
+            file
+            for file in self.path.iterdir()
+            if file.is_file() and file.name not in keep and (file.name.startswith(("shard-", "removed-")) or file.name.endswith(".tmp"))
+        ]
+
+    def _clean_interrupted_writes(self) -> None:
+        """Delete what an interrupted write left, unless a writer holds the lock now (its files are not leftovers)."""
+        if not self._unreferenced_files():
+            return
+        try:
+            with exclusive_lock(self.path / LOCK, wait=False) as locked:
+                if locked and read_manifest(self.path) == self.manifest:
+                    self._delete_unreferenced()
+        except OSError:  # a read-only folder: leave the files, reading is unaffected
+            pass
 
 
 def read_manifest(path: Path) -> dict:
