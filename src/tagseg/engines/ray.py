@@ -79,6 +79,9 @@ MANIFEST_SCHEMA = pa.schema(
 TASK_RETRIES = 3
 """Times a text chunk is retried after its actor died (Ray Data retries image batches without limit)."""
 
+_STOPPED = "stopped"
+"""The status of a worker's row that stops the run (never in the manifest): its reason is the error."""
+
 _NOT_INSTALLED = "The Ray engine needs Ray, which is not installed: pip install 'tagseg[ray]' (on every machine of the cluster)."
 
 
@@ -201,16 +204,15 @@ def segment_with_ray(
                 num_cpus=cpus_per_worker,
                 num_gpus=gpus_per_worker or None,
             )
-            try:
-                for row in results.iter_rows():
-                    row = {key: row[key] for key in MANIFEST_SCHEMA.names}
-                    rows[row["name"]] = row
-                    outcome = _outcome(row, out, wanted)
-                    if outcome.status != "skipped":
-                        listener.image_started(outcome.path)
-                    listener.image_finished(outcome)
-            except Exception as error:  # a run-stopping error inside a worker: show the tagseg message
-                raise _tagseg_cause(error) or error
+            for row in results.iter_rows():
+                row = {key: row[key] for key in MANIFEST_SCHEMA.names}
+                if row["status"] == _STOPPED:
+                    raise TagsegError(row["reason"])
+                rows[row["name"]] = row
+                outcome = _outcome(row, out, wanted)
+                if outcome.status != "skipped":
+                    listener.image_started(outcome.path)
+                listener.image_finished(outcome)
     names = order if order is not None else list(rows)
     outcomes += [_outcome(rows[name], out, wanted) for name in names]
     _write_run_files(out, [rows[name] for name in names], wanted, exporter, [o for o in outcomes if not o.name])
@@ -248,10 +250,13 @@ class _SegmentWorker:
         s = self.settings
         if not s.overwrite and _outputs_exist(s.out, name, s.wanted):
             return _finished_row(s.out, path, name)
-        if self.tag is None:  # outside the per-image guard: a missing model stops the run
+        if self.tag is None:
             from tagseg.pipeline import TAG
 
-            self.tag = TAG.from_pretrained(s.config)
+            try:
+                self.tag = TAG.from_pretrained(s.config)
+            except TagsegError as error:  # models or database missing: the driver stops the run with this
+                return _row(path, name, _STOPPED, reason=str(error))
         start = time.perf_counter()
         try:
             image = _open_image(path, blob, s.filesystem)
@@ -335,7 +340,7 @@ def _list_remote(item: str, filesystem: Any) -> Iterator[tuple[str, str]]:
     import pyarrow.fs
 
     fs, root = (filesystem, item) if filesystem is not None else pyarrow.fs.FileSystem.from_uri(item)
-    prefix = item[: len(item) - len(root)] if item.endswith(root) else ""
+    prefix = item[: item.find(root.rstrip("/"))] if filesystem is None else ""  # scheme (and host) of the URI
     info = fs.get_file_info(root)
     if info.type == pyarrow.fs.FileType.File:
         yield item, Path(root).stem
@@ -357,18 +362,6 @@ def _short_hash(text: str) -> str:
 def _blocks(count: int, batch_size: int, workers: int) -> int:
     """Blocks of the input list: several batches per worker, so that a retried block redoes little."""
     return max(1, min(-(-count // batch_size), workers * 64))
-
-
-def _tagseg_cause(error: BaseException) -> TagsegError | None:
-    """The tagseg error a worker raised, found in Ray's exception chain."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, TagsegError):
-            return TagsegError(str(current).splitlines()[-1]) if "\n" in str(current) else current
-        current = getattr(current, "cause", None) or current.__cause__
-    return None
 
 
 def _write_run_files(
