@@ -212,3 +212,32 @@ def test_without_ray_the_engine_says_what_to_install(tmp_path, monkeypatch: pyte
     assert result.exit_code != 0 and "pip install 'tagseg[ray]'" in result.output
     result = CliRunner().invoke(app, ["segment", str(image), "--out", str(tmp_path / "out"), "--preset", "toy"])
     assert result.exit_code == 0 and (tmp_path / "out" / "scene.json").is_file()
+
+
+@pytest.mark.ray
+def test_uris_and_datasets_are_read_through_pyarrow_and_missing_models_stop_the_run(ray_runtime, images, config, local_run, tmp_path):
+    import shutil
+
+    from tagseg.engines.ray import segment_with_ray
+    from tagseg.errors import TagsegError
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("scene00.png", "scene01.png", "corrupt.png"):
+        shutil.copy(images / name, folder / name)
+    report = segment_with_ray([f"file://{folder}/"], tmp_path / "uri", config=config, workers=1)
+    assert {(o.name, o.status) for o in report.outcomes} == {("scene00", "done"), ("scene01", "done"), ("corrupt", "failed")}
+    assert f"file://{folder}/corrupt.png" in report.failed[0].reason
+    for name in ("scene00", "scene01"):
+        ours, theirs = _without_timings(tmp_path / "uri" / f"{name}.json"), _without_timings(local_run[0] / f"{name}.json")
+        assert ours["image"].pop("path") == f"file://{folder}/{name}.png"
+        theirs["image"].pop("path")
+        assert ours == theirs
+
+    dataset = ray_runtime.data.read_binary_files(str(folder / "scene01.png"), include_paths=True)
+    [row] = segment_with_ray(dataset, tmp_path / "dataset", config=config, workers=1).outcomes
+    assert row.status == "done" and (tmp_path / "dataset" / f"{row.name}.labels.png").read_bytes() == (local_run[0] / "scene01.labels.png").read_bytes()
+
+    missing = config.replace(feature_model=str(tmp_path / "no-dino"), clip_model=str(tmp_path / "no-clip"))
+    with pytest.raises(TagsegError, match="no-dino"):
+        segment_with_ray([folder / "scene00.png"], tmp_path / "missing", config=missing, workers=1)
