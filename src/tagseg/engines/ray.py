@@ -151,6 +151,7 @@ def segment_with_ray(
     whole run (models or database missing) raise :class:`TagsegError`.
     """
     started_at = time.perf_counter()
+    ray = require_ray()
     listener = listener or BatchListener()
     wanted = _check_formats(formats)
     if "embeddings" in set(exports):
@@ -170,7 +171,6 @@ def segment_with_ray(
     settings = _WorkerSettings(config, out, wanted, alpha, overwrite, filesystem, max(1, int(cpus_per_worker)))
     rows: dict[str, dict[str, Any]] = {}  # output name -> manifest row
     outcomes: list[ImageOutcome] = []
-    ray = require_ray()
     if isinstance(inputs, ray.data.Dataset):
         order: list[str] | None = None
         pending = inputs
@@ -192,22 +192,9 @@ def segment_with_ray(
     if pending is not None:
         listener.loading_models()
         with ray_runtime(address):
-            dataset = ray.data.from_items(pending, override_num_blocks=_blocks(len(pending), batch_size, workers)) if isinstance(pending, list) else pending
-            context = ray.data.DataContext.get_current()
-            context.enable_progress_bars = False
-            results = dataset.map_batches(
-                _SegmentWorker,
-                fn_constructor_args=(settings,),
-                batch_size=batch_size,
-                batch_format="pyarrow",
-                concurrency=workers,
-                num_cpus=cpus_per_worker,
-                num_gpus=gpus_per_worker or None,
-            )
-            for row in results.iter_rows():
-                row = {key: row[key] for key in MANIFEST_SCHEMA.names}
-                if row["status"] == _STOPPED:
-                    raise TagsegError(row["reason"])
+            if isinstance(pending, list):
+                pending = ray.data.from_items(pending, override_num_blocks=_blocks(len(pending), batch_size, workers))
+            for row in _segment_on_workers(ray, pending, settings, workers, batch_size, cpus_per_worker, gpus_per_worker):
                 rows[row["name"]] = row
                 outcome = _outcome(row, out, wanted)
                 if outcome.status != "skipped":
@@ -217,6 +204,27 @@ def segment_with_ray(
     outcomes += [_outcome(rows[name], out, wanted) for name in names]
     _write_run_files(out, [rows[name] for name in names], wanted, exporter, [o for o in outcomes if not o.name])
     return BatchReport(outcomes, out, 0.0, time.perf_counter() - started_at)
+
+
+def _segment_on_workers(
+    ray: Any, dataset: "ray.data.Dataset", settings: "_WorkerSettings", workers: int, batch_size: int,
+    cpus_per_worker: float, gpus_per_worker: float,
+) -> Iterator[dict[str, Any]]:
+    """Manifest rows as the actor pool finishes them; raises the error of a worker that could not start."""
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the caller's listener shows progress
+    results = dataset.map_batches(
+        _SegmentWorker,
+        fn_constructor_args=(settings,),
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        concurrency=workers,
+        num_cpus=cpus_per_worker,
+        num_gpus=gpus_per_worker or None,
+    )
+    for row in results.iter_rows():
+        if row["status"] == _STOPPED:
+            raise TagsegError(row["reason"])
+        yield {key: row[key] for key in MANIFEST_SCHEMA.names}
 
 
 @dataclass(frozen=True)
