@@ -5,9 +5,11 @@ Segments toy-world images (or, with ``--real``, real photos with random-weight m
 workers, each run into a fresh output folder, and builds a database of synthetic captions with a
 random CLIP text tower locally and on Ray. For each segmentation run it prints the wall time, the
 time to the first finished image (models loading in the workers), the rate after it, and the
-overhead per image of one Ray worker over the local engine at that steady rate.
+overhead per image of one Ray worker over the local engine at that steady rate. The local engine
+runs with ``--local-threads`` torch threads (default 1, what each Ray worker gets with one CPU), so
+that the comparison is of the engines, not of thread counts.
 
-    python benchmarks/bench_ray.py [--images 40] [--texts 20000] [--real]
+    python benchmarks/bench_ray.py [--images 40] [--texts 20000] [--local-threads 1] [--real]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import ray
 import skimage.data
+import torch
 from PIL import Image
 
 from tagseg.api import BatchListener, ImageOutcome, segment_files
@@ -70,8 +73,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--texts", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--local-threads", type=int, default=1, help="torch threads of the local engine")
     parser.add_argument("--real", action="store_true", help="fast-preset sizes with random weights instead of the toy world")
     args = parser.parse_args()
+    torch.set_num_threads(args.local_threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clip = save_random_clip(root / "clip", "base-16" if args.real else "tiny")
