@@ -17,6 +17,7 @@ checkpoints, commits, resume) and only spread the embedding over actors (:class:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -78,6 +79,9 @@ MANIFEST_SCHEMA = pa.schema(
 
 TASK_RETRIES = 3
 """Times a text chunk is retried after its actor died (Ray Data retries image batches without limit)."""
+
+CHUNKS_PER_WORKER = 4
+"""Chunks per worker in each call from the builder: workers wait for the driver (reading, committing) once per call."""
 
 _STOPPED = "stopped"
 """The status of a worker's row that stops the run (never in the manifest): its reason is the error."""
@@ -362,8 +366,6 @@ def _list_remote(item: str, filesystem: Any) -> Iterator[tuple[str, str]]:
 
 
 def _short_hash(text: str) -> str:
-    import hashlib
-
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
@@ -467,10 +469,6 @@ class RayBuildReport:
     @property
     def texts_per_second_per_worker(self) -> float:
         return self.texts_per_second / self.workers
-
-
-CHUNKS_PER_WORKER = 4
-"""Chunks each worker gets per call of the builder, so workers stay busy while the driver reads on."""
 
 
 def build_database_with_ray(
