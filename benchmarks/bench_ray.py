@@ -6,8 +6,9 @@ workers, each run into a fresh output folder, and builds a database of synthetic
 random CLIP text tower locally and on Ray. For each segmentation run it prints the wall time, the
 time to the first finished image (models loading in the workers), the rate after it, and the
 overhead per image of one Ray worker over the local engine at that steady rate. The local engine
-runs with ``--local-threads`` torch threads (default 1, what each Ray worker gets with one CPU), so
-that the comparison is of the engines, not of thread counts.
+runs with ``--local-threads`` torch and OpenMP (faiss) threads, default 1: what Ray gives each
+worker with one CPU (it sets ``OMP_NUM_THREADS``), so that the comparison is of the engines, not
+of thread counts.
 
     python benchmarks/bench_ray.py [--images 40] [--texts 20000] [--local-threads 1] [--real]
 """
@@ -19,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 import ray
 import skimage.data
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--real", action="store_true", help="fast-preset sizes with random weights instead of the toy world")
     args = parser.parse_args()
     torch.set_num_threads(args.local_threads)
+    faiss.omp_set_num_threads(args.local_threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clip = save_random_clip(root / "clip", "base-16" if args.real else "tiny")
