@@ -25,7 +25,7 @@ from tagseg.config import TAGConfig, preset
 from tagseg.errors import ConfigError, TagsegError
 from tagseg.exports import RESULTS_FILE, CategoryTable, CocoWriter, RunExporter
 from tagseg.files import write_bytes_atomically
-from tagseg.image import load_image
+from tagseg.image import ImageSource, load_image
 from tagseg.render import label_image, overlay
 from tagseg.result import Segmentation
 
@@ -236,28 +236,42 @@ def _segment_one(
 ) -> ImageOutcome:
     start = time.perf_counter()
     try:
-        rgb = load_image(job.path)
-        result = tag(rgb)
-        paths = _per_image_paths(out, job.name, wanted)
-        if "overlay" in wanted:
-            _write_png(overlay(rgb, result, alpha=alpha), out / f"{job.name}.overlay.png")
-        if "labels" in wanted:
-            _write_png(label_image(result), out / f"{job.name}.labels.png", labels=result.labels)
-        if "json" in wanted:
-            record = result.to_record(job.path)
-            write_bytes_atomically(out / f"{job.name}.json", json.dumps(record, indent=1).encode("utf-8"))
+        result, paths = write_image_outputs(tag, job.path, job.path, job.name, out, wanted, alpha)
         if run_file is not None:
             run_file.add(job.name, result, job.path)
         if exporter is not None:
             paths += exporter.add(job.name, result, job.path)
-    except TagsegError as error:
-        return ImageOutcome(job.path, "failed", job.name, reason=str(error), seconds=time.perf_counter() - start)
     except Exception as error:  # noqa: BLE001 - one bad image must never stop the batch
-        reason = f"{type(error).__name__}: {error}"
-        return ImageOutcome(job.path, "failed", job.name, reason=reason, seconds=time.perf_counter() - start)
+        return ImageOutcome(job.path, "failed", job.name, reason=failure_reason(error), seconds=time.perf_counter() - start)
     return ImageOutcome(
         job.path, "done", job.name, outputs=paths, labels=result.labels, seconds=time.perf_counter() - start
     )
+
+
+def write_image_outputs(
+    tag: "TAG", image: ImageSource, image_path: str | Path, name: str, out: Path, wanted: frozenset[str], alpha: float
+) -> tuple[Segmentation, list[Path]]:
+    """Segment ``image`` and write its per-image outputs ``out/<name>.*``, each atomically, the JSON last.
+
+    Every engine (this one, :mod:`tagseg.engines.ray`) calls this, so one image gives the same
+    files whichever runs it. Returns the result and the files written; the JSON names ``image_path``.
+    """
+    rgb = load_image(image)
+    result = tag(rgb)
+    paths = _per_image_paths(out, name, wanted)
+    if "overlay" in wanted:
+        _write_png(overlay(rgb, result, alpha=alpha), out / f"{name}.overlay.png")
+    if "labels" in wanted:
+        _write_png(label_image(result), out / f"{name}.labels.png", labels=result.labels)
+    if "json" in wanted:
+        record = result.to_record(image_path)
+        write_bytes_atomically(out / f"{name}.json", json.dumps(record, indent=1).encode("utf-8"))
+    return result, paths
+
+
+def failure_reason(error: Exception) -> str:
+    """How a failed image is reported: a tagseg error's own message, else the exception's type and message."""
+    return str(error) if isinstance(error, TagsegError) else f"{type(error).__name__}: {error}"
 
 
 def _write_png(image: Any, path: Path, labels: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tagseg.cli import engine as eng
 from tagseg.cli.options import reported_errors
 
 if TYPE_CHECKING:
@@ -61,22 +62,31 @@ def build(
     batch_size: int = typer.Option(256, min=1, help="Texts embedded at once."),
     resume: bool = typer.Option(False, help="Finish an interrupted build of the same inputs."),
     overwrite: bool = typer.Option(False, help="Replace an existing database (once the new one is complete)."),
+    engine: eng.Engine = eng.EngineName.local,
+    address: eng.Address = None,
+    workers: eng.Workers = 1,
+    cpus_per_worker: eng.CpusPerWorker = 1.0,
+    gpus_per_worker: eng.GpusPerWorker = 0.0,
 ) -> None:
-    """Embed texts from files into a new database."""
+    """Embed texts from files into a new database (with --engine ray, on the workers of a Ray cluster)."""
     from tagseg.database import build_database
 
+    options = dict(column=column, template=template, index=index, resume=resume, overwrite=overwrite)
     with reported_errors():
-        report = build_database(
-            path,
-            inputs,
-            _load_encoder(text_model),
-            column=column,
-            template=template,
-            index=index,
-            batch_size=batch_size,
-            resume=resume,
-            overwrite=overwrite,
-        )
+        if engine is eng.EngineName.ray:
+            from tagseg.engines.ray import build_database_with_ray
+
+            run = build_database_with_ray(
+                path, inputs, text_model, workers=workers, batch_size=batch_size, cpus_per_worker=cpus_per_worker,
+                gpus_per_worker=gpus_per_worker, address=address, **options,
+            )
+            report = run.build
+            console.print(
+                f"Embedded {run.embedded} texts in {run.seconds:.1f} s on {run.workers} Ray workers: "
+                f"{run.texts_per_second:.0f} texts/s, {run.texts_per_second_per_worker:.0f} per worker."
+            )
+        else:
+            report = build_database(path, inputs, _load_encoder(text_model), batch_size=batch_size, **options)
         console.print(
             f"Stored {report.stored} texts in {report.path} ({report.index} index); skipped "
             f"{report.duplicates} duplicates, {report.blank} blank, {report.unreadable} unreadable."

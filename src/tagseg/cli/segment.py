@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tagseg.batch import FORMATS, BatchListener, BatchReport, ImageOutcome, segment_files
+from tagseg.cli import engine as eng
 from tagseg.cli import options as opt
 from tagseg.config import TAGConfig
 from tagseg.exports import CategoryTable
@@ -125,6 +126,12 @@ def segment(
     categories: Annotated[
         Optional[Path], typer.Option(help="Category ids for --export: categories.json of an earlier run.", show_default=False)
     ] = None,
+    engine: eng.Engine = eng.EngineName.local,
+    address: eng.Address = None,
+    workers: eng.Workers = 1,
+    cpus_per_worker: eng.CpusPerWorker = 1.0,
+    gpus_per_worker: eng.GpusPerWorker = 0.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per Ray task.", rich_help_panel=eng.RAY)] = 4,
     *,
     settings: TAGConfig,
 ) -> None:
@@ -137,6 +144,8 @@ def segment(
     and for the run, results.coco.json: every segment in COCO format, with scores.
 
     Re-running skips finished images, so an interrupted run resumes (--overwrite redoes them).
+    With --engine ray the images are segmented by Ray workers (docs/ray.md) and OUT also gets
+    manifest.parquet, one row per image.
     Exit status: 0 when every image was segmented or skipped, 1 when anything failed.
     """
     with opt.reported_errors():
@@ -150,10 +159,19 @@ def segment(
         )
         try:
             with Progress(*columns, console=opt.errors, transient=True) as progress:
-                report = segment_files(
-                    paths, out, config=settings, formats=_formats(formats), overwrite=overwrite, alpha=alpha,
+                run = dict(
+                    config=settings, formats=_formats(formats), overwrite=overwrite, alpha=alpha,
                     listener=_ProgressBar(progress), exports=_formats(export), categories=table,
                 )
+                if engine is eng.EngineName.ray:
+                    from tagseg.engines.ray import segment_with_ray
+
+                    report = segment_with_ray(
+                        paths, out, **run, address=address, workers=workers, cpus_per_worker=cpus_per_worker,
+                        gpus_per_worker=gpus_per_worker, batch_size=batch_size,
+                    )
+                else:
+                    report = segment_files(paths, out, **run)
         except KeyboardInterrupt:
             opt.errors.print("[yellow]Interrupted.[/yellow] Run the same command again to resume; finished images are skipped.")
             raise typer.Exit(130) from None

@@ -1,0 +1,243 @@
+"""The Ray engine on a local Ray runtime: same files as the local engine, exactly once, same databases."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from tagseg.batch import BatchListener, ImageOutcome, segment_files
+from tagseg.cli import app
+from tagseg.config import preset
+from tagseg.database import PersistentTextDatabase, build_database
+from tagseg.toy import ToyTextEncoder, toy_captions, toy_scene
+
+IMAGES = 40
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    """One local Ray runtime for the module: two CPUs, no dashboard."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 toy-world scenes and one corrupt PNG in one folder."""
+    folder = tmp_path_factory.mktemp("images")
+    for seed in range(IMAGES):
+        Image.fromarray(toy_scene(seed, size=(72, 96))[0]).save(folder / f"scene{seed:02d}.png")
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n but the rest is not a PNG")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory):
+    """The toy preset with its captions in a database folder, so workers open a stored database."""
+    folder = tmp_path_factory.mktemp("db") / "toy"
+    captions = tmp_path_factory.mktemp("captions") / "captions.txt"
+    captions.write_text("\n".join(toy_captions()) + "\n", encoding="utf-8")
+    build_database(folder, [captions], ToyTextEncoder(), progress=False)
+    return preset("toy", image_size=72, database=str(folder))
+
+
+@pytest.fixture(scope="module")
+def local_run(images: Path, config, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("local")
+    return out, segment_files([images], out, config=config, exports=["coco", "voc"])
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+
+
+def _without_timings(path: Path) -> dict:
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record.pop("timings")
+    return record
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {name: (p.stat().st_size, p.stat().st_mtime_ns) for name, p in _files(folder).items()}
+
+
+@pytest.mark.ray
+def test_ray_writes_the_local_engines_files_and_a_manifest_row_per_image(ray_runtime, images, config, local_run, tmp_path):
+    local_out, local_report = local_run
+    database_before = _snapshot(Path(config.database))
+    out = tmp_path / "ray"
+    from tagseg.engines.ray import MANIFEST_FILE, segment_with_ray
+
+    report = segment_with_ray([images], out, config=config, exports=["coco", "voc"], workers=2, batch_size=4)
+
+    local_files, ray_files = _files(local_out), _files(out)
+    assert set(ray_files) == set(local_files) | {MANIFEST_FILE}
+    for name, path in local_files.items():
+        if name.endswith(".png") or name.startswith("export/"):
+            assert ray_files[name].read_bytes() == path.read_bytes(), name
+        elif name == "results.coco.json":
+            ours, theirs = (json.loads(p.read_text()) for p in (ray_files[name], path))
+            ours["info"].pop("date_created"), theirs["info"].pop("date_created")
+            assert ours == theirs
+        else:
+            assert _without_timings(ray_files[name]) == _without_timings(path), name
+    manifest = pq.read_table(out / MANIFEST_FILE).to_pylist()
+    assert len(manifest) == IMAGES + 1 and len({row["name"] for row in manifest}) == IMAGES + 1
+    [failed] = [row for row in manifest if row["status"] == "failed"]
+    [local_failed] = local_report.failed
+    assert failed["name"] == "corrupt" and failed["reason"] == local_failed.reason and "corrupt.png" in failed["reason"]
+    for row in manifest:
+        if row["status"] != "failed":
+            segments = json.loads((out / f"{row['name']}.json").read_text())["segments"]
+            assert row["status"] == "done" and row["reason"] is None
+            assert row["labels"] == [s["label"] for s in segments] and row["scores"] == pytest.approx([s["score"] for s in segments], abs=1e-6)
+    assert [(o.name, o.status, o.labels) for o in report.outcomes] == [(o.name, o.status, o.labels) for o in local_report.outcomes]
+    assert _snapshot(Path(config.database)) == database_before  # opened read-only by every worker
+
+
+class _Recorder(BatchListener):
+    """Records the images that came back and whether workers were started to load models."""
+
+    def __init__(self) -> None:
+        self.finished: list[ImageOutcome] = []
+        self.loaded = False
+
+    def loading_models(self) -> None:
+        self.loaded = True
+
+    def image_finished(self, outcome: ImageOutcome) -> None:
+        self.finished.append(outcome)
+
+
+class _KillOneWorker(_Recorder):
+    """Kills one segmenting actor with ``ray.kill`` once ``after`` images came back."""
+
+    def __init__(self, ray, after: int) -> None:
+        super().__init__()
+        self.ray, self.after = ray, after
+        self.killed: str | None = None
+
+    def image_finished(self, outcome: ImageOutcome) -> None:
+        super().image_finished(outcome)
+        if len(self.finished) == self.after and self.killed is None:
+            from ray._private.state import actors  # the state API needs a dashboard; this reads the GCS
+
+            alive = [i for i, a in actors().items() if a["State"] == "ALIVE" and "_SegmentWorker" in a["ActorClassName"]]
+            self.killed = alive[0]
+            core_worker = self.ray._private.worker.global_worker.core_worker
+            self.ray.kill(core_worker.get_actor_handle(self.ray.ActorID.from_hex(self.killed)), no_restart=False)
+
+
+@pytest.mark.ray
+def test_a_killed_worker_leaves_one_complete_output_per_image_and_a_rerun_does_nothing(ray_runtime, images, config, local_run, tmp_path):
+    from ray._private.state import actors
+
+    from tagseg.engines.ray import MANIFEST_FILE, segment_with_ray
+
+    inputs = sorted(str(p) for p in images.glob("scene*.png"))
+    out = tmp_path / "ray"
+    killer = _KillOneWorker(ray_runtime, after=8)
+    report = segment_with_ray(inputs, out, config=config, workers=2, batch_size=2, listener=killer)
+
+    assert killer.killed is not None and actors(killer.killed)["NumRestarts"] >= 1
+    assert report.ok and len(report.outcomes) == IMAGES
+    names = [f"scene{seed:02d}" for seed in range(IMAGES)]
+    expected = {f"{n}{suffix}" for n in names for suffix in (".json", ".overlay.png", ".labels.png")}
+    assert set(_files(out)) == expected | {MANIFEST_FILE, "results.coco.json"}  # nothing partial, nothing twice
+    local_out = local_run[0]
+    for name in names:
+        assert _without_timings(out / f"{name}.json") == _without_timings(local_out / f"{name}.json")
+        assert (out / f"{name}.labels.png").read_bytes() == (local_out / f"{name}.labels.png").read_bytes()
+    coco = json.loads((out / "results.coco.json").read_text())
+    assert [image["file_name"] for image in coco["images"]] == inputs
+    manifest = pq.read_table(out / MANIFEST_FILE).to_pylist()
+    assert sorted(row["name"] for row in manifest) == names
+    assert {row["status"] for row in manifest} <= {"done", "skipped"}  # skipped: finished by the killed attempt
+
+    before = _snapshot(out)
+    rerun = _Recorder()
+    again = segment_with_ray(inputs, out, config=config, workers=2, batch_size=2, listener=rerun)
+    assert [o.status for o in again.outcomes] == ["skipped"] * IMAGES and not rerun.loaded
+    changed = {name for name, facts in _snapshot(out).items() if before.get(name) != facts}
+    assert changed <= {MANIFEST_FILE, "results.coco.json"}  # only the run files are rewritten
+
+
+def _texts(count: int) -> list[str]:
+    words = "cat dog car tree sky road grass house bird horse sheep cow boat train bus bottle chair table sofa plant".split()
+    rng = np.random.default_rng(0)
+    return [" ".join(["a", "photo", "of", *rng.choice(words, size=3)]) + f" {i}" for i in range(count)]
+
+
+@pytest.mark.ray
+def test_db_build_on_ray_gives_the_local_builds_database(ray_runtime, tmp_path):
+    from tagseg.clip_dense import CLIPTextEncoder
+    from tagseg.engines.ray import build_database_with_ray
+    from tagseg.testing import save_random_clip
+
+    model = save_random_clip(tmp_path / "clip")
+    source = tmp_path / "texts.txt"
+    texts = _texts(20_000)
+    source.write_text("\n".join(texts + texts[:50]) + "\n", encoding="utf-8")  # 50 duplicates
+    encoder = CLIPTextEncoder.from_pretrained(model)
+    local = build_database(tmp_path / "local", [source], encoder, batch_size=256, progress=False)
+    run = build_database_with_ray(tmp_path / "ray", [source], str(model), workers=2, batch_size=256, progress=False)
+
+    assert run.build.stored == local.stored == 20_000 and run.build.duplicates == local.duplicates == 50
+    assert run.embedded == 20_000 and run.texts_per_second > 0
+    ours, theirs = (PersistentTextDatabase.open(tmp_path / name, encoder=encoder) for name in ("ray", "local"))
+    def contents(database: PersistentTextDatabase) -> list:  # shard files by checksum (their names are random)
+        return [(s["rows"], s["index"], sorted(f["sha256"] for f in s["files"].values())) for s in database.manifest["shards"]]
+
+    assert contents(ours) == contents(theirs)  # the same files, byte for byte
+    queries = ["a photo of a cat", "dog on the road 17", "train", "a photo of sky grass 19999"]
+    for mine, reference in zip(ours.search_texts(queries, encoder, k=10), theirs.search_texts(queries, encoder, k=10)):
+        assert [(h.id, h.text) for h in mine] == [(h.id, h.text) for h in reference]
+        assert [h.similarity for h in mine] == pytest.approx([h.similarity for h in reference], abs=1e-6)
+
+
+def test_without_ray_the_engine_says_what_to_install(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails, as when it is not installed
+    image = tmp_path / "scene.png"
+    Image.fromarray(toy_scene(0, size=(72, 96))[0]).save(image)
+    result = CliRunner().invoke(app, ["segment", str(image), "--out", str(tmp_path / "out"), "--preset", "toy", "--engine", "ray"])
+    assert result.exit_code != 0 and "pip install 'tagseg[ray]'" in result.output
+    result = CliRunner().invoke(app, ["segment", str(image), "--out", str(tmp_path / "out"), "--preset", "toy"])
+    assert result.exit_code == 0 and (tmp_path / "out" / "scene.json").is_file()
+
+
+@pytest.mark.ray
+def test_uris_and_datasets_are_read_through_pyarrow_and_missing_models_stop_the_run(ray_runtime, images, config, local_run, tmp_path):
+    import shutil
+
+    from tagseg.engines.ray import segment_with_ray
+    from tagseg.errors import TagsegError
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("scene00.png", "scene01.png", "corrupt.png"):
+        shutil.copy(images / name, folder / name)
+    report = segment_with_ray([f"file://{folder}/"], tmp_path / "uri", config=config, workers=1)
+    assert {(o.name, o.status) for o in report.outcomes} == {("scene00", "done"), ("scene01", "done"), ("corrupt", "failed")}
+    assert f"file://{folder}/corrupt.png" in report.failed[0].reason
+    for name in ("scene00", "scene01"):
+        ours, theirs = _without_timings(tmp_path / "uri" / f"{name}.json"), _without_timings(local_run[0] / f"{name}.json")
+        assert ours["image"].pop("path") == f"file://{folder}/{name}.png"
+        theirs["image"].pop("path")
+        assert ours == theirs
+
+    dataset = ray_runtime.data.read_binary_files(str(folder / "scene01.png"), include_paths=True)
+    [row] = segment_with_ray(dataset, tmp_path / "dataset", config=config, workers=1).outcomes
+    assert row.status == "done" and (tmp_path / "dataset" / f"{row.name}.labels.png").read_bytes() == (local_run[0] / "scene01.labels.png").read_bytes()
+
+    missing = config.replace(feature_model=str(tmp_path / "no-dino"), clip_model=str(tmp_path / "no-clip"))
+    with pytest.raises(TagsegError, match="no-dino"):
+        segment_with_ray([folder / "scene00.png"], tmp_path / "missing", config=missing, workers=1)
