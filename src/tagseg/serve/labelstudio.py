@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from tagseg.exports.polygons import outer_polygon
@@ -284,6 +285,16 @@ def _polygons(mask: np.ndarray) -> list[list[list[float]]]:
     return polygons
 
 
+class PredictRequest(BaseModel):
+    """What Label Studio posts to ``/predict`` (other fields it sends are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    tasks: list[dict[str, Any]] = Field(description="Tasks as Label Studio serialises them: `id`, `data`, ...")
+    label_config: str | None = Field(None, description="The project's labelling config (else the one /setup stored).")
+    project: str | int | None = Field(None, description='`"<project id>.<timestamp>"`.')
+
+
 PREDICT_EXAMPLE: dict[str, Any] = {
     "tasks": [{"id": 1, "data": {"image": "/data/upload/1/street.jpg"}}],
     "project": "1.1712345678",
@@ -402,7 +413,8 @@ def router(service: Service) -> APIRouter:
         ),
         responses=error_responses(400, 422),
     )
-    async def predict(payload: dict[str, Any] = Body(..., examples=[PREDICT_EXAMPLE])) -> JSONResponse:
+    async def predict(request: PredictRequest = Body(..., examples=[PREDICT_EXAMPLE])) -> JSONResponse:
+        payload = request.model_dump()
         tasks = payload.get("tasks")
         if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
             raise ApiError(422, "invalid_request", "'tasks' must be a list of task objects.")
