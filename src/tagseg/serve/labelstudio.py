@@ -354,7 +354,8 @@ def router(service: Service) -> APIRouter:
             reference = ls_url + reference
         elif not reference.startswith(("http://", "https://")):
             raise ApiError(422, "invalid_task", "Task images must be http(s) URLs or Label Studio /data/ paths.")
-        headers = (await auth.header(),) if auth is not None else ()
+        own = bool(ls_url) and reference.startswith(ls_url + "/")
+        headers = (await auth.header(),) if auth is not None and own else ()
         return await service.fetch(reference, replace(trusted_policy, trusted_headers=headers))
 
     async def predict_task(task: dict[str, Any], target: LabelTarget, mapper: LabelMapper | None) -> dict[str, Any]:
