@@ -197,6 +197,22 @@ def test_size_and_pixel_limits_answer_413(image: bytes) -> None:
         assert_error(upload(small, image), 413, "image_too_large")
         assert_error(upload(small, image[:1000]), 413, "too_many_pixels")
         assert_error(small.post("/v1/segment", content=b"x" * (2 * 1024 * 1024), headers={"content-type": "application/json"}), 413, "payload_too_large")
+        height, width = 120, 160
+        pixels = upload(small, image[:1000]).json()["error"]["message"]
+        assert f"{width}x{height} = {width * height:,} pixels" in pixels and "limit is 100 " in pixels
+
+
+def test_body_limit_message_gives_the_configured_image_limit() -> None:
+    with TestClient(create_app(toy_tag(), ServeSettings(max_upload_bytes=20 * 1024 * 1024))) as client:
+        response = client.post("/v1/segment", content=b"x" * 29_010_603, headers={"content-type": "application/json"})
+    assert_error(response, 413, "payload_too_large")
+    assert "images of up to 20,971,520 bytes (20 MB" in response.json()["error"]["message"]
+
+
+def test_a_repeated_parameter_is_refused(client: TestClient, image: bytes) -> None:
+    assert_error(client.get("/v1/database/search", params=[("q", "red"), ("k", "3"), ("k", "50")]), 422, "repeated_parameter")
+    repeated = client.post("/v1/segment", files={"image": ("s.png", image, "image/png")}, data={"k": ["2", "9"]})
+    assert_error(repeated, 422, "repeated_field")
 
 
 # ---------------------------------------------------------------------------- service endpoints

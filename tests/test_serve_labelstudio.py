@@ -148,6 +148,14 @@ def test_names_map_onto_the_most_similar_label(server: ImageServer) -> None:
     assert [r["value"]["rle"] for r in mapped] == [r["value"]["rle"] for r in free]
 
 
+def assert_task_error(response: Any, code: str) -> None:
+    """A batch that answers 200 with the one task's failure reported in its place."""
+    assert response.status_code == 200, response.text
+    (entry,) = response.json()["results"]
+    assert "result" not in entry and entry["task"] == 7
+    assert entry["error"]["code"] == code and entry["error"]["message"]
+
+
 def test_images_from_label_studio_data_paths_with_the_api_key(scene: tuple[np.ndarray, np.ndarray, list[str]]) -> None:
     with ImageServer(png_bytes(scene[0]), required_header=("Authorization", "Token ls-key")) as label_studio:
         settings = ServeSettings(label_studio_url=label_studio.url + "/", label_studio_api_key="ls-key")
@@ -155,11 +163,11 @@ def test_images_from_label_studio_data_paths_with_the_api_key(scene: tuple[np.nd
             response = predict(client, DYNAMIC_CONFIG, {"image": "/data/upload/1/scene.png"})
             assert response.status_code == 200, response.text
             assert response.json()["results"][0]["result"]
-            assert_error(predict(client, DYNAMIC_CONFIG, {"image": "s3://bucket/x.png"}), 422, "invalid_task")
+            assert_task_error(predict(client, DYNAMIC_CONFIG, {"image": "s3://bucket/x.png"}), "invalid_task")
         assert label_studio.requests[0][0] == "/data/upload/1/scene.png"
     with TestClient(create_app(toy_tag(), ServeSettings())) as client:
-        assert_error(predict(client, DYNAMIC_CONFIG, {"image": "/data/upload/1/scene.png"}), 422, "label_studio_url_missing")
-        assert_error(predict(client, DYNAMIC_CONFIG, {"image": "http://127.0.0.1:9/x.png"}), 400, "url_refused")
+        assert_task_error(predict(client, DYNAMIC_CONFIG, {"image": "/data/upload/1/scene.png"}), "label_studio_url_missing")
+        assert_task_error(predict(client, DYNAMIC_CONFIG, {"image": "http://127.0.0.1:9/x.png"}), "url_refused")
 
 
 def test_setup_remembers_the_project_config_and_webhook_ignores_events(server: ImageServer) -> None:
@@ -173,3 +181,50 @@ def test_setup_remembers_the_project_config_and_webhook_ignores_events(server: I
         assert_error(client.post("/predict", json={"tasks": "nope", "label_config": DYNAMIC_CONFIG}), 422, "invalid_request")
         hook = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 3}, "annotation": {"id": 1}})
         assert hook.status_code == 201 and hook.json()["status"] == "ignored"
+
+
+POLYGON_CONFIG = """<View><Image name="image" value="$image"/>
+  <PolygonLabels name="outline" toName="image"/></View>"""
+
+
+def test_one_failing_task_leaves_the_others_their_predictions(server: ImageServer) -> None:
+    tasks = [
+        {"id": 1, "data": {"image": f"{server.url}/image.png"}},
+        {"id": 2, "data": {"image": f"{server.url}/missing"}},
+        {"id": 3, "data": {"image": f"{server.url}/image.png"}},
+    ]
+    with TestClient(create_app(toy_tag(), ServeSettings(allow_private=True))) as client:
+        response = client.post("/predict", json={"tasks": tasks, "label_config": DYNAMIC_CONFIG, "project": "3.1"})
+    assert response.status_code == 200, response.text
+    first, failed, third = response.json()["results"]
+    assert first["result"] and third["result"] == first["result"]
+    assert failed == {"task": 2, "error": {"code": "url_fetch_failed", "message": "The image URL answered HTTP 404."}}
+
+
+def test_polygon_labels_get_polygons_that_fill_back_to_the_segments(
+    server: ImageServer, scene: tuple[np.ndarray, np.ndarray, list[str]]
+) -> None:
+    from PIL import Image, ImageDraw
+    from scipy.ndimage import binary_fill_holes
+
+    tag = toy_tag()
+    expected = {s.label: s.mask for s in tag(scene[0]).segments}
+    height, width = scene[0].shape[:2]
+    with TestClient(create_app(tag, ServeSettings(allow_private=True))) as client:
+        response = predict(client, POLYGON_CONFIG, {"image": f"{server.url}/image.png"})
+    assert response.status_code == 200, response.text
+    regions = response.json()["results"][0]["result"]
+    drawn: dict[str, np.ndarray] = {}
+    for region in regions:
+        assert region["type"] == "polygonlabels" and region["from_name"] == "outline" and region["value"]["closed"]
+        (label,) = region["value"]["polygonlabels"]
+        points = [(x / 100 * width - 0.5, y / 100 * height - 0.5) for x, y in region["value"]["points"]]
+        assert len(points) >= 3 and all(0 <= x < width and 0 <= y < height for x, y in points)
+        canvas = Image.fromarray(drawn.get(label, np.zeros((height, width), dtype=bool)).astype(np.uint8) * 255)
+        ImageDraw.Draw(canvas).polygon(points, fill=255, outline=255)
+        drawn[label] = np.asarray(canvas) > 0
+    assert set(drawn) == set(expected)
+    for label, mask in drawn.items():
+        outline = binary_fill_holes(expected[label])  # Label Studio's polygons have no holes
+        iou = (mask & outline).sum() / (mask | outline).sum()
+        assert iou > 0.9, (label, iou)

@@ -25,7 +25,7 @@ from tagseg import __version__
 from tagseg.errors import DatabaseError
 from tagseg.pipeline import TAG
 from tagseg.serve import labelstudio
-from tagseg.serve.errors import ApiError, error_responses, install_error_handlers
+from tagseg.serve.errors import ApiError, error_body, error_responses, install_error_handlers, logger
 from tagseg.serve.schemas import SEGMENT_EXAMPLE, SEGMENT_REQUEST_BODY, SegmentJSON, SegmentSettings, TextsRequest
 from tagseg.serve.service import Service
 from tagseg.serve.settings import ServeSettings
@@ -55,7 +55,7 @@ def create_app(tag: TAG, settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.service = service
     install_error_handlers(app)
-    app.add_middleware(_BodyLimit, max_bytes=settings.max_upload_bytes * 4 // 3 + 1024 * 1024)
+    app.add_middleware(_BodyLimit, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(_Observe, service=service)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
@@ -117,7 +117,12 @@ def create_app(tag: TAG, settings: ServeSettings | None = None) -> FastAPI:
         body = await service.segment(data, options, lambda rgb, result: service.result_json(rgb, result, options))
         return JSONResponse(body)
 
-    @app.get("/v1/database/search", tags=["database"], summary="Texts closest to a query")
+    @app.get(
+        "/v1/database/search",
+        tags=["database"],
+        summary="Texts closest to a query",
+        dependencies=[Depends(_single_query_values)],
+    )
     async def database_search(
         q: str = Query(min_length=1, max_length=1000, description="Query text"),
         k: int = Query(10, ge=1, le=100),
@@ -140,7 +145,7 @@ def create_app(tag: TAG, settings: ServeSettings | None = None) -> FastAPI:
                 "`tagseg db build` and start the server with --database DIR.",
             )
 
-    write_errors = error_responses(401, 403, 409, 422)
+    write_errors = error_responses(400, 401, 403, 409, 422)
 
     @app.post("/v1/database/add", tags=["database"], summary="Add texts", dependencies=[Depends(require_writes)], responses=write_errors)
     async def database_add(body: TextsRequest) -> dict[str, Any]:
@@ -154,6 +159,13 @@ def create_app(tag: TAG, settings: ServeSettings | None = None) -> FastAPI:
 
     app.include_router(labelstudio.router(service))
     return app
+
+
+def _single_query_values(request: Request) -> None:
+    """Refuse a query parameter given twice (``?k=3&k=50``) instead of silently taking one."""
+    repeated = sorted({key for key in request.query_params if len(request.query_params.getlist(key)) > 1})
+    if repeated:
+        raise ApiError(422, "repeated_parameter", f"Give each query parameter once: {', '.join(repeated)} repeated.")
 
 
 async def _run_blocking(service: Service, job: Any) -> Any:
@@ -172,6 +184,9 @@ async def _read_segment_request(request: Request, service: Service) -> tuple[byt
         unknown = sorted(set(form.keys()) - _FORM_FIELDS)
         if unknown:
             raise ApiError(422, "unknown_field", f"Unknown form field(s): {', '.join(unknown)}.")
+        repeated = sorted({key for key in form.keys() if key != "formats" and len(form.getlist(key)) > 1})
+        if repeated:
+            raise ApiError(422, "repeated_field", f"Give each form field once: {', '.join(repeated)} repeated.")
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
             raise ApiError(422, "missing_image", "Send the image as a file in the form field 'image'.")
@@ -214,19 +229,33 @@ def _decode_base64(text: str) -> bytes:
         raise ApiError(422, "invalid_base64", "image_base64 is not valid base64.") from None
 
 
+def body_limit(max_upload_bytes: int) -> int:
+    """The largest request body accepted for images of ``max_upload_bytes``: room for base64 (4/3) and 1 MiB of form or JSON."""
+    return max_upload_bytes * 4 // 3 + 1024 * 1024
+
+
+def body_too_large_message(max_upload_bytes: int) -> str:
+    """What a 413 for the request body says: the configured image limit and the body limit it implies."""
+    return (
+        f"The request body is larger than {body_limit(max_upload_bytes):,} bytes: this server takes images of up to "
+        f"{max_upload_bytes:,} bytes ({max_upload_bytes / 1024 / 1024:g} MB, --max-upload-mb), with room for base64."
+    )
+
+
 class PayloadTooLarge(StarletteHTTPException):
     """The request body is over the server's limit."""
 
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"The request body is larger than {max_bytes:,} bytes.")
+    def __init__(self, max_upload_bytes: int) -> None:
+        super().__init__(413, body_too_large_message(max_upload_bytes))
 
 
 class _BodyLimit:
-    """Refuse request bodies over ``max_bytes``, by header up front or while they stream in."""
+    """Refuse request bodies over the limit for ``max_upload_bytes`` images, by header up front or while they stream in."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_upload_bytes: int) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.max_bytes = body_limit(max_upload_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -234,7 +263,9 @@ class _BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_json(send, 413, {"error": {"code": "payload_too_large", "message": f"The request body is larger than {self.max_bytes:,} bytes."}})
+            message = body_too_large_message(self.max_upload_bytes)
+            logger.warning("%s %s -> 413 payload_too_large: %s", scope["method"], scope["path"], message)
+            await _send_json(send, 413, error_body("payload_too_large", message))
             return
         received = 0
 
@@ -243,7 +274,7 @@ class _BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise PayloadTooLarge(self.max_bytes)
+                raise PayloadTooLarge(self.max_upload_bytes)
             return message
 
         await self.app(scope, limited, send)

@@ -123,7 +123,8 @@ async def _pinned_request(client: httpx.AsyncClient, url: str, policy: FetchPoli
     address = addresses[0]
     netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     target = parts._replace(netloc=netloc, fragment="").geturl()
-    headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "image/*"}
+    # Label Studio's media views answer 406 to a bare ``image/*``; any type is acceptable as a fallback.
+    headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "image/*, */*;q=0.8"}
     if trusted:
         headers.update(policy.trusted_headers)
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}

@@ -1,52 +1,162 @@
 """Label Studio ML backend: ``/predict``, ``/setup``, ``/webhook`` (``/health`` is the service's own).
 
-Predictions are ``brushlabels`` regions whose masks use Label Studio's brush RLE
+Predictions are ``polygonlabels`` regions for a ``<PolygonLabels>`` project and otherwise
+``brushlabels`` regions, whose masks use Label Studio's brush RLE
 (:func:`tagseg.masks.mask_to_brush_rle`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import time
 import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 
 from tagseg.interfaces import TextEncoder
-from tagseg.masks import mask_to_brush_rle
+from tagseg.masks import connected_components, mask_to_brush_rle, outer_polygon
 from tagseg.result import Segmentation
 from tagseg.serve.errors import ApiError, error_responses
 from tagseg.serve.fetch import FetchPolicy
 from tagseg.serve.service import SegmentOptions, Service
 
+logger = logging.getLogger("tagseg.serve")
+
+REGION_TYPES = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels"}
+
 
 @dataclass(frozen=True)
-class BrushTarget:
-    """Where predictions go in a project: the BrushLabels tag, its image and its labels."""
+class LabelTarget:
+    """Where predictions go in a project: the labels tag (brush or polygon), its image and its labels.
+
+    ``dynamic`` is true when the labels come from task data (``value="$..."``).
+    """
 
     from_name: str
     to_name: str
     data_key: str
     labels: tuple[str, ...]
+    region_type: str = "brushlabels"
+    dynamic: bool = False
 
 
-def parse_label_config(label_config: str) -> BrushTarget:
-    """The first ``<BrushLabels>`` of a labelling config, the ``<Image>`` it points to and its labels."""
+def parse_label_config(label_config: str) -> LabelTarget:
+    """The first ``<BrushLabels>`` or ``<PolygonLabels>`` of a labelling config, its ``<Image>`` and labels."""
     try:
         root = ElementTree.fromstring(label_config)
     except ElementTree.ParseError as error:
         raise ApiError(422, "invalid_label_config", f"label_config is not valid XML: {error}") from None
-    brush = next(root.iter("BrushLabels"), None)
-    if brush is None or not brush.get("name") or not brush.get("toName"):
-        raise ApiError(422, "invalid_label_config", "label_config has no <BrushLabels name=... toName=...> tag.")
-    to_name = brush.get("toName", "").split(",")[0]
+    control = next((e for e in root.iter() if e.tag in REGION_TYPES), None)
+    if control is None or not control.get("name") or not control.get("toName"):
+        raise ApiError(
+            422,
+            "invalid_label_config",
+            "label_config has no <BrushLabels name=... toName=...> or <PolygonLabels name=... toName=...> tag.",
+        )
+    to_name = control.get("toName", "").split(",")[0]
     image = next((e for e in root.iter("Image") if e.get("name") == to_name), None)
     if image is None or not image.get("value", "").startswith("$"):
         raise ApiError(422, "invalid_label_config", f"label_config has no <Image name={to_name!r} value=\"$...\">.")
-    labels = tuple(label.get("value", "") for label in brush.iter("Label") if label.get("value"))
-    return BrushTarget(brush.get("name", ""), to_name, image.get("value", "")[1:], labels)
+    labels = tuple(label.get("value", "") for label in control.iter("Label") if label.get("value"))
+    return LabelTarget(
+        control.get("name", ""),
+        to_name,
+        image.get("value", "")[1:],
+        labels,
+        REGION_TYPES[control.tag],
+        control.get("value", "").startswith("$"),
+    )
+
+
+def add_labels(label_config: str, control_name: str, names: Sequence[str]) -> str | None:
+    """``label_config`` with ``<Label value=name/>`` added under the control ``control_name`` for each
+    name it does not list yet; ``None`` when nothing is missing."""
+    root = ElementTree.fromstring(label_config)
+    control = next(e for e in root.iter() if e.tag in REGION_TYPES and e.get("name") == control_name)
+    present = {label.get("value") for label in control.iter("Label")}
+    missing = [name for name in dict.fromkeys(names) if name not in present]
+    if not missing:
+        return None
+    for name in missing:
+        ElementTree.SubElement(control, "Label", {"value": name, "background": _label_colour(name)})
+    return ElementTree.tostring(root, encoding="unicode")
+
+
+def _label_colour(name: str) -> str:
+    """A stable colour per name, so that regions with different names look different."""
+    digest = hashlib.sha1(name.encode("utf-8")).digest()
+    return "#" + digest[:3].hex()
+
+
+class LabelStudioAuth:
+    """The ``Authorization`` header for Label Studio's API and media.
+
+    A personal access token (Label Studio 1.20+; a JWT refresh token) is exchanged at
+    ``/api/token/refresh/`` for a short-lived access token sent as ``Bearer``, renewed shortly
+    before it expires; any other key is a legacy token, sent as ``Token <key>``.
+    """
+
+    RENEW_BEFORE_S = 30.0
+
+    def __init__(self, url: str, key: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self.timeout = timeout
+        self.personal = _jwt_claims(key) is not None
+        self._access: str | None = None
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+
+    async def header(self) -> tuple[str, str]:
+        """``("Authorization", value)`` for the next request."""
+        if not self.personal:
+            return ("Authorization", f"Token {self.key}")
+        async with self._lock:
+            if self._access is None or time.time() > self._expires - self.RENEW_BEFORE_S:
+                self._access = await self._refresh()
+                self._expires = float((_jwt_claims(self._access) or {}).get("exp", time.time() + 60))
+        return ("Authorization", f"Bearer {self._access}")
+
+    async def _refresh(self) -> str:
+        import httpx
+
+        endpoint = f"{self.url}/api/token/refresh/"
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as client:
+                response = await client.post(endpoint, json={"refresh": self.key})
+        except httpx.HTTPError as error:
+            raise ApiError(502, "label_studio_unreachable", f"Label Studio at {self.url} could not be reached: {error}") from None
+        access = response.json().get("access") if response.status_code == 200 else None
+        if not isinstance(access, str):
+            raise ApiError(
+                502,
+                "label_studio_token_refused",
+                f"Label Studio refused the personal access token at {endpoint} (HTTP {response.status_code}); "
+                "copy a current one from Account & Settings → Personal Access Token into --label-studio-api-key.",
+            )
+        return access
+
+
+def _jwt_claims(token: str) -> dict[str, Any] | None:
+    """The (unverified) claims of a JSON web token, or ``None`` if ``token`` is not one."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        header, claims = (json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in parts[:2])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return claims if isinstance(header, dict) and "alg" in header and isinstance(claims, dict) else None
 
 
 class LabelMapper:
@@ -78,9 +188,13 @@ class LabelMapper:
 
 
 def to_predictions(
-    result: Segmentation, target: BrushTarget, mapper: LabelMapper | None, model_version: str
+    result: Segmentation, target: LabelTarget, mapper: LabelMapper | None, model_version: str
 ) -> dict[str, Any]:
-    """One Label Studio prediction: a brushlabels region per (mapped) label, with scores."""
+    """One Label Studio prediction: a region per (mapped) label, with scores.
+
+    Brush targets get one ``brushlabels`` region per label; polygon targets one ``polygonlabels``
+    region per connected part of it (points in percent of the image, at pixel centres).
+    """
     height, width = result.image_size
     regions: dict[str, tuple[np.ndarray, float, int]] = {}
     for segment in result.segments:
@@ -90,24 +204,51 @@ def to_predictions(
         mask, weighted, area = regions.get(label, (np.zeros((height, width), dtype=bool), 0.0, 0))
         regions[label] = (mask | segment.mask, weighted + segment.score * segment.area, area + segment.area)
     items = []
-    for number, (label, (mask, weighted, area)) in enumerate(regions.items()):
-        items.append(
-            {
-                "id": f"tagseg{number}",
-                "from_name": target.from_name,
-                "to_name": target.to_name,
-                "type": "brushlabels",
-                "original_width": width,
-                "original_height": height,
-                "image_rotation": 0,
-                "value": {"format": "rle", "rle": mask_to_brush_rle(mask), "brushlabels": [label]},
-                "score": round(weighted / area, 6),
-                "readonly": False,
-            }
-        )
+    for label, (mask, weighted, area) in regions.items():
+        common = {
+            "from_name": target.from_name,
+            "to_name": target.to_name,
+            "type": target.region_type,
+            "original_width": width,
+            "original_height": height,
+            "image_rotation": 0,
+            "score": round(weighted / area, 6),
+            "readonly": False,
+        }
+        if target.region_type == "polygonlabels":
+            for points in _polygons(mask):
+                value = {"points": points, "closed": True, "polygonlabels": [label]}
+                items.append({"id": f"tagseg{len(items)}", **common, "value": value})
+        else:
+            value = {"format": "rle", "rle": mask_to_brush_rle(mask), "brushlabels": [label]}
+            items.append({"id": f"tagseg{len(items)}", **common, "value": value})
     total = sum(area for _, _, area in regions.values())
     score = sum(weighted for _, weighted, _ in regions.values()) / total if total else 0.0
     return {"result": items, "score": round(score, 6), "model_version": model_version}
+
+
+def _polygons(mask: np.ndarray) -> list[list[list[float]]]:
+    """Outer polygons of the mask's connected parts, in percent of width and height; parts whose
+    outline has fewer than 3 vertices (a pixel, a one-pixel line) are left out."""
+    height, width = mask.shape
+    components, count = connected_components(mask)
+    polygons = []
+    for number in range(1, count + 1):
+        outline = outer_polygon(components == number)
+        if len(outline) >= 3:
+            percent = (outline + 0.5) / [width, height] * 100.0
+            polygons.append([[round(x, 4), round(y, 4)] for x, y in percent.tolist()])
+    return polygons
+
+
+class PredictRequest(BaseModel):
+    """What Label Studio posts to ``/predict`` (other fields it sends are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    tasks: list[dict[str, Any]] = Field(description="Tasks as Label Studio serialises them: `id`, `data`, ...")
+    label_config: str | None = Field(None, description="The project's labelling config (else the one /setup stored).")
+    project: str | int | None = Field(None, description='`"<project id>.<timestamp>"`.')
 
 
 PREDICT_EXAMPLE: dict[str, Any] = {
@@ -126,23 +267,26 @@ def router(service: Service) -> APIRouter:
     configs: dict[str, str] = {}
     mappers: dict[str, LabelMapper] = {}
     ls_url = (settings.label_studio_url or "").rstrip("/")
+    auth = (
+        LabelStudioAuth(ls_url, settings.label_studio_api_key, settings.fetch_timeout)
+        if ls_url and settings.label_studio_api_key
+        else None
+    )
+    naming_lock = asyncio.Lock()
     trusted_policy = FetchPolicy(
         allow_hosts=settings.allow_hosts,
         allow_private=settings.allow_private,
         timeout=settings.fetch_timeout,
         max_bytes=settings.max_upload_bytes,
         trusted_origin=ls_url or None,
-        trusted_headers=(("Authorization", f"Token {settings.label_studio_api_key}"),)
-        if settings.label_studio_api_key
-        else (),
     )
 
-    def mapper_for(label_config: str, target: BrushTarget) -> LabelMapper | None:
+    def mapper_for(label_config: str, target: LabelTarget) -> LabelMapper | None:
         mode = settings.label_mode
         if mode == "free" or (mode == "auto" and not target.labels):
             return None
         if not target.labels:
-            raise ApiError(422, "no_labels", "label mode 'map' needs <Label> values under <BrushLabels>.")
+            raise ApiError(422, "no_labels", "label mode 'map' needs <Label> values under the labels tag.")
         if label_config not in mappers:
             if len(mappers) >= 64:
                 mappers.clear()
@@ -163,45 +307,99 @@ def router(service: Service) -> APIRouter:
                 raise ApiError(
                     422, "label_studio_url_missing", "Task images under /data/ need --label-studio-url (and an API key)."
                 )
-            return await service.fetch(ls_url + reference, trusted_policy)
-        if reference.startswith(("http://", "https://")):
-            return await service.fetch(reference, trusted_policy)
-        raise ApiError(422, "invalid_task", "Task images must be http(s) URLs or Label Studio /data/ paths.")
+            reference = ls_url + reference
+        elif not reference.startswith(("http://", "https://")):
+            raise ApiError(422, "invalid_task", "Task images must be http(s) URLs or Label Studio /data/ paths.")
+        own = bool(ls_url) and reference.startswith(ls_url + "/")
+        headers = (await auth.header(),) if auth is not None and own else ()
+        return await service.fetch(reference, replace(trusted_policy, trusted_headers=headers))
 
-    @routes.post("/setup", summary="Label Studio: connect a project")
+    async def predict_task(task: dict[str, Any], target: LabelTarget, mapper: LabelMapper | None) -> dict[str, Any]:
+        data = task.get("data") if isinstance(task.get("data"), dict) else {}
+        image = await task_image(data.get(target.data_key))
+        return await service.segment(
+            image,
+            SegmentOptions(masks=False),
+            lambda rgb, result: to_predictions(result, target, mapper, service.model_version),
+        )
+
+    async def name_the_labels(project: str, target: LabelTarget, names: list[str]) -> None:
+        """Add the predicted names as <Label>s of a project whose labels tag lists none, so that
+        Label Studio shows them (it hides region labels its config does not list)."""
+        if auth is None:
+            return
+        import httpx
+
+        async with naming_lock:
+            try:
+                async with httpx.AsyncClient(timeout=settings.fetch_timeout, trust_env=False) as client:
+                    endpoint = f"{ls_url}/api/projects/{project}/"
+                    current = await client.get(endpoint, headers=dict([await auth.header()]))
+                    current.raise_for_status()
+                    updated = add_labels(current.json()["label_config"], target.from_name, names)
+                    if updated is not None:
+                        answer = await client.patch(endpoint, json={"label_config": updated}, headers=dict([await auth.header()]))
+                        answer.raise_for_status()
+                        configs[project] = updated
+            except (httpx.HTTPError, ApiError, KeyError, ValueError, StopIteration) as error:
+                logger.warning("Could not add the names %s as labels of Label Studio project %s: %s", names, project, error)
+
+    @routes.post("/setup", summary="Label Studio: connect a project", responses=error_responses(400, 422))
     async def setup(payload: dict[str, Any] = Body(...)) -> dict[str, Any]:
         schema = payload.get("schema")
         if isinstance(schema, str):
-            parse_label_config(schema)
+            target = parse_label_config(schema)
+            if not target.labels and not target.dynamic and auth is None:
+                logger.warning(
+                    "Project %s: the labels tag lists no <Label>, so Label Studio will show tagseg's regions "
+                    "unnamed; give --label-studio-url and --label-studio-api-key so tagseg adds the names as labels.",
+                    _project_id(payload.get("project")),
+                )
             if len(configs) >= 1024:
                 configs.clear()
             configs[_project_id(payload.get("project"))] = schema
         return {"model_version": service.model_version}
 
-    @routes.post("/predict", summary="Label Studio: pre-label tasks", responses=error_responses(413, 415, 422, 429, 502, 504))
-    async def predict(payload: dict[str, Any] = Body(..., examples=[PREDICT_EXAMPLE])) -> JSONResponse:
+    @routes.post(
+        "/predict",
+        summary="Label Studio: pre-label tasks",
+        description=(
+            "One entry of `results` per task, in order: a prediction (`result`, `score`, `model_version`) or, "
+            "for a task that failed (its image could not be fetched or read), `{\"task\": id, \"error\": "
+            "{\"code\", \"message\"}}`, which Label Studio skips and logs."
+        ),
+        responses=error_responses(400, 422),
+    )
+    async def predict(request: PredictRequest = Body(..., examples=[PREDICT_EXAMPLE])) -> JSONResponse:
+        payload = request.model_dump()
         tasks = payload.get("tasks")
         if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
             raise ApiError(422, "invalid_request", "'tasks' must be a list of task objects.")
-        label_config = payload.get("label_config") or configs.get(_project_id(payload.get("project")))
+        project = _project_id(payload.get("project"))
+        label_config = payload.get("label_config") or configs.get(project)
         if not isinstance(label_config, str):
             raise ApiError(422, "invalid_request", "Send 'label_config' (or call /setup for the project first).")
         target = parse_label_config(label_config)
         mapper = mapper_for(label_config, target)
-        results = []
+        results: list[dict[str, Any]] = []
         for task in tasks:
-            data = task.get("data") if isinstance(task.get("data"), dict) else {}
-            image = await task_image(data.get(target.data_key))
-            results.append(
-                await service.segment(
-                    image,
-                    SegmentOptions(masks=False),
-                    lambda rgb, result: to_predictions(result, target, mapper, service.model_version),
-                )
-            )
-        return JSONResponse({"results": results, "model_version": service.model_version})
+            try:
+                results.append(await predict_task(task, target, mapper))
+            except ApiError as error:
+                logger.warning("Label Studio task %s failed: %s %s: %s", task.get("id"), error.status, error.code, error.message)
+                results.append({"task": task.get("id"), "error": {"code": error.code, "message": error.message}})
+        names = [region["value"][target.region_type][0] for r in results for region in r.get("result", [])]
+        background = None
+        if names and not target.labels and not target.dynamic and project:
+            background = BackgroundTask(name_the_labels, project, target, names)
+        return JSONResponse({"results": results, "model_version": service.model_version}, background=background)
 
-    @routes.post("/webhook", summary="Label Studio: training events (accepted and ignored)", status_code=201)
+    @routes.post(
+        "/webhook",
+        summary="Label Studio: training events (accepted and ignored)",
+        status_code=201,
+        responses=error_responses(400),
+    )
     async def webhook(payload: dict[str, Any] = Body(default_factory=dict)) -> JSONResponse:
         return JSONResponse({"status": "ignored", "action": payload.get("action")}, status_code=201)
 
@@ -213,4 +411,4 @@ def _project_id(project: Any) -> str:
     return str(project).split(".")[0] if project is not None else ""
 
 
-__all__ = ["BrushTarget", "LabelMapper", "parse_label_config", "router", "to_predictions"]
+__all__ = ["LabelMapper", "LabelStudioAuth", "LabelTarget", "add_labels", "parse_label_config", "router", "to_predictions"]

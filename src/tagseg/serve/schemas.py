@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -92,6 +97,16 @@ SEGMENT_EXAMPLE: dict[str, Any] = {
     ],
 }
 
+def _example_png() -> str:
+    """A real 64x48 PNG (sky over grass), base64, so that the schema's example is a request that works."""
+    pixels = np.zeros((48, 64, 3), dtype=np.uint8)
+    pixels[:24] = (110, 170, 230)
+    pixels[24:] = (60, 140, 50)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 SEGMENT_REQUEST_BODY: dict[str, Any] = {
     "required": True,
     "content": {
@@ -102,7 +117,7 @@ SEGMENT_REQUEST_BODY: dict[str, Any] = {
                 "url": {"summary": "Fetch from a URL", "value": {"image_url": "https://example.com/street.jpg", "k": 10}},
                 "base64": {
                     "summary": "Inline base64 with an overlay",
-                    "value": {"image_base64": "iVBORw0KGgoAAAANSUhEUgAA...", "formats": ["overlay"]},
+                    "value": {"image_base64": _example_png(), "formats": ["overlay"]},
                 },
             },
         },

@@ -80,7 +80,7 @@ class Service:
         """Refuse, before queueing, data that is too big (413) or not an image at all (415)."""
         limit = self.settings.max_upload_bytes
         if len(data) > limit:
-            raise ApiError(413, "image_too_large", f"The image is {len(data):,} bytes; the limit is {limit:,}.")
+            raise ApiError(413, "image_too_large", f"The image is {len(data):,} bytes; the limit is {limit:,} (--max-upload-mb).")
         if not data:
             raise ApiError(415, "not_an_image", "The image data is empty.")
         try:
@@ -88,15 +88,20 @@ class Service:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(io.BytesIO(data)) as image:
                     width, height = image.size
-        except Image.DecompressionBombError:
-            raise ApiError(413, "too_many_pixels", "The image has too many pixels to decode safely.") from None
+        except Image.DecompressionBombError as error:
+            raise ApiError(
+                413,
+                "too_many_pixels",
+                f"The image has too many pixels to decode safely ({error}); this server's limit is "
+                f"{self.settings.max_pixels:,} pixels (--max-pixels).",
+            ) from None
         except Exception:
             raise ApiError(415, "not_an_image", "The data is not an image in a format this server reads.") from None
         if width * height > self.settings.max_pixels:
             raise ApiError(
                 413,
                 "too_many_pixels",
-                f"The image is {width}x{height} = {width * height:,} pixels; the limit is {self.settings.max_pixels:,}.",
+                f"The image is {width}x{height} = {width * height:,} pixels; the limit is {self.settings.max_pixels:,} (--max-pixels).",
             )
 
     async def fetch(self, url: str, policy: FetchPolicy | None = None) -> bytes:
