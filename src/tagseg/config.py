@@ -56,7 +56,7 @@ class TAGConfig:
     length_penalty: float = 0.01
     cased_alpha: float = 0.0
     device: str = "auto"
-    dtype: str = "float32"  # or "float16" / "bfloat16": half the memory on a GPU
+    dtype: str = "float32"  # or "bfloat16" / "float16", or "auto": bfloat16 where the hardware runs it natively
     # Granularity (tagseg.granularity).
     min_clusters: int = 2
     max_clusters: int = 15
@@ -98,7 +98,7 @@ class TAGConfig:
             "names": self.names in ("words", "phrases"),
             "length_penalty": self.length_penalty >= 0.0,
             "cased_alpha": 0.0 <= self.cased_alpha <= 1.0,
-            "dtype": self.dtype in ("float32", "float16", "bfloat16"),
+            "dtype": self.dtype in ("auto", "float32", "float16", "bfloat16"),
             "crf.iterations": self.crf.iterations >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]

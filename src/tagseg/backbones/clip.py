@@ -29,7 +29,7 @@ from transformers import (
 )
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 
-from tagseg.backbones.base import ImageBackbone, checked_model_config, load_model
+from tagseg.backbones.base import ImageBackbone, checked_model_config, load_model, to_device
 from tagseg.backbones.hub import ModelSource, load_pretrained, source_name
 from tagseg.errors import ConfigError
 
@@ -105,7 +105,7 @@ class GEMDenseCLIP(ImageBackbone):
         gem_depth: int = 6,
         device: str | torch.device | None = "cpu",
         normalize: bool = True,
-        dtype: torch.dtype = torch.float32,
+        dtype: str | torch.dtype = torch.float32,
     ) -> GEMDenseCLIP:
         """Load the vision tower of a CLIP checkpoint (e.g. ``openai/clip-vit-large-patch14``, or a directory)."""
         _check_clip_checkpoint(source, "clip_vision_model")
@@ -203,7 +203,8 @@ class CLIPTextEncoder:
         self.batch_size = batch_size
         self.dim: int = model.config.projection_dim
         self.max_length: int = model.config.max_position_embeddings
-        self.device = next(model.parameters()).device
+        parameter = next(model.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
         pad_token_id = tokenizer.pad_token_id
         self._pad_token_id: int = pad_token_id if pad_token_id is not None else model.config.eos_token_id
 
@@ -213,10 +214,13 @@ class CLIPTextEncoder:
         source: ModelSource,
         *,
         device: str | torch.device | None = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: str | torch.dtype = torch.float32,
         batch_size: int = 256,
     ) -> CLIPTextEncoder:
-        """Load the text tower and tokenizer of a CLIP checkpoint (Hugging Face id or directory)."""
+        """Load the text tower and tokenizer of a CLIP checkpoint (Hugging Face id or directory).
+
+        ``dtype`` is a torch dtype or a name (``"auto"``: bfloat16 where the hardware runs it natively).
+        """
         _check_clip_checkpoint(source, "clip_text_model")
         model = load_model(CLIPTextModelWithProjection, source, device=device, dtype=dtype)
         tokenizer = load_pretrained(AutoTokenizer, source)
@@ -229,7 +233,7 @@ class CLIPTextEncoder:
         for row, ids in enumerate(token_ids):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, : len(ids)] = 1
-        return input_ids.to(self.device), attention_mask.to(self.device)
+        return to_device(input_ids, self.device), to_device(attention_mask, self.device)
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised embeddings of ``texts``, ``(len(texts), dim)`` float32 on the CPU, in input order."""

@@ -26,7 +26,7 @@ TEXT_MODEL_HELP = "Text tower: a Hugging Face CLIP id or a local directory."
 def _load_encoder(source: str) -> TextEncoder:
     from tagseg.backbones.clip import CLIPTextEncoder
 
-    return CLIPTextEncoder.from_pretrained(source)
+    return CLIPTextEncoder.from_pretrained(source, dtype="auto")
 
 
 def _stored_model(path: Path) -> str:
