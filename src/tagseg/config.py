@@ -22,6 +22,7 @@ class CRFSettings:
     bilateral_sxy: float = 67.0
     bilateral_srgb: float = 3.0
     bilateral_compat: float = 4.0
+    scale: float = 1.0  # < 1: CRF on a grid this much smaller, marginals upsampled (1 = the reference)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class TAGConfig:
             "cased_alpha": 0.0 <= self.cased_alpha <= 1.0,
             "dtype": self.dtype in ("auto", "float32", "float16", "bfloat16"),
             "crf.iterations": self.crf.iterations >= 1,
+            "crf.scale": 0.0 < self.crf.scale <= 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -108,6 +108,7 @@ class TAG:
                 cluster_map = seg.refine_with_crf(scores, working, self.config.crf)
             else:
                 cluster_map = scores.argmax(dim=0).numpy().astype(np.int32)
+        with _timed(timings, "regions"):
             min_area = round(self.config.min_region_area * height * width)
             cluster_map = granularity.merge_small_regions(cluster_map, scores.numpy(), min_area)
             cluster_map, cluster_ids = seg.compact_labels(cluster_map)
