@@ -22,7 +22,7 @@ class CRFSettings:
     bilateral_sxy: float = 67.0
     bilateral_srgb: float = 3.0
     bilateral_compat: float = 4.0
-    scale: float = 1.0  # < 1: CRF on a grid this much smaller, marginals upsampled (1 = the reference)
+    scale: float = 0.5  # CRF grid relative to the working image; marginals upsampled (1.0 = the reference)
 
 
 @dataclass(frozen=True)
