@@ -22,7 +22,7 @@ class CRFSettings:
     bilateral_sxy: float = 67.0
     bilateral_srgb: float = 3.0
     bilateral_compat: float = 4.0
-    scale: float = 0.5  # CRF grid relative to the working image; marginals upsampled (1.0 = the reference)
+    scale: float = 1.0  # CRF grid relative to the working image; < 1: marginals upsampled (1.0 = the reference)
 
 
 @dataclass(frozen=True)
