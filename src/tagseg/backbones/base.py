@@ -76,8 +76,8 @@ def load_model(
 ) -> ModelT:
     """Load ``model_class`` from ``source`` onto ``device`` (``"auto"``: CUDA if present).
 
-    The weights are read directly in ``dtype`` (see :func:`resolve_dtype`), one tensor at a time,
-    so the peak memory of a bfloat16 load is that of the bfloat16 model.
+    The weights are loaded in ``dtype`` (see :func:`resolve_dtype`): no float32 copy of the model
+    is kept, though converting a float32 checkpoint reads all of it (docs/speed.md).
     """
     target = resolve_device(device)
     return load_pretrained(model_class, source, dtype=resolve_dtype(dtype, target)).to(target)
