@@ -1,17 +1,23 @@
 """Time each TAG stage at the paper (or fast) preset with real-size architectures (random weights) on this machine.
 
-Builds DINOv2 ViT-B/14 and CLIP ViT-L/14 with random weights in a temporary directory, a text
-database of 100k random unit vectors with synthetic captions, and segments a real photo several
-times. Prints milliseconds per stage (median over the timed runs, after one warm-up run) and the
-share of time spent outside the two backbone forwards.
+Builds DINOv2 ViT-B/14 and CLIP ViT-L/14 with random weights in a temporary directory and a text
+database of 100k random unit vectors with synthetic captions, then, for float32 and the
+configuration's default dtype, each in a fresh process: segments real photos (one warm-up, then
+``--runs`` rounds over the photos) and prints milliseconds per stage (median), seconds per image,
+the plain DINOv2 and CLIP vision forwards measured in the same process, the ratio of end-to-end
+to the sum of the two plain forwards, the peak resident memory (``VmHWM``: ``ru_maxrss`` would
+carry the parent's peak across ``exec``) and the naming cost of the first image (spaCy loads).
 
-    python benchmarks/bench_pipeline.py [--preset paper|fast] [--runs 3] [--entries 100000] [--crf/--no-crf]
+    python benchmarks/bench_pipeline.py [--preset paper|fast] [--runs 2] [--entries 100000] [--crf/--no-crf]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,42 +49,96 @@ def synthetic_database(entries: int, dim: int, model_id: str, seed: int = 0) -> 
     return InMemoryTextDatabase(texts, vectors, model_id)
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory in GiB (``VmHWM`` of ``/proc/self/status``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+def photos() -> list[np.ndarray]:
+    from skimage import data
+
+    return [data.astronaut(), data.chelsea(), data.coffee()]
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """One dtype in this process: stage timings, plain forwards, peak memory."""
+    dim = ARCHITECTURES[args.preset][2]
+    database = synthetic_database(args.entries, dim, args.clip)
+    tag = TAG.from_pretrained(
+        args.preset, feature_model=args.dinov2, clip_model=args.clip, crf=args.crf, database=database, dtype=args.dtype
+    )
+    images = photos()
+    start = time.perf_counter()
+    cold = tag(images[0])
+    first = {"seconds": time.perf_counter() - start, "naming": cold.timings["naming"]}
+    runs = [tag(image).timings for _ in range(args.runs) for image in images]
+    stages = list(runs[0])
+    median = {stage: statistics.median(run.get(stage, 0.0) for run in runs) for stage in stages}
+    pixels = torch.rand(1, 3, tag.config.image_size, tag.config.image_size, generator=torch.Generator().manual_seed(0))
+    clip_input = tag.embedder.model_input(pixels)
+
+    def plain_clip() -> None:
+        with torch.inference_mode():
+            tag.embedder.model(pixel_values=clip_input, interpolate_pos_encoding=True)
+
+    forwards = {}
+    for name, work in (("dinov2", lambda: tag.features(pixels)), ("clip", plain_clip)):
+        times = []
+        for _ in range(args.runs + 1):
+            begin = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - begin)
+        forwards[name] = min(times[1:])
+    return {"dtype": tag.models.get("dtype"), "stages": median, "forwards": forwards, "first": first, "peak_rss_gib": peak_rss_gib()}
+
+
+def report(result: dict, configured: str) -> None:
+    stages, forwards = result["stages"], result["forwards"]
+    per_image = sum(stages.values())
+    print(f"\n== dtype {configured} (runs in {result['dtype']}) ==")
+    print(f"{'stage':<12}{'ms':>10}{'share':>9}")
+    for stage, seconds in stages.items():
+        print(f"{stage:<12}{1000 * seconds:>10.1f}{seconds / per_image:>9.1%}")
+    plain = forwards["dinov2"] + forwards["clip"]
+    stage1 = sum(stages.get(stage, 0.0) for stage in ("kmeans", "crf", "regions"))
+    print(f"s/image {per_image:.2f}; plain forwards DINOv2 {forwards['dinov2']:.2f} s + CLIP {forwards['clip']:.2f} s = {plain:.2f} s")
+    print(f"end-to-end / plain forwards {per_image / plain:.2f} (target <= 1.15); GEM / plain CLIP {stages['embedder'] / forwards['clip']:.2f} (target <= 1.25)")
+    print(f"stage 1 outside DINOv2 (kmeans + crf + regions) {stage1:.2f} s (target <= 0.2)")
+    print(f"peak RSS {result['peak_rss_gib']:.2f} GiB (target <= 1.6); first image {result['first']['seconds']:.2f} s, its naming {1000 * result['first']['naming']:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--preset", choices=sorted(ARCHITECTURES), default="paper")
+    parser.add_argument("--dtype", help=argparse.SUPPRESS)  # set in the child processes
+    parser.add_argument("--dinov2", help=argparse.SUPPRESS)
+    parser.add_argument("--clip", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.dtype:
+        print(json.dumps(measure(args)))
+        return
 
-    from skimage import data
+    from tagseg.config import TAGConfig
 
-    image = data.astronaut()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; preset {args.preset}, photos at 448x448")
+    default = TAGConfig().dtype
     with tempfile.TemporaryDirectory() as tmp:
-        dinov2_size, clip_size, dim = ARCHITECTURES[args.preset]
+        dinov2_size, clip_size, _ = ARCHITECTURES[args.preset]
         dinov2 = save_random_dinov2(Path(tmp) / f"dinov2-{dinov2_size}", dinov2_size)
         clip = save_random_clip(Path(tmp) / f"clip-{clip_size}", clip_size)
-        database = synthetic_database(args.entries, dim, str(clip))
-        tag = TAG.from_pretrained(
-            args.preset, feature_model=str(dinov2), clip_model=str(clip), crf=args.crf, database=database
-        )
-    print(f"preset {args.preset}: {dinov2.name}, {clip.name} (random weights)")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; image {image.shape[1]}x{image.shape[0]}")
-    print(f"database: {len(database)} entries, dim {database.dim}")
-
-    start = time.perf_counter()
-    cold = tag(image)
-    print(f"first run (cold caches): {1000 * (time.perf_counter() - start):.0f} ms, naming {1000 * cold.timings['naming']:.0f} ms")
-    runs = [tag(image).timings for _ in range(args.runs)]
-    stages = list(runs[0])
-    median = {stage: 1000 * statistics.median(run[stage] for run in runs) for stage in stages}
-    total = sum(median.values())
-    print(f"\n{'stage':<12}{'ms':>10}{'share':>9}")
-    for stage in stages:
-        print(f"{stage:<12}{median[stage]:>10.1f}{median[stage] / total:>9.1%}")
-    backbones = median["features"] + median["embedder"]
-    print(f"{'total':<12}{total:>10.1f}")
-    print(f"\noutside the two backbone forwards: {total - backbones:.0f} ms = {(total - backbones) / total:.1%} (target <= 15%)")
+        print(f"models: {dinov2.name}, {clip.name} (random weights); database {args.entries} entries")
+        for dtype in dict.fromkeys(["float32", default, "auto"]):
+            command = [sys.executable, __file__, "--dtype", dtype, "--dinov2", str(dinov2), "--clip", str(clip),
+                       "--runs", str(args.runs), "--entries", str(args.entries), "--preset", args.preset,
+                       "--crf" if args.crf else "--no-crf"]
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            report(json.loads(output.strip().splitlines()[-1]), dtype)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,57 @@ def test_crf_cleans_noisy_scores_along_image_edges() -> None:
     assert after > 0.99
 
 
+def _direct_crf_marginals(scores: np.ndarray, image: np.ndarray, settings: CRFSettings, sxy_factor: float) -> np.ndarray:
+    """pydensecrf called as the reference calls it, with the spatial deviations multiplied by ``sxy_factor``."""
+    import pydensecrf.densecrf as dcrf
+
+    labels, height, width = scores.shape
+    shifted = np.exp(scores - scores.max(axis=0))
+    probabilities = np.maximum(shifted / shifted.sum(axis=0), 1e-5)
+    crf = dcrf.DenseCRF2D(width, height, labels)
+    crf.setUnaryEnergy(np.ascontiguousarray(-np.log(probabilities).reshape(labels, -1), dtype=np.float32))
+    crf.addPairwiseGaussian(sxy=settings.gaussian_sxy * sxy_factor, compat=settings.gaussian_compat)
+    crf.addPairwiseBilateral(
+        sxy=settings.bilateral_sxy * sxy_factor, srgb=settings.bilateral_srgb,
+        rgbim=np.ascontiguousarray(image), compat=settings.bilateral_compat,
+    )
+    return np.asarray(crf.inference(settings.iterations)).reshape(labels, height, width)
+
+
+def _photo_scores(size: int = 96, labels: int = 4) -> tuple[torch.Tensor, np.ndarray]:
+    import skimage.data
+    from PIL import Image
+
+    image = np.array(Image.fromarray(skimage.data.chelsea()).resize((size, size), Image.Resampling.BILINEAR))
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(0, 255, (labels, 3))
+    distances = -np.linalg.norm(image[None].astype(np.float64) - centres[:, None, None], axis=-1) / 40
+    return torch.from_numpy((distances + rng.normal(0, 0.5, distances.shape)).astype(np.float32)), image
+
+
+def test_full_size_crf_is_the_reference_computation() -> None:
+    scores, image = _photo_scores()
+    expected = _direct_crf_marginals(scores.numpy(), image, CRFSettings(scale=1.0), 1.0).argmax(axis=0)
+    labels = seg.refine_with_crf(scores, image, CRFSettings(scale=1.0))
+    assert (labels == expected).mean() > 0.999  # float32 softmax here versus float64 in the check
+
+
+def test_reduced_grid_crf_runs_small_and_upsamples_its_marginals() -> None:
+    scores, image = _photo_scores()
+    settings = CRFSettings(scale=0.5)
+    small_scores = F.interpolate(scores[None], size=(48, 48), mode="bilinear", antialias=True)[0].numpy()
+    small_image = F.interpolate(
+        torch.from_numpy(image).permute(2, 0, 1)[None].float(), size=(48, 48), mode="bilinear", antialias=True
+    )[0].permute(1, 2, 0).round().clamp(0, 255).numpy().astype(np.uint8)
+    marginals = torch.from_numpy(_direct_crf_marginals(small_scores, small_image, settings, 0.5).astype(np.float32))
+    expected = F.interpolate(marginals[None], size=(96, 96), mode="bilinear", align_corners=False)[0].argmax(0).numpy()
+    labels = seg.refine_with_crf(scores, image, settings)
+    assert labels.shape == (96, 96) and labels.dtype == np.int32
+    assert (labels == expected).mean() > 0.995
+    full = seg.refine_with_crf(scores, image, CRFSettings(scale=1.0))
+    assert 0.8 < (labels == full).mean() < 1.0  # an approximation of the full-size CRF, not a copy of it
+
+
 def test_compact_labels_drops_empty_clusters() -> None:
     labels = np.array([[7, 7, 2], [2, 9, 9]])
     compact, original = seg.compact_labels(labels)

@@ -35,8 +35,6 @@ from tagseg.backbones.hub import ModelStatus, cache_status, download_model, look
 from tagseg.errors import ConfigError, DatabaseError
 
 if TYPE_CHECKING:
-    import torch
-
     from tagseg.config import TAGConfig
     from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, TextDatabase, TextEncoder
 
@@ -241,30 +239,24 @@ def download_models(models: Iterable[str]) -> list[Path]:
 # ----------------------------------------------------------------------------- the built-in backends
 
 
-def _torch_dtype(config: TAGConfig) -> torch.dtype:
-    import torch
-
-    return getattr(torch, config.dtype)
-
-
 def _dinov2(spec: str, config: TAGConfig) -> PatchFeatureExtractor:
     from tagseg.backbones.dinov2 import Dinov2Features
 
-    return Dinov2Features.from_pretrained(spec, device=config.device, normalize=config.normalize, dtype=_torch_dtype(config))
+    return Dinov2Features.from_pretrained(spec, device=config.device, normalize=config.normalize, dtype=config.dtype)
 
 
 def _gem_clip(spec: str, config: TAGConfig) -> DenseImageEmbedder:
     from tagseg.backbones.clip import GEMDenseCLIP
 
     return GEMDenseCLIP.from_pretrained(
-        spec, gem_depth=config.gem_depth, device=config.device, normalize=config.normalize, dtype=_torch_dtype(config)
+        spec, gem_depth=config.gem_depth, device=config.device, normalize=config.normalize, dtype=config.dtype
     )
 
 
 def _clip_text(spec: str, config: TAGConfig) -> TextEncoder:
     from tagseg.backbones.clip import CLIPTextEncoder
 
-    return CLIPTextEncoder.from_pretrained(spec, device=config.device, dtype=_torch_dtype(config))
+    return CLIPTextEncoder.from_pretrained(spec, device=config.device, dtype=config.dtype)
 
 
 HUGGING_FACE = Backend(

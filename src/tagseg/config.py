@@ -127,6 +127,10 @@ class CRFSettings(_Section):
     bilateral_sxy: float = setting(67.0, "Spatial standard deviation of the appearance kernel.")
     bilateral_srgb: float = setting(3.0, "Colour standard deviation of the appearance kernel.")
     bilateral_compat: float = setting(4.0, "Weight of the appearance kernel.")
+    scale: float = setting(
+        1.0, "CRF grid relative to the working image; below 1 the marginals are upsampled (1 = the reference).",
+        check=lambda v: isinstance(v, (int, float)) and 0.0 < v <= 1.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -151,8 +155,10 @@ class ModelSettings(_Section):
     )
     device: str = setting("auto", "Device of the models: auto, cpu, cuda, cuda:1, mps ...")
     dtype: str = setting(
-        "float32", "Floating-point type of the backbones (half types halve the memory on a GPU).",
-        choices=("float32", "float16", "bfloat16"),
+        "auto",
+        "Floating-point type of the backbones: auto (bfloat16 where the CPU or GPU runs it natively, else "
+        "float32; the resolved type is recorded in each result's models), or float32 for exact reproduction.",
+        choices=("auto", "float32", "float16", "bfloat16"),
     )
 
 

@@ -79,12 +79,21 @@ class TAG:
 
     @property
     def models(self) -> dict[str, str]:
-        """Which model made each part of the result."""
-        return {
+        """Which model made each part of the result, and (``dtype``) the precision the torch backbones ran in.
+
+        ``dtype`` is the resolved type (``dtype="auto"`` shows as ``bfloat16`` or ``float32``); seams
+        without a torch dtype (the toy world) add none, and backbones in different types are listed all.
+        """
+        models = {
             "features": self.features.model_id,
             "embedder": self.embedder.model_id,
             "text_encoder": self.text_encoder.model_id,
         }
+        seams = (self.features, self.embedder, self.text_encoder)
+        dtypes = {str(seam.dtype).removeprefix("torch.") for seam in seams if isinstance(getattr(seam, "dtype", None), torch.dtype)}
+        if dtypes:
+            models["dtype"] = ",".join(sorted(dtypes))
+        return models
 
     def __call__(self, image: ImageSource, **overrides: Any) -> Segmentation:
         """Segment one image (path, bytes, PIL image or HxWx3 array) and name its segments.
@@ -108,6 +117,7 @@ class TAG:
                 cluster_map = seg.refine_with_crf(scores, working, clusters.crf)
             else:
                 cluster_map = scores.argmax(dim=0).numpy().astype(np.int32)
+        with _timed(timings, "regions"):
             min_area = round(clusters.min_region_area * height * width)
             cluster_map = granularity.merge_small_regions(cluster_map, scores.numpy(), min_area)
             cluster_map, cluster_ids = seg.compact_labels(cluster_map)

@@ -60,7 +60,27 @@ def refine_with_crf(scores: torch.Tensor, image: np.ndarray, settings: CRFSettin
     """Dense-CRF labels (H, W) from pixel scores (K, H, W) and the RGB uint8 image (H, W, 3).
 
     The unary is minus the log softmax of the scores over clusters, probabilities clipped at 1e-5.
+    With ``settings.scale < 1`` the CRF runs on a grid that much smaller (scores and image resized
+    with antialiasing, both spatial standard deviations scaled alike) and its marginals are
+    upsampled bilinearly before the argmax at full size; ``scale=1`` is the reference's full-size CRF.
     """
+    num_labels, height, width = scores.shape
+    size = (max(1, round(height * settings.scale)), max(1, round(width * settings.scale)))
+    if size == (height, width):
+        marginals = _crf_marginals(scores, image, settings, spatial_scale=1.0)
+        return marginals.argmax(axis=0).astype(np.int32)
+    small_scores = F.interpolate(scores[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    small_image = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float(),
+        size=size, mode="bilinear", align_corners=False, antialias=True,
+    )[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    marginals = _crf_marginals(small_scores, small_image, settings, spatial_scale=size[1] / width)
+    full = upsample(torch.from_numpy(marginals), (height, width))
+    return full.argmax(dim=0).numpy().astype(np.int32)
+
+
+def _crf_marginals(scores: torch.Tensor, image: np.ndarray, settings: CRFSettings, spatial_scale: float) -> np.ndarray:
+    """Mean-field marginals (K, H, W) of the dense CRF; ``spatial_scale`` multiplies both kernels' ``sxy``."""
     import pydensecrf.densecrf as dcrf
 
     num_labels, height, width = scores.shape
@@ -68,15 +88,14 @@ def refine_with_crf(scores: torch.Tensor, image: np.ndarray, settings: CRFSettin
     unary = np.ascontiguousarray((-torch.log(probabilities)).reshape(num_labels, -1).cpu().numpy())
     crf = dcrf.DenseCRF2D(width, height, num_labels)
     crf.setUnaryEnergy(unary)
-    crf.addPairwiseGaussian(sxy=settings.gaussian_sxy, compat=settings.gaussian_compat)
+    crf.addPairwiseGaussian(sxy=settings.gaussian_sxy * spatial_scale, compat=settings.gaussian_compat)
     crf.addPairwiseBilateral(
-        sxy=settings.bilateral_sxy,
+        sxy=settings.bilateral_sxy * spatial_scale,
         srgb=settings.bilateral_srgb,
         rgbim=np.array(image, dtype=np.uint8, order="C"),
         compat=settings.bilateral_compat,
     )
-    marginals = np.asarray(crf.inference(settings.iterations))
-    return marginals.argmax(axis=0).reshape(height, width).astype(np.int32)
+    return np.asarray(crf.inference(settings.iterations), dtype=np.float32).reshape(num_labels, height, width)
 
 
 def compact_labels(label_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,10 @@ and dtype, and :meth:`ImageBackbone.model_input` turns the pipeline's ``(B, 3, H
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
+from functools import cache
+from pathlib import Path
 from typing import ClassVar, TypeVar
 
 import torch
@@ -17,16 +20,74 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from tagseg.backbones.hub import ModelSource, load_pretrained, read_model_json, resolve_device, source_name
 from tagseg.errors import ModelNotAvailableError
 
-__all__ = ["ImageBackbone", "check_pixels", "checked_model_config", "image_normalization", "load_model"]
+__all__ = [
+    "DTYPES",
+    "ImageBackbone",
+    "check_pixels",
+    "checked_model_config",
+    "image_normalization",
+    "load_model",
+    "native_bfloat16",
+    "resolve_dtype",
+    "to_device",
+]
 
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+"""The dtype names a configuration accepts; ``auto`` is bfloat16 where it runs natively, else float32."""
+
+
+@cache
+def _cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX-512 BF16), by its flags or torch's own query."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        queries = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in queries)
+    return re.search(r"\b(amx_bf16|avx512_bf16)\b", flags) is not None
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """True when ``device`` runs bfloat16 arithmetic natively: a CUDA GPU with bf16, or a CPU with AMX/AVX-512 BF16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_has_bfloat16()
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """The torch dtype for a dtype setting on ``device``: ``auto`` becomes bfloat16 where native, else float32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
+
 
 def load_model(
-    model_class: type[ModelT], source: ModelSource, *, device: str | torch.device | None, dtype: torch.dtype
+    model_class: type[ModelT],
+    source: ModelSource,
+    *,
+    device: str | torch.device | None,
+    dtype: str | torch.dtype,
 ) -> ModelT:
-    """Load ``model_class`` weights from ``source`` in ``dtype`` onto ``device`` (``"auto"``: CUDA if present)."""
-    return load_pretrained(model_class, source, dtype=dtype).to(resolve_device(device))
+    """Load ``model_class`` from ``source`` onto ``device`` (``"auto"``: CUDA if present).
+
+    The weights are loaded in ``dtype`` (see :func:`resolve_dtype`): no float32 copy of the model
+    is kept, though converting a float32 checkpoint reads all of it (docs/speed.md).
+    """
+    target = resolve_device(device)
+    return load_pretrained(model_class, source, dtype=resolve_dtype(dtype, target)).to(target)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; a CPU tensor bound for CUDA goes through pinned memory, asynchronously."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def checked_model_config(source: ModelSource, model_types: Collection[str], family: str, example: str) -> PretrainedConfig:
@@ -91,7 +152,12 @@ class ImageBackbone:
 
     @classmethod
     def _load(
-        cls, model_class: type[ModelT], source: ModelSource, *, device: str | torch.device | None, dtype: torch.dtype
+        cls,
+        model_class: type[ModelT],
+        source: ModelSource,
+        *,
+        device: str | torch.device | None,
+        dtype: str | torch.dtype,
     ) -> tuple[ModelT, tuple[float, ...], tuple[float, ...]]:
         """The model on ``device`` in ``dtype``, with the mean and std its checkpoint asks for."""
         model = load_model(model_class, source, device=device, dtype=dtype)
@@ -99,9 +165,12 @@ class ImageBackbone:
         return model, mean, std
 
     def model_input(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Checked ``(B, 3, H, W)`` pixels in [0, 1], on the model's device, normalised, in its dtype."""
+        """Checked ``(B, 3, H, W)`` pixels in [0, 1], on the model's device, normalised, in its dtype.
+
+        Any batch size works; on CUDA the pixels travel through pinned memory.
+        """
         check_pixels(pixels, self.patch_size)
-        pixels = pixels.to(self.device, torch.float32)
+        pixels = to_device(pixels, self.device).float()
         if self.normalize:
             pixels = (pixels - self._mean) / self._std
         return pixels.to(self.dtype)

@@ -22,7 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from tagseg.backbones.base import ImageBackbone, checked_model_config, load_model
+from tagseg.backbones.base import ImageBackbone, checked_model_config, load_model, to_device
 from tagseg.backbones.dense_methods import (
     GEMSettings,
     SlidingWindow,
@@ -88,7 +88,7 @@ class DenseCLIP(ImageBackbone):
         *,
         device: str | torch.device | None = "cpu",
         normalize: bool = True,
-        dtype: torch.dtype = torch.float32,
+        dtype: str | torch.dtype = torch.float32,
         **options: Any,
     ) -> DenseCLIPT:
         """Load the vision tower of a CLIP checkpoint (e.g. ``openai/clip-vit-large-patch14``, or a directory).
@@ -230,7 +230,8 @@ class CLIPTextEncoder:
         self.batch_size = batch_size
         self.dim: int = model.config.projection_dim
         self.max_length: int = model.config.max_position_embeddings
-        self.device = next(model.parameters()).device
+        parameter = next(model.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
         pad_token_id = tokenizer.pad_token_id
         self._pad_token_id: int = pad_token_id if pad_token_id is not None else model.config.eos_token_id
 
@@ -240,10 +241,13 @@ class CLIPTextEncoder:
         source: ModelSource,
         *,
         device: str | torch.device | None = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: str | torch.dtype = torch.float32,
         batch_size: int = 256,
     ) -> CLIPTextEncoder:
-        """Load the text tower and tokenizer of a CLIP checkpoint (Hugging Face id or directory)."""
+        """Load the text tower and tokenizer of a CLIP checkpoint (Hugging Face id or directory).
+
+        ``dtype`` is a torch dtype or a name (``"auto"``: bfloat16 where the hardware runs it natively).
+        """
         _check_clip_checkpoint(source, "clip_text_model")
         model = load_model(CLIPTextModelWithProjection, source, device=device, dtype=dtype)
         tokenizer = load_pretrained(AutoTokenizer, source)
@@ -256,7 +260,7 @@ class CLIPTextEncoder:
         for row, ids in enumerate(token_ids):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, : len(ids)] = 1
-        return input_ids.to(self.device), attention_mask.to(self.device)
+        return to_device(input_ids, self.device), to_device(attention_mask, self.device)
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised embeddings of ``texts``, ``(len(texts), dim)`` float32 on the CPU, in input order."""

@@ -53,7 +53,7 @@ class Dinov2Features(ImageBackbone):
         *,
         device: str | torch.device | None = "cpu",
         normalize: bool = True,
-        dtype: torch.dtype = torch.float32,
+        dtype: str | torch.dtype = torch.float32,
     ) -> Dinov2Features:
         """Load a DINOv2 checkpoint (Hugging Face id such as ``facebook/dinov2-base``, or a directory)."""
         config = checked_model_config(source, _DINOV2_CLASSES, "DINOv2", "facebook/dinov2-base")

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from tagseg.database import index as faiss_index
 from tagseg.database.sources import TextSource, open_source
@@ -141,8 +149,8 @@ def _fill(
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        TaskProgressColumn(),  # the share of the input read (bytes or rows, whatever the reader counts)
-        TextColumn("{task.fields[texts]:,} texts"),
+        MofNCompleteColumn(),
+        TextColumn("texts"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
@@ -151,19 +159,22 @@ def _fill(
             item = state["inputs"][number]
             if item["done"]:
                 continue
-            task = bar.add_task(f"Embedding {source.path.name}", total=source.progress_total, texts=item["rows_done"])
+            task = bar.add_task(f"Embedding {source.path.name}", total=None)
+            progress = _TextProgress(bar, task, source.progress_total)
             pending_texts: list[str] = []
             pending_hashes: list[int] = []
             pending_seen: set[int] = set()
             embedded: list[np.ndarray] = []
             committed_texts: list[str] = []
             rows_done = item["rows_done"]
+            read = 0
             counts = {"duplicates": 0, "blank": 0, "unreadable": 0}
 
             def commit(finished: bool) -> None:
                 nonlocal stored, committed_texts, embedded, pending_seen, pending_hashes, counts
                 if pending_texts:
                     embedded.append(_embed(database, encoder, pending_texts))
+                    progress.embedded(len(pending_texts), read)
                     committed_texts.extend(pending_texts)
                     pending_texts.clear()
                 for key, value in counts.items():
@@ -179,7 +190,7 @@ def _fill(
 
             for record in source.records(skip=rows_done):
                 rows_done += 1
-                bar.update(task, completed=record.progress, texts=rows_done)
+                read = record.progress
                 if record.text is None:
                     counts["unreadable"] += 1
                     continue
@@ -196,12 +207,30 @@ def _fill(
                 pending_texts.append(text)
                 if len(pending_texts) == batch_size:
                     embedded.append(_embed(database, encoder, pending_texts))
+                    progress.embedded(len(pending_texts), read)
                     committed_texts.extend(pending_texts)
                     pending_texts.clear()
                     if len(committed_texts) >= checkpoint_rows:
                         commit(finished=False)
             commit(finished=True)
-            bar.update(task, completed=source.progress_total)
+            progress.finish()
+
+
+class _TextProgress:
+    """A progress bar in embedded texts: the total is estimated from how far the reader is in its input."""
+
+    def __init__(self, bar: Progress, task: TaskID, input_total: int) -> None:
+        self.bar, self.task, self.input_total = bar, task, max(1, input_total)
+        self.done = 0
+
+    def embedded(self, count: int, input_position: int) -> None:
+        self.done += count
+        fraction = min(1.0, input_position / self.input_total)
+        estimate = max(self.done, round(self.done / fraction)) if fraction > 0 else None
+        self.bar.update(self.task, completed=self.done, total=estimate)
+
+    def finish(self) -> None:
+        self.bar.update(self.task, completed=self.done, total=self.done)
 
 
 def _embed(database: PersistentTextDatabase, encoder: TextEncoder, texts: list[str]) -> np.ndarray:
