@@ -11,7 +11,7 @@ import skimage.data
 import torch
 
 from tagseg import TAG
-from tagseg.api import image_record, segmentation_schema
+from tagseg.result import segmentation_schema
 from tagseg.backbones import base
 from tagseg.backbones.clip import CLIPTextEncoder, GEMDenseCLIP
 from tagseg.backbones.dinov2 import Dinov2Features
@@ -122,7 +122,7 @@ def test_the_resolved_dtype_is_recorded_in_a_valid_result(clip_dir: Path, dinov2
     result = tag(skimage.data.chelsea()[::4, ::4])
     resolved = "bfloat16" if dtype == "auto" and base.native_bfloat16(CPU) else "float32"
     assert result.models["dtype"] == resolved and result.settings["dtype"] == dtype
-    record = image_record(result)
+    record = result.to_record()
     jsonschema.validate(record, segmentation_schema(), cls=jsonschema.Draft202012Validator)
     assert np.unique(result.label_map).size == len(result.segments)
 
