@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from tagseg.batch import BatchListener, ImageOutcome, segment_files
-from tagseg.clip_dense import CLIPTextEncoder
+from tagseg.backbones.clip import CLIPTextEncoder
 from tagseg.config import preset
 from tagseg.database import build_database
 from tagseg.engines.ray import build_database_with_ray, segment_with_ray

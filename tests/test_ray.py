@@ -179,7 +179,7 @@ def _texts(count: int) -> list[str]:
 
 @pytest.mark.ray
 def test_db_build_on_ray_gives_the_local_builds_database(ray_runtime, tmp_path):
-    from tagseg.clip_dense import CLIPTextEncoder
+    from tagseg.builder import text_encoder_for
     from tagseg.engines.ray import build_database_with_ray
     from tagseg.testing import save_random_clip
 
@@ -187,7 +187,7 @@ def test_db_build_on_ray_gives_the_local_builds_database(ray_runtime, tmp_path):
     source = tmp_path / "texts.txt"
     texts = _texts(20_000)
     source.write_text("\n".join(texts + texts[:50]) + "\n", encoding="utf-8")  # 50 duplicates
-    encoder = CLIPTextEncoder.from_pretrained(model)
+    encoder = text_encoder_for(str(model))  # as `tagseg db build` and each Ray worker build it
     local = build_database(tmp_path / "local", [source], encoder, batch_size=256, progress=False)
     run = build_database_with_ray(tmp_path / "ray", [source], str(model), workers=2, batch_size=256, progress=False)
 

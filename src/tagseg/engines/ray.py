@@ -400,15 +400,15 @@ def _write_run_files(
 
 
 class _TextEncoderWorker:
-    """One Ray actor holding a CLIP text tower."""
+    """One Ray actor holding a text tower (built as ``tagseg db build`` builds it locally)."""
 
     def __init__(self, source: str, threads: int, device: str) -> None:
         import torch
 
-        from tagseg.clip_dense import CLIPTextEncoder
+        from tagseg.builder import text_encoder_for
 
         torch.set_num_threads(threads)
-        self.encoder = CLIPTextEncoder.from_pretrained(source, device=device)
+        self.encoder = text_encoder_for(source, preset("paper").replace(device=device))
 
     def describe(self) -> tuple[str, int]:
         return self.encoder.model_id, self.encoder.dim
