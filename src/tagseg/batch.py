@@ -23,7 +23,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from tagseg.config import TAGConfig, preset
 from tagseg.errors import ConfigError, TagsegError
-from tagseg.exports import RESULTS_FILE, CategoryTable, CocoWriter, RunExporter
+from tagseg.exports import RESULTS_FILE, CategoryTable, CocoWriter, ExportOptions, RunExporter
 from tagseg.files import write_bytes_atomically
 from tagseg.image import ImageSource, load_image
 from tagseg.render import label_image, overlay
@@ -128,6 +128,7 @@ def segment_files(
     listener: BatchListener | None = None,
     exports: Iterable[str] = (),
     categories: CategoryTable | None = None,
+    export_options: ExportOptions = ExportOptions(),
 ) -> BatchReport:
     """Segment image files, folders (recursively) and glob patterns, writing results under ``out_dir``.
 
@@ -143,8 +144,9 @@ def segment_files(
     Errors that stop the whole run (models or database missing) raise :class:`TagsegError`.
 
     ``exports`` (from :data:`tagseg.exports.EXPORT_FORMATS`) also writes dataset formats under
-    ``out_dir/export`` with one category table (``categories``, or a new one) for the run; skipped
-    images are exported from their JSON files (no embeddings for them).
+    ``out_dir/export`` with one category table (``categories``, or a new one) for the run and
+    ``export_options`` (minimum instance area, image root); skipped images are exported from their
+    JSON files (no embeddings for them).
     """
     started_at = time.perf_counter()
     listener = listener or BatchListener()
@@ -154,7 +156,7 @@ def segment_files(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"Cannot create the output folder {out}: {error.strerror or error}") from None
-    exporter = _exporter(out, exports, categories)  # checks the export formats before any model loads
+    exporter = _exporter(out, exports, categories, export_options)  # checks the export formats before any model loads
     jobs, outcomes = _plan(inputs, out)
     listener.started(len(jobs) + len(outcomes))
     for outcome in outcomes:
@@ -209,9 +211,11 @@ def _outputs_exist(out: Path, name: str, wanted: frozenset[str]) -> bool:
     return bool(paths) and all(path.is_file() for path in paths)
 
 
-def _exporter(out: Path, exports: Iterable[str], categories: CategoryTable | None) -> RunExporter | None:
+def _exporter(
+    out: Path, exports: Iterable[str], categories: CategoryTable | None, options: ExportOptions = ExportOptions()
+) -> RunExporter | None:
     formats = list(exports)
-    return RunExporter(out / "export", formats, categories) if formats else None
+    return RunExporter(out / "export", formats, categories, options) if formats else None
 
 
 def _add_existing(path: Path, name: str, run_file: CocoWriter | None, exporter: RunExporter | None) -> None:
