@@ -260,7 +260,7 @@ def write_image_outputs(
     Every engine (this one, :mod:`tagseg.engines.ray`) calls this, so one image gives the same
     files whichever runs it. Returns the result and the files written; the JSON names ``image_path``.
     """
-    rgb = load_image(image)
+    rgb = load_image(image, max_pixels=tag.config.models.max_pixels)
     result = tag(rgb)
     paths = _per_image_paths(out, name, wanted)
     if "overlay" in wanted:

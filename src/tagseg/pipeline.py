@@ -177,7 +177,7 @@ class TAG:
     def _prepare(self, image: ImageSource, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """The RGB image, its working-size copy and that copy as (1, 3, h, w) pixels in [0, 1]."""
         with _timed(timings, "load"):
-            rgb = load_image(image)
+            rgb = load_image(image, max_pixels=self.config.models.max_pixels)
         height, width = working_size(rgb.shape[0], rgb.shape[1], self.config.models.image_size, self.config.models.keep_aspect_ratio)
         with _timed(timings, "preprocess"):
             working = np.array(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
