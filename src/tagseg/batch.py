@@ -32,7 +32,16 @@ from tagseg.result import Segmentation
 if TYPE_CHECKING:
     from tagseg.pipeline import TAG
 
-__all__ = ["BatchListener", "BatchReport", "FORMATS", "IMAGE_SUFFIXES", "ImageOutcome", "segment_files"]
+__all__ = [
+    "BatchListener",
+    "BatchReport",
+    "FAILURES_FILE",
+    "FORMATS",
+    "IMAGE_SUFFIXES",
+    "ImageOutcome",
+    "segment_files",
+    "write_failures",
+]
 
 FORMATS = ("overlay", "labels", "json", "coco")
 """Output formats: per image ``<name>.overlay.png``, ``<name>.labels.png``, ``<name>.json``; per run ``results.coco.json``."""
@@ -41,6 +50,9 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".jfif"}
 )
 """File endings that folder and glob inputs pick up; files named one by one may have any ending."""
+
+FAILURES_FILE = "failures.jsonl"
+"""The run file listing the inputs that failed, one JSON object a line: ``path``, ``name``, ``reason``."""
 
 _PER_IMAGE_SUFFIX = {"overlay": ".overlay.png", "labels": ".labels.png", "json": ".json"}
 _GLOB_CHARS = frozenset("*?[")
@@ -134,7 +146,8 @@ def segment_files(
 
     Per image: ``<name>.overlay.png``, ``<name>.labels.png`` and ``<name>.json``, where ``<name>``
     is the file's stem, or its path below a folder or glob root given as input (sub-folders are
-    mirrored). Names that would collide (``a.jpg`` and ``a.png``, the same stem in two folders) get
+    mirrored). Inputs that failed are listed in ``failures.jsonl`` (:func:`write_failures`).
+    Names that would collide (``a.jpg`` and ``a.png``, the same stem in two folders) get
     ``-<8 hex digits of the file's absolute path hash>`` appended. The run's segments for every image
     with a JSON file, skipped ones included, go to ``results.coco.json`` (COCO with scores).
 
@@ -189,7 +202,27 @@ def segment_files(
     finally:
         if run_file is not None:
             run_file.close()
+    write_failures(out, outcomes)
     return BatchReport(outcomes, out, model_seconds, time.perf_counter() - started_at)
+
+
+def write_failures(out: Path, outcomes: Iterable[ImageOutcome]) -> Path | None:
+    """List the failed ``outcomes`` in ``out/failures.jsonl`` (atomically), in input order; returns its path.
+
+    One JSON object a line: ``path`` (the input as given), ``name`` (its output name, empty when the
+    input named no image) and ``reason``. Each run rewrites the file for its own inputs, so a resumed
+    run that fixed them removes it (None is returned when nothing failed).
+    """
+    path = out / FAILURES_FILE
+    lines = [
+        json.dumps({"path": str(o.path), "name": o.name, "reason": o.reason}, ensure_ascii=False) + "\n"
+        for o in outcomes if o.status == "failed"
+    ]
+    if not lines:
+        path.unlink(missing_ok=True)
+        return None
+    write_bytes_atomically(path, "".join(lines).encode("utf-8"))
+    return path
 
 
 def _check_formats(formats: Iterable[str]) -> frozenset[str]:
