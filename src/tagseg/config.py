@@ -142,7 +142,9 @@ class ModelSettings(_Section):
         "openai/clip-vit-large-patch14", "CLIP model (dense image embedder and text encoder): Hugging Face id or local directory."
     )
     database: str = setting(
-        "default", "Text database: 'default' (the shipped vocabulary), 'toy' or a folder made by `tagseg db build`."
+        "default",
+        "Text database: 'default' (the shipped vocabulary), 'landmarks' (it plus WordNet's named structures, "
+        "places and landmarks), 'toy' or a folder made by `tagseg db build`.",
     )
     image_size: int = setting(
         448, "Working size in pixels the models see (square, or the longer side with keep_aspect_ratio).",
