@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tagseg.batch import BatchListener, segment_files
+from tagseg.batch import FAILURES_FILE, BatchListener, segment_files
 from tagseg.config import preset
 from tagseg.errors import ConfigError
 from tagseg.toy import toy_scene
@@ -46,3 +47,20 @@ def test_a_bad_export_format_fails_before_models_load_and_leaves_nothing(tmp_pat
         segment_files([scene_file], out, config=preset("toy"), exports=["cocoo"], listener=recorder)
     assert recorder.events == []
     assert list(out.iterdir()) == []
+
+
+def test_failures_are_listed_in_the_output_folder_and_cleared_once_fixed(tmp_path: Path, scene_file: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a JPEG")
+    out = tmp_path / "out"
+    inputs = [scene_file, broken, tmp_path / "missing.png"]
+    report = segment_files(inputs, out, config=preset("toy"))
+    rows = [json.loads(line) for line in (out / FAILURES_FILE).read_text(encoding="utf-8").splitlines()]
+    assert [(row["path"], row["name"]) for row in rows] == [(str(tmp_path / "missing.png"), ""), (str(broken), "broken")]
+    assert [row["reason"] for row in rows] == [o.reason for o in report.failed]
+    assert "no such file" in rows[0]["reason"] and "broken.jpg" in rows[1]["reason"]
+    assert not list(out.glob(".*.tmp")) and not list(out.glob("*.partial*"))
+    Image.fromarray(toy_scene(1)[0]).save(broken, format="JPEG")  # fixed: the resumed run succeeds
+    again = segment_files([scene_file, broken], out, config=preset("toy"))
+    assert again.ok and [o.status for o in again.outcomes] == ["skipped", "done"]
+    assert not (out / FAILURES_FILE).exists()

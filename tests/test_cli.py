@@ -214,3 +214,26 @@ def test_config_from_environment_variable(tmp_path: Path, monkeypatch: pytest.Mo
     config.write_text('preset = "toy"\nseed = 11\n')
     monkeypatch.setenv("TAGSEG_CONFIG", os.fspath(config))
     assert tomllib.loads(run("config", "show").output)["clusters"]["seed"] == 11
+
+
+def test_image_bytes_on_stdin_are_refused_with_what_dash_reads(photos: Path, tmp_path: Path) -> None:
+    photo = (photos / "voc.png").read_bytes()
+    result = runner.invoke(app, ["segment", "-", "--out", str(tmp_path / "o"), *TOY], input=photo)
+    assert result.exit_code == 1
+    assert "binary data (an image?), not paths" in result.output and "one a line" in result.output
+    assert "\ufffd" not in result.output and "PNG" not in result.output  # no garbage printed as file names
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_max_pixels_from_the_flag_and_the_settings_file(photos: Path, tmp_path: Path) -> None:
+    image = save(tmp_path / "in" / "scene.png", toy_scene(1, size=(64, 64))[0])  # 4,096 pixels
+    refused = run("segment", str(image), "--out", str(tmp_path / "small"), "--max-pixels", "4000", *TOY)
+    assert refused.exit_code == 1 and "more than the limit of 4,000" in refused.output
+    assert "--max-pixels" in refused.output
+    allowed = run("segment", str(image), "--out", str(tmp_path / "large"), "--max-pixels", "4096", *TOY)
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads((tmp_path / "large" / "scene.json").read_text())["settings"]["max_pixels"] == 4096
+    settings = tmp_path / "limits.toml"
+    settings.write_text("[models]\nmax_pixels = 4000\n")
+    from_file = run("segment", str(image), "--out", str(tmp_path / "file"), "--config", str(settings), *TOY)
+    assert from_file.exit_code == 1 and "more than the limit of 4,000" in from_file.output

@@ -166,7 +166,7 @@ def test_a_damaged_clip_retrieval_folder_fails_clearly(tmp_path: Path) -> None:
 def test_the_default_database_is_built_once_and_shared(tmp_path: Path, monkeypatch) -> None:
     vocabulary = tmp_path / "vocabulary.txt.gz"
     vocabulary.write_bytes(gzip.compress(b"cat\ndog\nred car\nsailing boat\n"))
-    monkeypatch.setattr(default_module, "default_vocabulary_path", lambda: vocabulary)
+    monkeypatch.setattr(default_module, "default_vocabulary_path", lambda *file: vocabulary)
     monkeypatch.setenv("TAGSEG_CACHE", str(tmp_path / "cache"))
     encoders = [HashingEncoder(delay_s=0.05) for _ in range(3)]
     results: list[PersistentTextDatabase] = []
@@ -252,7 +252,7 @@ def test_the_command_line_embeds_the_default_vocabulary_ahead(tmp_path: Path, mo
 
     vocabulary = tmp_path / "vocabulary.txt.gz"
     vocabulary.write_bytes(gzip.compress(b"cat\ndog\nred car\n"))
-    monkeypatch.setattr(default_module, "default_vocabulary_path", lambda: vocabulary)
+    monkeypatch.setattr(default_module, "default_vocabulary_path", lambda *file: vocabulary)
     monkeypatch.setenv("TAGSEG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("tagseg.cli.db._load_encoder", lambda source: HashingEncoder(model_id=source))
     result = CliRunner().invoke(app, ["db", "default", "--text-model", "test/default"])
@@ -312,3 +312,27 @@ def test_db_build_for_the_toy_preset_works_offline_and_counts_texts(tmp_path: Pa
     image, regions, names = toy_scene(seed=1)
     segmentation = TAG.from_pretrained("toy", database=tmp_path / "db", image_size=128)(image)
     assert {segment.label for segment in segmentation.segments} & set(names)
+
+
+def test_the_landmarks_vocabulary_adds_wordnet_places_to_the_default(tmp_path: Path, monkeypatch) -> None:
+    landmarks = default_module.default_vocabulary_path(default_module.LANDMARK_VOCABULARY)
+    with gzip.open(landmarks, "rt", encoding="utf-8") as handle:
+        places = [line.rstrip("\n") for line in handle]
+    assert 4_000 <= len(places) <= 5_000 and len(set(places)) == len(places)
+    assert {"Leaning Tower of Pisa", "Colosseum", "Eiffel Tower", "Parthenon", "Grand Canyon", "Nile", "Kyoto"} <= set(places)
+    assert "Princeton University" in (landmarks.parent / "LICENSE-WordNet-3.0.txt").read_text()
+    assert default_module.default_vocabulary("landmarks") == default_module.default_vocabulary() + places
+    tiny = tmp_path / "tiny.txt.gz"
+    tiny.write_bytes(gzip.compress(b"cat\ntower\n"))
+    shipped = {default_module.DEFAULT_VOCABULARY: tiny, default_module.LANDMARK_VOCABULARY: landmarks}
+    monkeypatch.setattr(default_module, "default_vocabulary_path", lambda file=default_module.DEFAULT_VOCABULARY: shipped[file])
+    monkeypatch.setenv("TAGSEG_CACHE", str(tmp_path / "cache"))
+    from tagseg.builder import check_database, open_database
+
+    check_database("landmarks")
+    database = open_database("landmarks", HashingEncoder(model_id="test/landmarks"))
+    assert sorted(database.texts()) == sorted({"cat", "tower", *places})
+    assert database.path.name.startswith("landmarks-")
+    assert database.path != default_database(HashingEncoder(model_id="test/landmarks"), progress=False).path
+    with pytest.raises(DatabaseError, match="choose from: default, landmarks"):
+        default_module.vocabulary_paths("monuments")

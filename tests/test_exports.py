@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from tagseg import TAG
 from tagseg.cli import app
-from tagseg.exports import WRITERS, CategoryTable, ExportWriter, RunExporter, class_map_image, export_folder, read_result
+from tagseg.exports import WRITERS, CategoryTable, ExportOptions, ExportWriter, RunExporter, class_map_image, export_folder, read_result
 from tagseg.masks import mask_bbox
 from tagseg.result import Segmentation
 from tagseg.toy import PALETTE, toy_scene
@@ -51,7 +51,8 @@ def results() -> list[tuple[str, Segmentation]]:
 @pytest.fixture(scope="module")
 def exported(results, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CategoryTable]:
     out = tmp_path_factory.mktemp("export")
-    exporter = RunExporter(out, ["coco", "panoptic", "voc", "yolo", "embeddings"])
+    everything = ExportOptions(min_instance_area=0)  # every instance, so the round trips are exact
+    exporter = RunExporter(out, ["coco", "panoptic", "voc", "yolo", "embeddings"], options=everything)
     for name, result in results:
         exporter.add(name, result, f"images/{name}.png")
     exporter.finish()
@@ -72,7 +73,7 @@ def test_coco_instances_read_back_with_pycocotools(results, exported) -> None:
     names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
     assert len(set(names.values())) == len(names), "one id per name across the run"
     for image_id, (name, result) in enumerate(results, start=1):
-        assert coco.imgs[image_id]["file_name"] == f"images/{name}.png"
+        assert coco.imgs[image_id]["file_name"] == f"{name}.png"  # relative to the images' common folder
         annotations = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
         assert len(annotations) == sum(len(s.instances()) for s in result.segments)
         for segment in result.segments:
@@ -206,7 +207,7 @@ def test_segment_export_option_and_export_command_agree(tmp_path: Path) -> None:
 class AreaWriter:
     """A format made up for the test: one line per image, ``name total-area-of-named-segments``."""
 
-    def __init__(self, out_dir: Path, categories: CategoryTable) -> None:
+    def __init__(self, out_dir: Path, categories: CategoryTable, options: ExportOptions) -> None:
         self.path, self.categories, self.lines = Path(out_dir) / "areas.txt", categories, []
 
     def add(self, name: str, result: Segmentation, image_path: str | Path = "") -> list[Path]:
@@ -221,7 +222,7 @@ class AreaWriter:
 
 def test_every_format_is_a_writer_and_a_new_one_is_one_registry_entry(results, tmp_path: Path, monkeypatch) -> None:
     table = CategoryTable()
-    assert all(isinstance(factory(tmp_path / "shape", table), ExportWriter) for factory in WRITERS.values())
+    assert all(isinstance(factory(tmp_path / "shape", table, ExportOptions()), ExportWriter) for factory in WRITERS.values())
     monkeypatch.setitem(WRITERS, "areas", AreaWriter)
     frozen = CategoryTable({"red": 1}, frozen=True)
     exporter = RunExporter(tmp_path / "plugged", ["areas", "voc"], frozen)

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
@@ -156,3 +163,47 @@ def test_hub_ids_are_read_from_the_cache_before_the_network_is_asked() -> None:
     calls.clear()
     _cache_first(Loader, "/models/dinov2", local=True)
     assert calls == [{}]
+
+
+def test_unreachable_hub_fails_at_once_without_asking_it(monkeypatch) -> None:
+    """A closed loopback port stands for a hub that cannot be reached (no network is tried)."""
+    from huggingface_hub import constants
+
+    from tagseg.backbones.hub import HUB_PROBE_TIMEOUT, _cache_first
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    calls: list[dict] = []
+
+    class Loader:
+        @classmethod
+        def from_pretrained(cls, location: str, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(kwargs)
+            raise OSError("not in the cache")
+
+    started = time.perf_counter()
+    with pytest.raises(ModelNotAvailableError, match=r"hub at http://127\.0\.0\.1:9 cannot be reached"):
+        _cache_first(Loader, UNKNOWN_ID, local=False)
+    assert calls == [{"local_files_only": True}]  # the hub client was never asked
+    with pytest.raises(ModelNotAvailableError, match="cannot be reached") as caught:
+        load_pretrained(AutoConfig, UNKNOWN_ID)
+    assert str(caught.value).count("is not available") == 1 and "tagseg models download" in str(caught.value)
+    assert time.perf_counter() - started < HUB_PROBE_TIMEOUT + 2
+
+
+def test_segment_with_an_unreachable_hub_exits_in_seconds(tmp_path: Path) -> None:
+    """The whole command, interpreter start included: about 30 s of hub retries before."""
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", "from tagseg.cli import main; main()", "segment", str(image), "--out", str(tmp_path / "out"), "--device", "cpu"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    seconds = time.perf_counter() - started
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "is not available" in done.stderr and "cannot be reached" in done.stderr
+    assert "Traceback" not in done.stderr and "thrown while requesting" not in done.stderr
+    assert seconds < 20, f"{seconds:.1f} s"

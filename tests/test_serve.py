@@ -192,8 +192,8 @@ def test_segment_upload_errors(client: TestClient, image: bytes) -> None:
 
 
 def test_size_and_pixel_limits_answer_413(image: bytes) -> None:
-    settings = ServeSettings(max_upload_bytes=len(image) - 1, max_pixels=100)
-    with TestClient(create_app(toy_tag(), settings)) as small:
+    settings = ServeSettings(max_upload_bytes=len(image) - 1)
+    with TestClient(create_app(toy_tag(max_pixels=100), settings)) as small:
         assert_error(upload(small, image), 413, "image_too_large")
         assert_error(upload(small, image[:1000]), 413, "too_many_pixels")
         assert_error(small.post("/v1/segment", content=b"x" * (2 * 1024 * 1024), headers={"content-type": "application/json"}), 413, "payload_too_large")

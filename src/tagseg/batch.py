@@ -23,7 +23,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from tagseg.config import TAGConfig, preset
 from tagseg.errors import ConfigError, TagsegError
-from tagseg.exports import RESULTS_FILE, CategoryTable, CocoWriter, RunExporter
+from tagseg.exports import RESULTS_FILE, CategoryTable, CocoWriter, ExportOptions, RunExporter
 from tagseg.files import write_bytes_atomically
 from tagseg.image import ImageSource, load_image
 from tagseg.render import label_image, overlay
@@ -32,7 +32,16 @@ from tagseg.result import Segmentation
 if TYPE_CHECKING:
     from tagseg.pipeline import TAG
 
-__all__ = ["BatchListener", "BatchReport", "FORMATS", "IMAGE_SUFFIXES", "ImageOutcome", "segment_files"]
+__all__ = [
+    "BatchListener",
+    "BatchReport",
+    "FAILURES_FILE",
+    "FORMATS",
+    "IMAGE_SUFFIXES",
+    "ImageOutcome",
+    "segment_files",
+    "write_failures",
+]
 
 FORMATS = ("overlay", "labels", "json", "coco")
 """Output formats: per image ``<name>.overlay.png``, ``<name>.labels.png``, ``<name>.json``; per run ``results.coco.json``."""
@@ -41,6 +50,9 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".jfif"}
 )
 """File endings that folder and glob inputs pick up; files named one by one may have any ending."""
+
+FAILURES_FILE = "failures.jsonl"
+"""The run file listing the inputs that failed, one JSON object a line: ``path``, ``name``, ``reason``."""
 
 _PER_IMAGE_SUFFIX = {"overlay": ".overlay.png", "labels": ".labels.png", "json": ".json"}
 _GLOB_CHARS = frozenset("*?[")
@@ -128,12 +140,14 @@ def segment_files(
     listener: BatchListener | None = None,
     exports: Iterable[str] = (),
     categories: CategoryTable | None = None,
+    export_options: ExportOptions = ExportOptions(),
 ) -> BatchReport:
     """Segment image files, folders (recursively) and glob patterns, writing results under ``out_dir``.
 
     Per image: ``<name>.overlay.png``, ``<name>.labels.png`` and ``<name>.json``, where ``<name>``
     is the file's stem, or its path below a folder or glob root given as input (sub-folders are
-    mirrored). Names that would collide (``a.jpg`` and ``a.png``, the same stem in two folders) get
+    mirrored). Inputs that failed are listed in ``failures.jsonl`` (:func:`write_failures`).
+    Names that would collide (``a.jpg`` and ``a.png``, the same stem in two folders) get
     ``-<8 hex digits of the file's absolute path hash>`` appended. The run's segments for every image
     with a JSON file, skipped ones included, go to ``results.coco.json`` (COCO with scores).
 
@@ -143,8 +157,9 @@ def segment_files(
     Errors that stop the whole run (models or database missing) raise :class:`TagsegError`.
 
     ``exports`` (from :data:`tagseg.exports.EXPORT_FORMATS`) also writes dataset formats under
-    ``out_dir/export`` with one category table (``categories``, or a new one) for the run; skipped
-    images are exported from their JSON files (no embeddings for them).
+    ``out_dir/export`` with one category table (``categories``, or a new one) for the run and
+    ``export_options`` (minimum instance area, image root); skipped images are exported from their
+    JSON files (no embeddings for them).
     """
     started_at = time.perf_counter()
     listener = listener or BatchListener()
@@ -154,7 +169,7 @@ def segment_files(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"Cannot create the output folder {out}: {error.strerror or error}") from None
-    exporter = _exporter(out, exports, categories)  # checks the export formats before any model loads
+    exporter = _exporter(out, exports, categories, export_options)  # checks the export formats before any model loads
     jobs, outcomes = _plan(inputs, out)
     listener.started(len(jobs) + len(outcomes))
     for outcome in outcomes:
@@ -187,7 +202,27 @@ def segment_files(
     finally:
         if run_file is not None:
             run_file.close()
+    write_failures(out, outcomes)
     return BatchReport(outcomes, out, model_seconds, time.perf_counter() - started_at)
+
+
+def write_failures(out: Path, outcomes: Iterable[ImageOutcome]) -> Path | None:
+    """List the failed ``outcomes`` in ``out/failures.jsonl`` (atomically), in input order; returns its path.
+
+    One JSON object a line: ``path`` (the input as given), ``name`` (its output name, empty when the
+    input named no image) and ``reason``. Each run rewrites the file for its own inputs, so a resumed
+    run that fixed them removes it (None is returned when nothing failed).
+    """
+    path = out / FAILURES_FILE
+    lines = [
+        json.dumps({"path": str(o.path), "name": o.name, "reason": o.reason}, ensure_ascii=False) + "\n"
+        for o in outcomes if o.status == "failed"
+    ]
+    if not lines:
+        path.unlink(missing_ok=True)
+        return None
+    write_bytes_atomically(path, "".join(lines).encode("utf-8"))
+    return path
 
 
 def _check_formats(formats: Iterable[str]) -> frozenset[str]:
@@ -209,9 +244,11 @@ def _outputs_exist(out: Path, name: str, wanted: frozenset[str]) -> bool:
     return bool(paths) and all(path.is_file() for path in paths)
 
 
-def _exporter(out: Path, exports: Iterable[str], categories: CategoryTable | None) -> RunExporter | None:
+def _exporter(
+    out: Path, exports: Iterable[str], categories: CategoryTable | None, options: ExportOptions = ExportOptions()
+) -> RunExporter | None:
     formats = list(exports)
-    return RunExporter(out / "export", formats, categories) if formats else None
+    return RunExporter(out / "export", formats, categories, options) if formats else None
 
 
 def _add_existing(path: Path, name: str, run_file: CocoWriter | None, exporter: RunExporter | None) -> None:
@@ -256,7 +293,7 @@ def write_image_outputs(
     Every engine (this one, :mod:`tagseg.engines.ray`) calls this, so one image gives the same
     files whichever runs it. Returns the result and the files written; the JSON names ``image_path``.
     """
-    rgb = load_image(image)
+    rgb = load_image(image, max_pixels=tag.config.models.max_pixels)
     result = tag(rgb)
     paths = _per_image_paths(out, name, wanted)
     if "overlay" in wanted:

@@ -188,13 +188,23 @@ def _default_database(encoder: TextEncoder) -> TextDatabase:
     return default_database(encoder)
 
 
+def _landmarks_database(encoder: TextEncoder) -> TextDatabase:
+    from tagseg.database import default_database
+
+    return default_database(encoder, vocabulary="landmarks")
+
+
 def _toy_database(encoder: TextEncoder) -> TextDatabase:
     from tagseg.toy import toy_database
 
     return toy_database(encoder)
 
 
-_DATABASES: dict[str, Callable[[TextEncoder], TextDatabase]] = {"default": _default_database, "toy": _toy_database}
+_DATABASES: dict[str, Callable[[TextEncoder], TextDatabase]] = {
+    "default": _default_database,
+    "landmarks": _landmarks_database,
+    "toy": _toy_database,
+}
 
 
 def check_database(spec: str | os.PathLike[str]) -> None:
@@ -204,7 +214,8 @@ def check_database(spec: str | os.PathLike[str]) -> None:
 
 
 def open_database(spec: str | os.PathLike[str], text_encoder: TextEncoder) -> TextDatabase:
-    """The database a config value names: ``default`` (the shipped vocabulary), ``toy`` or a folder."""
+    """The database a config value names: ``default`` (the shipped vocabulary), ``landmarks`` (it plus
+    WordNet's landmarks and places), ``toy`` or a folder."""
     opener = _DATABASES.get(os.fspath(spec))
     if opener is not None:
         return opener(text_encoder)

@@ -142,13 +142,21 @@ class ModelSettings(_Section):
         "openai/clip-vit-large-patch14", "CLIP model (dense image embedder and text encoder): Hugging Face id or local directory."
     )
     database: str = setting(
-        "default", "Text database: 'default' (the shipped vocabulary), 'toy' or a folder made by `tagseg db build`."
+        "default",
+        "Text database: 'default' (the shipped vocabulary), 'landmarks' (it plus WordNet's named structures, "
+        "places and landmarks), 'toy' or a folder made by `tagseg db build`.",
     )
     image_size: int = setting(
         448, "Working size in pixels the models see (square, or the longer side with keep_aspect_ratio).",
         check=lambda v: _is_int(v) and v >= 14,
     )
     keep_aspect_ratio: bool = setting(False, "Keep the image's aspect ratio at the working size instead of squaring it.")
+    max_pixels: int = setting(
+        100_000_000,
+        "Largest input image in pixels (width x height), checked from the file header before decoding; "
+        "raise it for huge images you trust (the HTTP service answers 413 above it).",
+        check=lambda v: _is_int(v) and v >= 1,
+    )
     normalize: bool = setting(True, "Normalise pixels with each model's own mean and deviation (off: as the reference code).", cli=False)
     gem_depth: int = setting(
         6, "Number of last CLIP vision blocks run as GEM (self-self attention) blocks.", check=lambda v: _is_int(v) and v >= 0

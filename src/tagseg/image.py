@@ -33,6 +33,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps
 
+from tagseg.config import ModelSettings
 from tagseg.errors import ConfigError, ImageError
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
@@ -49,7 +50,7 @@ _KEYED_TRANSPARENCY_MODES = frozenset({"P", "L", "RGB"})
 _WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
-def load_image(source: ImageSource, *, max_pixels: int = 100_000_000, min_side: int = 14) -> np.ndarray:
+def load_image(source: ImageSource, *, max_pixels: int = ModelSettings.max_pixels, min_side: int = 14) -> np.ndarray:
     """Load ``source`` as an RGB ``uint8`` array of shape ``(H, W, 3)``.
 
     ``source`` may be a path (``str`` or ``os.PathLike``), encoded bytes, a binary file object,
@@ -255,5 +256,6 @@ def _check_size(width: int, height: int, name: str, *, max_pixels: int, min_side
     if pixels > max_pixels:
         raise ImageError(
             f"{name}: the image is {width}x{height} pixels ({pixels:,}), more than the limit of "
-            f"{max_pixels:,}; pass a larger max_pixels if you trust this file"
+            f"{max_pixels:,}; if you trust this file, raise the limit: --max-pixels N (tagseg segment, "
+            "tagseg serve), max_pixels = N in [models] of a settings file, or TAG.from_pretrained(..., max_pixels=N)"
         )

@@ -4,7 +4,8 @@
 * :func:`mask_to_rle` / :func:`rle_to_mask` — uncompressed COCO RLE (the per-image JSON files);
   :func:`coco_rle_string` — the compressed COCO string of the same counts (COCO files).
 * :func:`connected_components` / :func:`instances` — 8-connected components of a mask.
-* :func:`outer_polygon` / :func:`simplify` — boundary polygons (YOLO segmentation labels).
+* :func:`outer_polygon` / :func:`simplify` — boundary polygons; :func:`region_polygon` — one that
+  polygon formats accept (at least 3 vertices, positive area) for any region, a pixel included.
 * :func:`mask_to_brush_rle` / :func:`rle_pack` — Label Studio's brush RLE.
 
 Label Studio's brush RLE is the mask as an RGBA byte image (every channel 255 inside the region,
@@ -31,6 +32,8 @@ __all__ = [
     "mask_to_brush_rle",
     "mask_to_rle",
     "outer_polygon",
+    "polygon_area",
+    "region_polygon",
     "rle_pack",
     "rle_to_mask",
     "simplify",
@@ -178,6 +181,34 @@ def outer_polygon(component: np.ndarray, epsilon: float = 1.0) -> np.ndarray:
         points.pop()
     polygon = np.array([(x + left - 1, y + top - 1) for y, x in points], dtype=np.float64)
     return simplify(polygon, epsilon) if epsilon > 0 else polygon
+
+
+def polygon_area(polygon: np.ndarray) -> float:
+    """Area enclosed by a closed polygon (N, 2) (shoelace formula); 0 for fewer than 3 vertices."""
+    if len(polygon) < 3:
+        return 0.0
+    x, y = polygon[:, 0], polygon[:, 1]
+    return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2.0
+
+
+def region_polygon(component: np.ndarray, epsilon: float = 1.0) -> np.ndarray:
+    """The outline of one 8-connected component as a valid polygon: at least 3 vertices, positive area.
+
+    Usually :func:`outer_polygon`. A region whose pixel-centre outline is degenerate (a pixel, a
+    one-pixel-wide line, or one that ``epsilon`` simplifies to a segment) gets the outline of its
+    pixels traced at twice the resolution instead: a band reaching a quarter pixel either side of
+    the pixel centres (a single pixel becomes a half-pixel square around its centre), clipped to
+    the image.
+    """
+    polygon = outer_polygon(component, epsilon)
+    if len(polygon) >= 3 and polygon_area(polygon) > 0.0 or not component.any():
+        return polygon
+    ys, xs = np.nonzero(component)
+    top, left = int(ys.min()), int(xs.min())
+    crop = np.asarray(component, dtype=bool)[top : ys.max() + 1, left : xs.max() + 1]
+    doubled = outer_polygon(np.kron(crop, np.ones((2, 2), dtype=bool)), min(2.0 * epsilon, 0.5))  # the band is 2 wide
+    height, width = component.shape
+    return np.clip(doubled / 2.0 - 0.25 + [left, top], 0.0, [width - 1, height - 1])
 
 
 def simplify(polygon: np.ndarray, epsilon: float) -> np.ndarray:

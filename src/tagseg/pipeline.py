@@ -31,6 +31,8 @@ class TAG:
 
     ``TAG.from_pretrained("paper")`` builds the paper's models; ``TAG(...)`` takes any
     implementations of the four seams. Calling it with an image returns a :class:`Segmentation`.
+    Built from seams, its ``config`` (and so every result's ``settings``) names the seams'
+    ``model_id`` as ``feature_model`` and ``clip_model``, whatever specs ``config`` held.
     """
 
     def __init__(
@@ -50,7 +52,8 @@ class TAG:
         self.embedder = embedder
         self.text_encoder = text_encoder
         self.database = database
-        self.config = config or TAGConfig()
+        # Results record the models actually used: the seams' ids, not the config's default specs.
+        self.config = (config or TAGConfig()).replace(feature_model=features.model_id, clip_model=embedder.model_id)
         self.candidate_embeddings = CandidateEmbeddings(text_encoder, self.config.naming.prompt_template)
 
     @classmethod
@@ -75,7 +78,9 @@ class TAG:
         else:
             config = preset(name_or_config, **overrides)
         seams = builder.build(config, database=database)
-        return cls(seams.features, seams.embedder, seams.text_encoder, seams.database, config)
+        tag = cls(seams.features, seams.embedder, seams.text_encoder, seams.database, config)
+        tag.config = config  # the seams were built from these specs: keep them (rebuildable, e.g. "toy")
+        return tag
 
     @property
     def models(self) -> dict[str, str]:
@@ -177,7 +182,7 @@ class TAG:
     def _prepare(self, image: ImageSource, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """The RGB image, its working-size copy and that copy as (1, 3, h, w) pixels in [0, 1]."""
         with _timed(timings, "load"):
-            rgb = load_image(image)
+            rgb = load_image(image, max_pixels=self.config.models.max_pixels)
         height, width = working_size(rgb.shape[0], rgb.shape[1], self.config.models.image_size, self.config.models.keep_aspect_ratio)
         with _timed(timings, "preprocess"):
             working = np.array(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))

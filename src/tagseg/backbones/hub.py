@@ -8,6 +8,12 @@ the cache (or a directory) holds a model completely (``tagseg models list|verify
 
 One rule tells the two kinds of source apart (:func:`looks_like_path`). This module imports
 neither torch nor transformers at import time, so the command line stays fast.
+
+Before any request to the hub (a model missing from the cache), one TCP connection to the hub's
+endpoint (``HF_ENDPOINT``, or the proxy the environment names) is tried with a
+:data:`HUB_PROBE_TIMEOUT` of a few seconds: an unreachable hub fails at once with the usual
+:class:`~tagseg.errors.ModelNotAvailableError` instead of after the hub client's retries (about
+30 s). ``HF_HUB_OFFLINE=1`` skips the probe: the hub client then refuses the network itself.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ import hashlib
 import json
 import logging
 import os
+import socket
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +39,7 @@ if TYPE_CHECKING:
     from tagseg.config import TAGConfig
 
 __all__ = [
+    "HUB_PROBE_TIMEOUT",
     "ModelSource",
     "ModelStatus",
     "cache_status",
@@ -46,6 +56,9 @@ ModelSource = str | os.PathLike[str]
 """A Hugging Face model id (``facebook/dinov2-base``) or a local model directory."""
 
 _DOWNLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model")
+
+HUB_PROBE_TIMEOUT = 3.0
+"""Seconds the connectivity probe waits for the hub (or its proxy) to accept a connection."""
 
 
 class _Pretrained(Protocol):
@@ -110,6 +123,39 @@ def _local_directory(name: str) -> Path:
     return directory
 
 
+def _hub_unreachable() -> str | None:
+    """Why the hub cannot be reached now (one TCP connection to its endpoint or proxy), else None.
+
+    None too when the hub client is offline (``HF_HUB_OFFLINE``): it refuses requests at once itself.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
+    target = endpoint
+    proxy = urllib.request.getproxies().get(endpoint.scheme)
+    if proxy and not urllib.request.proxy_bypass(endpoint.hostname or ""):
+        target = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        with socket.create_connection((target.hostname or "", port), timeout=HUB_PROBE_TIMEOUT):
+            return None
+    except OSError as error:
+        via = f" through the proxy {target.hostname}:{port}" if target is not endpoint else ""
+        return (
+            f"it is not in the local cache and the Hugging Face hub at {constants.ENDPOINT} cannot be reached{via} "
+            f"({error.strerror or error or type(error).__name__})"
+        )
+
+
+def _require_hub(name: str) -> None:
+    """Raise the model's :class:`ModelNotAvailableError` at once when the hub is unreachable."""
+    reason = _hub_unreachable()
+    if reason is not None:
+        raise _missing(name, reason)
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -133,7 +179,8 @@ def _without_load_report() -> Iterator[None]:
 
 
 def _cache_first(loader: type[T] | _Pretrained, location: str, *, local: bool, **kwargs: Any) -> Any:
-    """Load from the local cache without touching the network; only a cache miss asks the hub.
+    """Load from the local cache without touching the network; only a cache miss asks the hub
+    (after :func:`_require_hub` found it reachable).
 
     Local loads run without progress bars (transformers draws one per checkpoint tensor group);
     downloads keep theirs.
@@ -145,6 +192,7 @@ def _cache_first(loader: type[T] | _Pretrained, location: str, *, local: bool, *
         with _without_progress_bars():
             return loader.from_pretrained(location, local_files_only=True, **kwargs)  # type: ignore[union-attr]
     except (OSError, ValueError):
+        _require_hub(location)
         return loader.from_pretrained(location, **kwargs)  # type: ignore[union-attr]
 
 
@@ -179,6 +227,8 @@ def load_pretrained(loader: type[T] | _Pretrained, source: ModelSource, **kwargs
     try:
         with _without_load_report():
             loaded = _cache_first(loader, location, local=looks_like_path(name), **kwargs)
+    except ModelNotAvailableError:
+        raise
     except (OSError, ValueError) as error:
         raise _missing(name, f"loading failed ({_first_line(error)})") from None
     if not is_model:
@@ -197,7 +247,7 @@ def load_pretrained(loader: type[T] | _Pretrained, source: ModelSource, **kwargs
 def read_model_json(source: ModelSource, filename: str) -> dict[str, Any] | None:
     """The parsed JSON file ``filename`` of a model, or ``None`` when the model has no such file.
 
-    For Hugging Face ids the file is looked up in the cache (and downloaded when online).
+    For Hugging Face ids the file is looked up in the cache (and downloaded when the hub is reachable).
     """
     name = source_name(source)
     if looks_like_path(name):
@@ -208,8 +258,9 @@ def read_model_json(source: ModelSource, filename: str) -> dict[str, Any] | None
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+        offline = _hub_unreachable() is not None  # then the cache is all there is, as with HF_HUB_OFFLINE
         try:
-            path = Path(hf_hub_download(name, filename))
+            path = Path(hf_hub_download(name, filename, local_files_only=offline))
         except (EntryNotFoundError, LocalEntryNotFoundError):
             return None
         except OSError as error:
@@ -225,6 +276,7 @@ def download_model(model_id: str, patterns: tuple[str, ...] = _DOWNLOAD_PATTERNS
     """
     from huggingface_hub import snapshot_download
 
+    _require_hub(model_id)
     try:
         return Path(snapshot_download(model_id, allow_patterns=list(patterns)))
     except (OSError, ValueError) as error:

@@ -178,14 +178,18 @@ def default(
     text_model: str = typer.Option(
         "openai/clip-vit-large-patch14", "--text-model", help=f"{TEXT_MODEL_HELP} Default: the paper preset's."
     ),
+    vocabulary: str = typer.Option(
+        "default", help="Shipped database: default, or landmarks (default plus WordNet's named structures and places)."
+    ),
 ) -> None:
-    """Embed the shipped vocabulary now (otherwise done on first use) and print where it is cached."""
+    """Embed a shipped vocabulary now (otherwise done on first use) and print where it is cached."""
     from tagseg.database import default_database, default_database_path
 
     with reported_errors():
         encoder = _load_encoder(text_model)
-        database = default_database(encoder)
-        console.print(f"{len(database)} names embedded with {encoder.model_id}: {default_database_path(encoder)}")
+        database = default_database(encoder, vocabulary=vocabulary)
+        location = default_database_path(encoder, vocabulary=vocabulary)
+        console.print(f"{len(database)} names embedded with {encoder.model_id}: {location}")
 
 
 @app.command()

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tagseg.cli import options as opt
-from tagseg.exports import EXPORT_FORMATS, CategoryTable, export_folder
+from tagseg.exports import DEFAULT_MIN_INSTANCE_AREA, EXPORT_FORMATS, CategoryTable, ExportOptions, export_folder
 
 console = Console(highlight=False)
 
@@ -32,18 +32,35 @@ def export(
     strict: Annotated[
         bool, typer.Option("--strict-categories", help="Leave out names that --categories lacks instead of adding them.")
     ] = False,
+    min_area: Annotated[
+        int,
+        typer.Option(
+            "--min-area", min=0,
+            help="Leave instances with fewer pixels out of COCO, panoptic and YOLO (speckles); 0 keeps all.",
+        ),
+    ] = DEFAULT_MIN_INSTANCE_AREA,
+    image_root: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Folder COCO file_name is relative to (default: the deepest folder holding every image).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write COCO instances, COCO panoptic, Pascal-VOC SegmentationClass and YOLO segmentation files.
 
     One category table serves the whole run (same name, same id in every format); it is saved as
-    categories.json, which --categories reads back to keep ids stable across runs.
+    categories.json, which --categories reads back to keep ids stable across runs. A FOLDER with
+    no results is an error (exit status 1) and writes nothing.
     """
     with opt.reported_errors():
         if not folder.is_dir():
             raise typer.BadParameter(f"{folder} is not a folder", param_hint="FOLDER")
         table = CategoryTable.load(categories, frozen=strict) if categories else CategoryTable()
         target = out or folder / "export"
-        count, files = export_folder(folder, target, [f.strip() for f in formats.split(",") if f.strip()], table)
+        options = ExportOptions(min_instance_area=min_area, image_root=image_root)
+        chosen = [f.strip() for f in formats.split(",") if f.strip()]
+        count, files = export_folder(folder, target, chosen, table, options)
     console.print(f"Exported {count} image(s), {table.max_id} categories, to {escape(str(target))}")
     for path in files:
         console.print(f"  {escape(str(path))}")

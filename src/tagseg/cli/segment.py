@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -27,6 +29,7 @@ from tagseg.batch import FORMATS, BatchListener, BatchReport, ImageOutcome, segm
 from tagseg.cli import engine as eng
 from tagseg.cli import options as opt
 from tagseg.config import TAGConfig
+from tagseg.errors import ConfigError
 from tagseg.exports import CategoryTable
 
 console = Console(highlight=False)
@@ -74,10 +77,30 @@ def _read_inputs(inputs: list[str]) -> list[str]:
     expanded: list[str] = []
     for item in inputs:
         if item == "-":
-            expanded += [line.strip() for line in sys.stdin if line.strip()]
+            expanded += paths_from_stdin(sys.stdin.buffer.read())
         else:
             expanded.append(item)
     return expanded
+
+
+def paths_from_stdin(data: bytes) -> list[str]:
+    """The paths listed in ``data`` (standard input), one a line; image bytes or other binary data are refused."""
+    if b"\0" in data[:65536] or _is_image(data):
+        raise ConfigError(
+            "Standard input holds binary data (an image?), not paths: `tagseg segment -` reads image paths, one a "
+            "line (e.g. `ls photos/*.jpg | tagseg segment -`). Save the image to a file and pass its path instead."
+        )
+    return [line.strip() for line in os.fsdecode(data).splitlines() if line.strip()]
+
+
+def _is_image(data: bytes) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
 
 
 def _formats(value: str) -> list[str]:
@@ -109,7 +132,7 @@ def segment(
         list[str],
         typer.Argument(
             help="Image files, folders (searched recursively), glob patterns (quote them: 'photos/**/*.jpg') "
-            "or - to read paths from standard input, one a line.",
+            "or - to read paths from standard input, one a line (image bytes on standard input are refused).",
             show_default=False,
         ),
     ],

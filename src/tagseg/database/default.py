@@ -1,4 +1,9 @@
-"""The database tagseg uses when none is given: its shipped vocabulary, embedded once and cached."""
+"""The databases tagseg ships as vocabularies, embedded once per text model and cached.
+
+``default`` (the database used when none is given) is the ImageNet-21k lemmas; ``landmarks`` is
+the same plus WordNet's instance nouns for structures, places and landmarks (the Eiffel Tower,
+the Leaning Tower of Pisa, Kyoto, the Nile): :data:`SHIPPED_VOCABULARIES`.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,12 @@ from tagseg.interfaces import TextEncoder
 
 CACHE_ENV = "TAGSEG_CACHE"
 DEFAULT_VOCABULARY = "imagenet21k_lemmas.txt.gz"
+LANDMARK_VOCABULARY = "wordnet_landmarks.txt.gz"
+SHIPPED_VOCABULARIES: dict[str, tuple[str, ...]] = {
+    "default": (DEFAULT_VOCABULARY,),
+    "landmarks": (DEFAULT_VOCABULARY, LANDMARK_VOCABULARY),
+}
+"""Database name -> the vocabulary files (under ``tagseg/data/vocabulary``) it embeds."""
 DEFAULT_TEMPLATE = "{}"
 ENCODE_BATCH = 2048
 """Texts handed to the encoder at once: CLIP encoders sort them by length, so larger means less padding."""
@@ -31,36 +42,50 @@ def cache_root() -> Path:
     return Path(override) if override else Path(platformdirs.user_cache_dir("tagseg"))
 
 
-def default_vocabulary_path() -> Path:
-    """The shipped vocabulary file (one concept a line, gzipped)."""
-    return Path(str(resources.files("tagseg") / "data" / "vocabulary" / DEFAULT_VOCABULARY))
+def default_vocabulary_path(file: str = DEFAULT_VOCABULARY) -> Path:
+    """A shipped vocabulary file (one concept a line, gzipped); default: the ImageNet-21k lemmas."""
+    return Path(str(resources.files("tagseg") / "data" / "vocabulary" / file))
 
 
-def default_vocabulary() -> list[str]:
-    """The shipped concept names."""
-    with gzip.open(default_vocabulary_path(), "rt", encoding="utf-8") as handle:
-        return [line.strip() for line in handle if line.strip()]
+def vocabulary_paths(name: str = "default") -> list[Path]:
+    """The files of the shipped database ``name`` (a key of :data:`SHIPPED_VOCABULARIES`)."""
+    if name not in SHIPPED_VOCABULARIES:
+        raise DatabaseError(f"No shipped vocabulary {name!r}; choose from: {', '.join(SHIPPED_VOCABULARIES)}.")
+    return [default_vocabulary_path(file) for file in SHIPPED_VOCABULARIES[name]]
 
 
-def default_database_path(encoder: TextEncoder, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where the default database for ``encoder`` is cached: keyed by model, vocabulary and template."""
-    vocabulary = hashlib.sha256(gzip.decompress(default_vocabulary_path().read_bytes())).hexdigest()
-    key = hashlib.sha256(f"{encoder.model_id}\n{encoder.dim}\n{DEFAULT_TEMPLATE}\n{vocabulary}".encode()).hexdigest()
+def default_vocabulary(name: str = "default") -> list[str]:
+    """The concept names of the shipped database ``name``, file after file."""
+    names = []
+    for path in vocabulary_paths(name):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            names += [line.strip() for line in handle if line.strip()]
+    return names
+
+
+def default_database_path(
+    encoder: TextEncoder, *, cache_dir: str | os.PathLike[str] | None = None, vocabulary: str = "default"
+) -> Path:
+    """Where the shipped database ``vocabulary`` for ``encoder`` is cached: keyed by model, vocabulary and template."""
+    contents = hashlib.sha256(b"".join(gzip.decompress(p.read_bytes()) for p in vocabulary_paths(vocabulary))).hexdigest()
+    key = hashlib.sha256(f"{encoder.model_id}\n{encoder.dim}\n{DEFAULT_TEMPLATE}\n{contents}".encode()).hexdigest()
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder.model_id).strip("_")[-60:] or "model"
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "databases"
-    return root / f"default-{readable}-{key[:16]}"
+    return root / f"{vocabulary}-{readable}-{key[:16]}"
 
 
 def default_database(
-    encoder: TextEncoder, *, cache_dir: str | os.PathLike[str] | None = None, progress: bool = True
+    encoder: TextEncoder, *, cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+    vocabulary: str = "default",
 ) -> PersistentTextDatabase:
-    """The shipped vocabulary embedded with ``encoder``, built on first use and cached.
+    """A shipped vocabulary (``default``, or ``landmarks``) embedded with ``encoder``, built on first use and cached.
 
-    The first call embeds the vocabulary (minutes on a CPU for CLIP ViT-L/14); later calls, in
-    any process, open the cached copy. Concurrent first calls wait for one another, and a build
-    that is interrupted resumes at the next call.
+    The first call embeds the vocabulary (minutes on a CPU for CLIP ViT-L/14; ``landmarks`` adds
+    4,317 names to the default's 37,000, about 12% more); later calls, in any process, open the
+    cached copy. Concurrent first calls wait for one another, and a build that is interrupted
+    resumes at the next call.
     """
-    path = default_database_path(encoder, cache_dir=cache_dir)
+    path = default_database_path(encoder, cache_dir=cache_dir, vocabulary=vocabulary)
     if (path / MANIFEST).is_file():
         return PersistentTextDatabase.open(path, encoder=encoder)
     partial = path.with_name(path.name + ".partial")
@@ -71,7 +96,7 @@ def default_database(
                 shutil.rmtree(partial, ignore_errors=True)
             build_database(
                 partial,
-                [default_vocabulary_path()],
+                vocabulary_paths(vocabulary),
                 encoder,
                 template=DEFAULT_TEMPLATE,
                 batch_size=ENCODE_BATCH,

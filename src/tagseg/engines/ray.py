@@ -4,7 +4,8 @@ Segmentation runs as Ray Data batch inference: a pool of actors, each building t
 database, the database memory-mapped read-only) once, segments the images and writes every image's
 files with :func:`tagseg.batch.write_image_outputs`, the code the local engine uses. The driver then
 writes the run files (``results.coco.json``, exports) from the per-image JSON files, in input
-order, with the local engine's code, and a Parquet manifest with one row per image.
+order, with the local engine's code, and a Parquet manifest with one row per image (the failed
+ones are also listed in ``failures.jsonl``, as the local engine lists them).
 
 Exactly once: each output file is written beside its target and renamed over it, the JSON last,
 and an image counts as finished when all its requested files exist. A re-run skips finished
@@ -45,6 +46,7 @@ from tagseg.batch import (
     _per_image_paths,
     _plan,
     failure_reason,
+    write_failures,
     write_image_outputs,
 )
 from tagseg.exports.coco import CocoWriter
@@ -207,6 +209,7 @@ def segment_with_ray(
     names = order if order is not None else list(rows)
     outcomes += [_outcome(rows[name], out, wanted) for name in names]
     _write_run_files(out, [rows[name] for name in names], wanted, exporter, [o for o in outcomes if not o.name])
+    write_failures(out, outcomes)
     return BatchReport(outcomes, out, 0.0, time.perf_counter() - started_at)
 
 

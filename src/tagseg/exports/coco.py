@@ -15,7 +15,14 @@ from typing import IO, Any, Iterator
 
 from tagseg import __version__
 from tagseg.exports.categories import CategoryTable
-from tagseg.exports.writer import EXPORT_INFO, classified_instances, image_entry
+from tagseg.exports.writer import (
+    EXPORT_INFO,
+    ExportOptions,
+    classified_instances,
+    image_entry,
+    image_root_of,
+    relative_file_name,
+)
 from tagseg.files import write_atomically
 from tagseg.masks import coco_rle_string, mask_bbox, mask_to_rle
 from tagseg.result import Segmentation
@@ -32,17 +39,22 @@ class CocoWriter:
     ``per_instance``: one annotation per instance (a segment's separate region, with its
     ``segment_id``), else one per segment. ``run_file``: the layout of ``results.coco.json``: one
     image or annotation per line (ASCII-escaped), ``info`` naming the tagseg version, models and
-    settings of the run, categories without panoptic's ``isthing``. Names a frozen ``categories``
-    table lacks are left out.
+    settings of the run, categories without panoptic's ``isthing``, ``file_name`` the image path as
+    given. Otherwise (the dataset export) ``options`` apply: the minimum instance area, and
+    ``file_name`` relative to the image root (recorded in ``info.image_root``). Names a frozen
+    ``categories`` table lacks are left out.
     """
 
     def __init__(
-        self, path: str | Path, categories: CategoryTable | None = None, *, per_instance: bool = True, run_file: bool = False
+        self, path: str | Path, categories: CategoryTable | None = None, *, per_instance: bool = True, run_file: bool = False,
+        options: ExportOptions = ExportOptions(),
     ) -> None:
         self.path = Path(path)
         self.categories = categories if categories is not None else CategoryTable()
         self.per_instance = per_instance
         self.run_file = run_file
+        self.options = options
+        self._image_paths: list[str] = []  # dataset export: file names are made relative on finish
         self.settings: dict[str, Any] = {}
         self.models: dict[str, str] = {}
         self._images = 0
@@ -50,9 +62,9 @@ class CocoWriter:
         self._spool: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")
 
     @classmethod
-    def for_export(cls, out_dir: str | Path, categories: CategoryTable) -> "CocoWriter":
+    def for_export(cls, out_dir: str | Path, categories: CategoryTable, options: ExportOptions = ExportOptions()) -> "CocoWriter":
         """The dataset export ``OUT/coco/instances.json``: one annotation per instance."""
-        return cls(Path(out_dir) / "coco" / "instances.json", categories)
+        return cls(Path(out_dir) / "coco" / "instances.json", categories, options=options)
 
     @classmethod
     def for_run(cls, out_dir: str | Path) -> "CocoWriter":
@@ -65,7 +77,7 @@ class CocoWriter:
         self.models = self.models or dict(result.models)
         self._images += 1
         if self.per_instance:
-            regions = classified_instances(result, self.categories)
+            regions = classified_instances(result, self.categories, self.options.min_instance_area)
         else:
             labelled = [(segment, self.categories.id(segment.label)) for segment in result.segments]
             regions = [(segment, category, segment.mask) for segment, category in labelled if category is not None]
@@ -87,6 +99,8 @@ class CocoWriter:
                 annotation["segment_id"] = segment.id  # which segment the instance belongs to
             annotations.append(annotation)
         entry = image_entry(self._images, name, result, image_path)
+        if not self.run_file:
+            self._image_paths.append(str(image_path))
         self._spool.write(json.dumps({"image": entry, "annotations": annotations}, ensure_ascii=False) + "\n")
         return []
 
@@ -109,9 +123,12 @@ class CocoWriter:
         def dumps(data: Any) -> str:
             return json.dumps(data, ensure_ascii=self.run_file)
 
+        root = None if self.run_file else image_root_of(self._image_paths, self.options.image_root)
         with path.open("w", encoding="utf-8") as out:
-            out.write('{"info": ' + dumps(self._info()) + sep + '"images": [')
+            out.write('{"info": ' + dumps(self._info(root)) + sep + '"images": [')
             for index, entry in enumerate(self._spooled("image")):
+                if not self.run_file:
+                    entry = relative_file_name(entry, self._image_paths[index], root)
                 out.write((sep if index else line) + dumps(entry))
             out.write("]" + sep + '"annotations": [')
             index = 0
@@ -127,9 +144,9 @@ class CocoWriter:
         for text in self._spool:
             yield json.loads(text)[key]
 
-    def _info(self) -> dict[str, Any]:
+    def _info(self, image_root: Path | None) -> dict[str, Any]:
         if not self.run_file:
-            return EXPORT_INFO
+            return {**EXPORT_INFO, "image_root": str(image_root) if image_root is not None else None}
         return {
             "description": "tagseg results: open-vocabulary segments named by the model, one category per name",
             "version": __version__,

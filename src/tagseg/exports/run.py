@@ -14,7 +14,9 @@ under the export folder::
     embeddings/NAME.npy                  (S, dim) float32, row i = segment i's embedding
 
 Instances are the separate regions of a segment (:meth:`~tagseg.result.Segment.instances`); the
-semantic exports (VOC) give all of them the segment's class.
+semantic exports (VOC) give all of them the segment's class. :class:`ExportOptions` holds what
+the formats share besides the categories: the minimum instance area (speckles left out of the
+instance formats) and the image root COCO ``file_name`` is relative to.
 """
 
 from __future__ import annotations
@@ -29,20 +31,20 @@ from tagseg.exports.coco import RESULTS_FILE, CocoWriter
 from tagseg.exports.embeddings import EmbeddingsWriter
 from tagseg.exports.panoptic import PanopticWriter
 from tagseg.exports.voc import VocWriter
-from tagseg.exports.writer import ExportWriter, write_json
+from tagseg.exports.writer import ExportOptions, ExportWriter, write_json
 from tagseg.exports.yolo import YoloWriter
 from tagseg.result import Segmentation
 
-__all__ = ["EXPORT_FORMATS", "WRITERS", "RunExporter", "export_folder", "find_results", "read_result"]
+__all__ = ["EXPORT_FORMATS", "WRITERS", "ExportOptions", "RunExporter", "export_folder", "find_results", "read_result"]
 
-WRITERS: dict[str, Callable[[Path, CategoryTable], ExportWriter]] = {
+WRITERS: dict[str, Callable[[Path, CategoryTable, ExportOptions], ExportWriter]] = {
     "coco": CocoWriter.for_export,
     "panoptic": PanopticWriter,
-    "voc": VocWriter,
+    "voc": lambda out, categories, options: VocWriter(out, categories),
     "yolo": YoloWriter,
-    "embeddings": EmbeddingsWriter,
+    "embeddings": lambda out, categories, options: EmbeddingsWriter(out, categories),
 }
-"""Export format name -> writer factory ``(export folder, category table)``; a new format is one entry here."""
+"""Export format name -> writer factory ``(export folder, category table, options)``; a new format is one entry here."""
 
 EXPORT_FORMATS = tuple(WRITERS)
 """The formats tagseg ships."""
@@ -51,7 +53,10 @@ EXPORT_FORMATS = tuple(WRITERS)
 class RunExporter:
     """Writes the chosen ``formats`` for every image :meth:`add`-ed, then the run files on :meth:`finish`."""
 
-    def __init__(self, out_dir: str | Path, formats: Iterable[str], categories: CategoryTable | None = None) -> None:
+    def __init__(
+        self, out_dir: str | Path, formats: Iterable[str], categories: CategoryTable | None = None,
+        options: ExportOptions = ExportOptions(),
+    ) -> None:
         self.formats = frozenset(formats)
         unknown = self.formats - set(WRITERS)
         if unknown or not self.formats:
@@ -61,7 +66,10 @@ class RunExporter:
             )
         self.out = Path(out_dir)
         self.categories = categories or CategoryTable()
-        self.writers = {fmt: factory(self.out, self.categories) for fmt, factory in WRITERS.items() if fmt in self.formats}
+        self.options = options
+        self.writers = {
+            fmt: factory(self.out, self.categories, options) for fmt, factory in WRITERS.items() if fmt in self.formats
+        }
 
     def add(
         self, name: str, result: Segmentation, image_path: str | Path = "", *, formats: Iterable[str] | None = None
@@ -115,14 +123,25 @@ def _is_result(path: Path) -> bool:
 
 
 def export_folder(
-    folder: str | Path, out_dir: str | Path, formats: Iterable[str], categories: CategoryTable | None = None
+    folder: str | Path, out_dir: str | Path, formats: Iterable[str], categories: CategoryTable | None = None,
+    options: ExportOptions = ExportOptions(),
 ) -> tuple[int, list[Path]]:
-    """Export every result of a finished ``tagseg segment`` folder; returns (images, run files written)."""
-    exporter = RunExporter(out_dir, formats, categories)
+    """Export every result of a finished ``tagseg segment`` folder; returns (images, run files written).
+
+    A folder with no results raises :class:`ConfigError` and writes nothing (an empty dataset
+    is never what was meant).
+    """
+    exporter = RunExporter(out_dir, formats, categories, options)
     if "embeddings" in exporter.formats:
         raise ConfigError("Per-image JSON files hold no embeddings; use tagseg segment ... --export embeddings.")
+    results = list(find_results(folder, skip=Path(out_dir)))
+    if not results:
+        raise ConfigError(
+            f"{folder} holds no tagseg results (the per-image NAME.json files of tagseg segment), so there is "
+            "nothing to export: pass the --out folder of a finished tagseg segment run."
+        )
     count = 0
-    for name, path in find_results(folder, skip=Path(out_dir)):
+    for name, path in results:
         try:
             result, image_path = read_result(path)
         except (OSError, ValueError, KeyError, TypeError) as error:

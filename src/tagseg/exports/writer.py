@@ -1,16 +1,19 @@
 """The shape every export format has, and the file helpers they share.
 
-A writer is made for one output folder and one :class:`~tagseg.exports.categories.CategoryTable`;
-:meth:`ExportWriter.add` takes one image's result at a time (per-image files are written at once)
-and :meth:`ExportWriter.finish` writes the run-level files. Both return the paths they wrote.
+A writer is made for one output folder, one :class:`~tagseg.exports.categories.CategoryTable`
+and the run's :class:`ExportOptions`; :meth:`ExportWriter.add` takes one image's result at a time
+(per-image files are written at once) and :meth:`ExportWriter.finish` writes the run-level files.
+Both return the paths they wrote.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -19,10 +22,45 @@ from tagseg.exports.categories import CategoryTable
 from tagseg.files import write_bytes_atomically
 from tagseg.result import Segment, Segmentation
 
-__all__ = ["EXPORT_INFO", "ExportWriter", "classified_instances", "image_entry", "write_json", "write_png", "write_text"]
+__all__ = [
+    "DEFAULT_MIN_INSTANCE_AREA",
+    "EXPORT_INFO",
+    "ExportOptions",
+    "ExportWriter",
+    "classified_instances",
+    "image_entry",
+    "image_root_of",
+    "relative_file_name",
+    "write_json",
+    "write_png",
+    "write_text",
+]
 
 EXPORT_INFO = {"description": "tagseg export: open-vocabulary segments, one category per name"}
 """COCO ``info`` of the dataset exports (instances and panoptic)."""
+
+DEFAULT_MIN_INSTANCE_AREA = 16
+"""Instances (separate regions of a segment) smaller than this many pixels are left out of the
+instance exports by default: speckles of a few pixels that k-means leaves at segment borders."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What every dataset export of a run shares besides the category table.
+
+    ``min_instance_area``: instances with fewer pixels are left out of COCO instances, COCO
+    panoptic (their pixels stay unlabelled, id 0) and YOLO; 0 keeps every instance. VOC, a
+    per-pixel class map, keeps every pixel. ``image_root``: COCO ``file_name`` (instances and
+    panoptic ``images``) is each image's path relative to it; None: the deepest folder holding
+    every image of the run (a single image: its folder).
+    """
+
+    min_instance_area: int = DEFAULT_MIN_INSTANCE_AREA
+    image_root: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_instance_area < 0:
+            raise ValueError(f"min_instance_area must be 0 or more, not {self.min_instance_area}")
 
 
 @runtime_checkable
@@ -44,15 +82,33 @@ def image_entry(image_id: int, name: str, result: Segmentation, image_path: str 
     return {"id": image_id, "file_name": str(image_path or name), "height": height, "width": width}
 
 
+def image_root_of(paths: Iterable[str | Path], image_root: str | Path | None = None) -> Path | None:
+    """The folder COCO ``file_name`` is relative to: ``image_root`` when given, else the deepest
+    folder holding every one of ``paths`` (empty ones ignored); absolute; None when there is neither."""
+    if image_root is not None:
+        return Path(os.path.abspath(image_root))
+    folders = [os.path.dirname(os.path.abspath(path)) for path in paths if path]
+    return Path(os.path.commonpath(folders)) if folders else None
+
+
+def relative_file_name(entry: dict[str, Any], image_path: str, root: Path | None) -> dict[str, Any]:
+    """A COCO ``images`` entry with ``file_name`` set to ``image_path`` relative to ``root`` (POSIX
+    separators); unchanged (the export name) when the image has no path."""
+    if not image_path or root is None:
+        return entry
+    return {**entry, "file_name": Path(os.path.relpath(os.path.abspath(image_path), root)).as_posix()}
+
+
 def classified_instances(
-    result: Segmentation, categories: CategoryTable
+    result: Segmentation, categories: CategoryTable, min_area: int = 0
 ) -> list[tuple[Segment, int, np.ndarray]]:
-    """``(segment, category id, instance mask)`` of every instance whose name the table knows, in result order."""
+    """``(segment, category id, instance mask)`` of every instance whose name the table knows and
+    with at least ``min_area`` pixels, in result order."""
     found = []
     for segment in result.segments:
         category = categories.id(segment.label)
         if category is not None:
-            found += [(segment, category, mask) for mask in segment.instances()]
+            found += [(segment, category, mask) for mask in segment.instances() if int(mask.sum()) >= min_area]
     return found
 
 

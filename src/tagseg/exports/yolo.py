@@ -6,26 +6,36 @@ import json
 from pathlib import Path
 
 from tagseg.exports.categories import CategoryTable
-from tagseg.exports.writer import classified_instances, write_text
-from tagseg.masks import outer_polygon
+from tagseg.exports.writer import ExportOptions, classified_instances, write_text
+from tagseg.masks import region_polygon
 from tagseg.result import Segmentation
 
 __all__ = ["YoloWriter"]
 
 
 class YoloWriter:
-    """Normalised outer polygons, simplified within ``polygon_tolerance`` pixels."""
+    """One line per instance: ``class x1 y1 x2 y2 ...``, coordinates normalised to [0, 1].
 
-    def __init__(self, out_dir: str | Path, categories: CategoryTable, *, polygon_tolerance: float = 1.0) -> None:
+    Every polygon is one that YOLO's label checks accept (at least 3 vertices, positive area:
+    :func:`~tagseg.masks.region_polygon`), the outer outline simplified within ``polygon_tolerance``
+    pixels. The format has no holes: a region's holes are filled (COCO instances keep them).
+    Instances under ``options.min_instance_area`` pixels are left out.
+    """
+
+    def __init__(
+        self, out_dir: str | Path, categories: CategoryTable, options: ExportOptions = ExportOptions(), *,
+        polygon_tolerance: float = 1.0,
+    ) -> None:
         self.folder = Path(out_dir) / "yolo"
         self.categories = categories
+        self.options = options
         self.polygon_tolerance = polygon_tolerance
 
     def add(self, name: str, result: Segmentation, image_path: str | Path = "") -> list[Path]:
         height, width = result.image_size
         lines = []
-        for _, category, mask in classified_instances(result, self.categories):
-            polygon = outer_polygon(mask, self.polygon_tolerance) / [width, height]
+        for _, category, mask in classified_instances(result, self.categories, self.options.min_instance_area):
+            polygon = region_polygon(mask, self.polygon_tolerance) / [width, height]
             lines.append(" ".join([str(category - 1), *(f"{v:.6f}" for v in polygon.ravel())]))
         return [write_text(self.folder / "labels" / f"{name}.txt", "\n".join(lines) + "\n" if lines else "")]
 

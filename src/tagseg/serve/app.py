@@ -85,7 +85,7 @@ def create_app(tag: TAG, settings: ServeSettings | None = None) -> FastAPI:
                 "queue_size": settings.queue_size,
                 "request_timeout": settings.request_timeout,
                 "max_upload_bytes": settings.max_upload_bytes,
-                "max_pixels": settings.max_pixels,
+                "max_pixels": tag.config.models.max_pixels,
                 "url_fetch": {"allow_hosts": list(settings.allow_hosts), "allow_private": settings.allow_private},
                 "database_writes": settings.database_writes and service.database.updatable,
                 "token_required": settings.token is not None,

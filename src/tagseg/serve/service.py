@@ -70,6 +70,11 @@ class Service:
         )
 
     @property
+    def max_pixels(self) -> int:
+        """The largest image accepted: the pipeline's ``max_pixels`` setting (``--max-pixels``)."""
+        return self.tag.config.models.max_pixels
+
+    @property
     def model_version(self) -> str:
         """Names the models and the tagseg version; Label Studio shows it next to predictions."""
         if self.settings.model_version:
@@ -93,15 +98,15 @@ class Service:
                 413,
                 "too_many_pixels",
                 f"The image has too many pixels to decode safely ({error}); this server's limit is "
-                f"{self.settings.max_pixels:,} pixels (--max-pixels).",
+                f"{self.max_pixels:,} pixels (--max-pixels).",
             ) from None
         except Exception:
             raise ApiError(415, "not_an_image", "The data is not an image in a format this server reads.") from None
-        if width * height > self.settings.max_pixels:
+        if width * height > self.max_pixels:
             raise ApiError(
                 413,
                 "too_many_pixels",
-                f"The image is {width}x{height} = {width * height:,} pixels; the limit is {self.settings.max_pixels:,} (--max-pixels).",
+                f"The image is {width}x{height} = {width * height:,} pixels; the limit is {self.max_pixels:,} (--max-pixels).",
             )
 
     async def fetch(self, url: str, policy: FetchPolicy | None = None) -> bytes:
@@ -135,7 +140,7 @@ class Service:
             raise ApiError(422, "corrupt_image", str(error)) from None
 
     def _segment_now(self, data: bytes, overrides: dict[str, Any]) -> tuple[np.ndarray, Segmentation]:
-        rgb = load_image(data, max_pixels=self.settings.max_pixels)
+        rgb = load_image(data, max_pixels=self.max_pixels)
         with self.database.lock.reading():
             result = self.tag(rgb, **overrides)
         self.metrics.image_processed()

@@ -24,7 +24,6 @@ class ServeSettings:
     queue_size: int = 8
     request_timeout: float = 120.0
     max_upload_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
     allow_hosts: tuple[str, ...] = ()
     allow_private: bool = False
     fetch_timeout: float = 10.0
@@ -44,7 +43,6 @@ class ServeSettings:
             "queue_size": self.queue_size >= 0,
             "request_timeout": self.request_timeout > 0,
             "max_upload_bytes": self.max_upload_bytes >= 1,
-            "max_pixels": self.max_pixels >= 1,
             "fetch_timeout": self.fetch_timeout > 0,
             "retry_after": self.retry_after >= 1,
             "label_mode": self.label_mode in ("auto", "map", "free"),
