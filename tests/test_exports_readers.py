@@ -24,7 +24,6 @@ from PIL import Image, ImageDraw
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
-from tagseg import TAG
 from tagseg.cli import app
 from tagseg.exports import DEFAULT_MIN_INSTANCE_AREA, ExportOptions, RunExporter, export_folder
 from tagseg.errors import ConfigError

@@ -132,8 +132,8 @@ class CocoWriter:
                 out.write((sep if index else line) + dumps(entry))
             out.write("]" + sep + '"annotations": [')
             index = 0
-            for annotations in self._spooled("annotations"):
-                for annotation in annotations:
+            for image_annotations in self._spooled("annotations"):
+                for annotation in image_annotations:
                     out.write((sep if index else line) + dumps(annotation))
                     index += 1
             categories = self.categories.coco_categories(isthing=not self.run_file)
