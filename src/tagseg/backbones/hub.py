@@ -35,6 +35,7 @@ __all__ = [
     "cache_status",
     "config_models",
     "download_model",
+    "hub_reachable",
     "load_pretrained",
     "looks_like_path",
     "read_model_json",
@@ -63,6 +64,28 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint accepts a connection within ``timeout`` seconds (False when offline).
+
+    Lets a caller fail at once instead of waiting through ``huggingface_hub``'s retries (a minute or
+    more per model) when there is no network. ``HF_HUB_OFFLINE`` counts as unreachable.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def source_name(source: ModelSource) -> str:
