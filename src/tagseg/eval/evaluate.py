@@ -65,10 +65,11 @@ def evaluation_classes(dataset: SegmentationDataset, count_background: bool) -> 
     return names, table
 
 
-def _resize_nearest(array: np.ndarray, size: int) -> np.ndarray:
-    if array.shape == (size, size):
+def _resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``array`` at ``size`` (height, width), nearest neighbour."""
+    if array.shape == size:
         return array
-    return np.asarray(Image.fromarray(array.astype(np.int32)).resize((size, size), Image.Resampling.NEAREST))
+    return np.asarray(Image.fromarray(array.astype(np.int32)).resize(size[::-1], Image.Resampling.NEAREST))
 
 
 def image_overlap(
@@ -88,7 +89,8 @@ def image_overlap(
             f"but names only {count} segment(s) (ids 0..{count - 1}); every segment id needs a name."
         )
     if resolution is not None:
-        segments, truth = _resize_nearest(segments, resolution), _resize_nearest(truth, resolution)
+        square = (resolution, resolution)
+        segments, truth = _resize_nearest(segments, square), _resize_nearest(truth, square)
     segments = segments.ravel().astype(np.int64)
     truth = truth.ravel().astype(np.int64)
     valid = truth < num_classes
