@@ -128,9 +128,9 @@ def collect_overlaps(
         if working is not None:
             truth = _resize_nearest(truth, working_size(*truth.shape[:2], working.image_size, working.keep_aspect_ratio))
         prediction = cache.get(dataset.name, image_id) if cache is not None else None
-        if prediction is not None and prediction.label_map.shape != truth.shape:
+        if cache is not None and prediction is not None and prediction.label_map.shape != truth.shape:
             raise EvaluationError(
-                f"{image_id}: the cached prediction in {cache.directory / dataset.name} is "  # type: ignore[union-attr]
+                f"{image_id}: the cached prediction in {cache.directory / dataset.name} is "
                 f"{_size(prediction.label_map.shape)} but this image is scored at {_size(truth.shape)}: the cache "
                 f"holds predictions of other images under the dataset name {dataset.name!r}. Delete that folder, "
                 "or run with --no-cache or another --cache-dir."
@@ -210,8 +210,7 @@ def evaluate(
     working = pipeline_config.models if scoring == "reference" else None  # type: ignore[union-attr]
     if working is not None and resolution is not None and (working.keep_aspect_ratio or resolution != working.image_size):
         raise ConfigError(
-            f"The reference scoring scores at the pipeline's working size ({working.image_size}"
-            f"{', longer side' if working.keep_aspect_ratio else 'x' + str(working.image_size)}), "
+            f"The reference scoring scores at the pipeline's working size ({_working_text(working)}), "
             f"not at resolution {resolution}: leave the resolution out (None)."
         )
     pipeline_settings = pipeline_config.to_dict() if isinstance(pipeline_config, TAGConfig) else {}
@@ -273,10 +272,13 @@ def _check_scoring(scoring: str) -> None:
         raise ConfigError(f"Unknown scoring {scoring!r}; choose one of: {', '.join(SCORINGS)}.")
 
 
+def _working_text(models: ModelSettings) -> str:
+    return f"longer side {models.image_size}" if models.keep_aspect_ratio else f"{models.image_size}x{models.image_size}"
+
+
 def _resolution_text(resolution: int | None, working: ModelSettings | None) -> str:
     if working is not None:
-        shape = "longer side " if working.keep_aspect_ratio else f"{working.image_size}x"
-        return f"working size ({shape}{working.image_size}), prediction unresized, ground truth nearest"
+        return f"working size ({_working_text(working)}), prediction unresized, ground truth nearest"
     return "native" if resolution is None else f"{resolution}x{resolution} nearest"
 
 
