@@ -20,7 +20,7 @@ from tagseg.result import Segmentation
 
 @dataclass(frozen=True)
 class Prediction:
-    """What scoring needs of a segmentation: the segment index map (input size) and segment names."""
+    """What scoring needs of a segmentation: the segment index map (at the size the segmenter got the image) and names."""
 
     label_map: np.ndarray
     names: list[str]
