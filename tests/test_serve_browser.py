@@ -46,6 +46,7 @@ def browser() -> Iterator[webdriver.Chrome]:
         f"--user-data-dir={profile}", "--window-size=1200,900",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
     driver.quit()
@@ -109,3 +110,66 @@ def test_upload_hover_add_concept_and_phone_layout(base_url: str, browser: webdr
     canvas_width = browser.find_element(By.ID, "view").size["width"]
     assert 300 <= canvas_width <= 390
     assert hover_pixel(browser, x, y, 240, 180) == label
+
+
+def canvas_pixels(browser: webdriver.Chrome) -> np.ndarray:
+    """The canvas as drawn, (height, width, 3) RGB."""
+    data = browser.execute_script(
+        "const c = document.getElementById('view');"
+        "return [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)];"
+    )
+    width, height, flat = data
+    return np.array(flat, dtype=np.uint8).reshape(height, width, 4)[:, :, :3]
+
+
+def test_names_on_the_canvas_no_zero_candidates_errors_hide_the_result(
+    base_url: str, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    import json
+
+    from PIL import Image
+
+    image, _, _ = toy.toy_scene(5, size=(180, 240))
+    path = tmp_path / "scene.png"
+    Image.fromarray(image).save(path)
+    expected = toy_tag()(image)
+    browser.get_log("browser")  # drop what earlier tests logged
+    browser.set_window_size(1200, 900)
+    browser.get(base_url + "/")
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: b.find_element(By.ID, "view").get_attribute("data-ready") == "true")
+    browser.save_screenshot(str(tmp_path / "page.png"))
+
+    # Every name on a tag of its segment's colour, centred inside that segment, ink on it.
+    tags = json.loads(browser.find_element(By.ID, "view").get_attribute("data-names"))
+    assert sorted(t["label"] for t in tags) == sorted(expected.labels)
+    pixels = canvas_pixels(browser)
+    for tag in tags:
+        left, top, right, bottom = tag["box"]
+        centre = ((top + bottom) // 2, (left + right) // 2)
+        assert expected.labels[int(expected.label_map[centre])] == tag["label"], "the tag sits on its segment"
+        box = pixels[top:bottom, left:right].reshape(-1, 3)
+        fill = (box == tag["colour"]).all(axis=1).mean()
+        ink = (np.abs(box.astype(int) - tag["ink"]).sum(axis=1) < 60).mean()
+        assert fill > 0.4 and ink > 0.02, (tag, fill, ink)
+
+    # Candidates that score 0.000 are not listed; the others are, in order.
+    first = next(t for t in tags if t["label"] == expected.labels[0])
+    hover_pixel(browser, (first["box"][0] + first["box"][2]) // 2, (first["box"][1] + first["box"][3]) // 2, 240, 180)
+    listed = browser.find_element(By.ID, "seg-candidates").text.splitlines()
+    wanted = [c for c in expected.segments[0].candidates if f"{c.score:.3f}" not in ("0.000", "-0.000")]
+    assert len(wanted) < len(expected.segments[0].candidates), "the toy world gives some 0.000 candidates"
+    assert [line.split(" (")[0] for line in listed] == [c.name for c in wanted]
+
+    # A new error hides the previous result.
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image at all")
+    browser.find_element(By.ID, "file").send_keys(str(broken))
+    wait.until(lambda b: "error" in b.find_element(By.ID, "status").get_attribute("class"))
+    assert not browser.find_element(By.ID, "stage").is_displayed()
+    assert not browser.find_element(By.ID, "panel").is_displayed()
+
+    # No request of the page failed (the favicon included).
+    failed = [entry["message"] for entry in browser.get_log("browser") if "Failed to load resource" in entry["message"]]
+    assert all("/v1/segment" in message for message in failed), failed

@@ -25,3 +25,7 @@ class ConfigError(TagsegError, ValueError):
 
 class MissingDependencyError(TagsegError, ImportError):
     """An optional part of tagseg is used without its extra installed; the message names the extra."""
+
+
+class EvaluationError(TagsegError, ValueError):
+    """A prediction or a cached prediction does not fit the image it is scored against."""

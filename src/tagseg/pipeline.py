@@ -183,9 +183,8 @@ class TAG:
         """The RGB image, its working-size copy and that copy as (1, 3, h, w) pixels in [0, 1]."""
         with _timed(timings, "load"):
             rgb = load_image(image, max_pixels=self.config.models.max_pixels)
-        height, width = working_size(rgb.shape[0], rgb.shape[1], self.config.models.image_size, self.config.models.keep_aspect_ratio)
         with _timed(timings, "preprocess"):
-            working = np.array(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
+            working = working_image(rgb, self.config.models)
             pixels = torch.from_numpy(working).permute(2, 0, 1)[None].float() / 255.0
         return rgb, working, pixels
 
@@ -215,6 +214,12 @@ def working_size(height: int, width: int, size: int, keep_aspect_ratio: bool) ->
         return (size, size)
     scale = size / max(height, width)
     return (max(1, round(height * scale)), max(1, round(width * scale)))
+
+
+def working_image(rgb: np.ndarray, models: ModelSettings) -> np.ndarray:
+    """A copy of ``rgb`` at the working size the models see (bilinear; unchanged pixels if already that size)."""
+    height, width = working_size(rgb.shape[0], rgb.shape[1], models.image_size, models.keep_aspect_ratio)
+    return np.array(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def _fit_to_patches(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:

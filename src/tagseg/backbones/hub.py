@@ -45,6 +45,7 @@ __all__ = [
     "cache_status",
     "config_models",
     "download_model",
+    "hub_reachable",
     "load_pretrained",
     "looks_like_path",
     "read_model_json",
@@ -76,6 +77,17 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub (or its proxy) accepts a connection within :data:`HUB_PROBE_TIMEOUT` seconds.
+
+    Lets a caller fail at once instead of waiting through ``huggingface_hub``'s retries (a minute or
+    more per model) when there is no network. ``HF_HUB_OFFLINE`` counts as unreachable.
+    """
+    from huggingface_hub import constants
+
+    return not constants.HF_HUB_OFFLINE and _hub_unreachable() is None
 
 
 def source_name(source: ModelSource) -> str:

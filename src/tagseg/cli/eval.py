@@ -30,7 +30,14 @@ class Background(str, Enum):
     count = "count"
 
 
-def _resolution(value: str) -> int | None:
+class Scoring(str, Enum):
+    tagseg = "tagseg"
+    reference = "reference"
+
+
+def _resolution(value: str | None, scoring: Scoring) -> int | None:
+    if value is None:
+        return None if scoring is Scoring.reference else 448
     if value == "native":
         return None
     if not value.isdigit() or int(value) < 1:
@@ -52,7 +59,14 @@ def eval_command(
         None, help="Names whose best cosine is below this stay unassigned (tag and clip protocols)."
     ),
     template: str = typer.Option("{}", help="Prompt template of the clip protocol, e.g. 'a photo of a {}'."),
-    resolution: str = typer.Option("448", help="Score at SIZE x SIZE (nearest; the reference is 448) or 'native'."),
+    resolution: Optional[str] = typer.Option(
+        None, help="Score at SIZE x SIZE (nearest; default 448) or 'native'. Not with --scoring reference."
+    ),
+    scoring: Scoring = typer.Option(
+        Scoring.tagseg,
+        help="tagseg: score the prediction at the image's size (then --resolution), unassigned pixels are misses. "
+        "reference: as the authors' code, score the working-size map itself and drop unassigned pixels (--threshold).",
+    ),
     background: Background = typer.Option(
         Background.ignore, help="VOC background: ignore it (VOC-20, reference) or count it as a class (VOC-21)."
     ),
@@ -72,8 +86,8 @@ def eval_command(
         raise typer.BadParameter(f"unknown protocol(s) {', '.join(unknown)}; choose from {', '.join(PROTOCOLS)}")
     with reported_errors():
         _run(
-            dataset.value, root, split, protocol, text_model, threshold, template, _resolution(resolution),
-            background is Background.count, limit, toy_images, preset, config, device,
+            dataset.value, root, split, protocol, text_model, threshold, template, _resolution(resolution, scoring),
+            background is Background.count, scoring.value, limit, toy_images, preset, config, device,
             (cache_dir or _default_cache()) if cache else None, out or Path("tagseg-eval") / dataset.value, progress,
         )
 
@@ -94,6 +108,7 @@ def _run(
     template: str,
     resolution: int | None,
     count_background: bool,
+    scoring: str,
     limit: int | None,
     toy_images: int,
     preset_name: str | None,
@@ -136,8 +151,15 @@ def _run(
         limit=limit,
         resolution=resolution,
         count_background=count_background,
+        scoring=scoring,
         progress=progress,
     )
     markdown, json_path = report.write(out)
     console.print(report.to_markdown().split("\n## ")[0].rstrip(), soft_wrap=True, markup=False)
+    cached = report.settings["cache"]
+    if cached is not None:
+        console.print(
+            f"\n{cached['read']} of {report.settings['images']} predictions read from the cache "
+            f"{cached['directory']}, {cached['predicted']} predicted.", soft_wrap=True, markup=False,
+        )
     console.print(f"\nReport: {markdown} and {json_path}")

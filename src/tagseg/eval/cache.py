@@ -20,7 +20,7 @@ from tagseg.result import Segmentation
 
 @dataclass(frozen=True)
 class Prediction:
-    """What scoring needs of a segmentation: the segment index map (input size) and segment names."""
+    """What scoring needs of a segmentation: the segment index map (at the size the segmenter got the image) and names."""
 
     label_map: np.ndarray
     names: list[str]
@@ -38,10 +38,15 @@ def settings_key(settings: Mapping[str, Any]) -> str:
 
 
 class PredictionCache:
-    """Stores and finds predictions for one set of pipeline settings under ``root``."""
+    """Stores and finds predictions for one set of pipeline settings under ``root``.
+
+    ``hits`` counts the predictions :meth:`get` found, ``stored`` those :meth:`put` wrote.
+    """
 
     def __init__(self, root: str | Path, settings: Mapping[str, Any]) -> None:
         self.directory = Path(root).expanduser() / settings_key(settings)
+        self.hits = 0
+        self.stored = 0
         self.directory.mkdir(parents=True, exist_ok=True)
         settings_file = self.directory / "settings.json"
         if not settings_file.exists():
@@ -60,6 +65,7 @@ class PredictionCache:
                 label_map = arrays["label_map"].astype(np.int32)
         except (OSError, ValueError, KeyError):
             return None
+        self.hits += 1
         return Prediction(label_map, list(meta["names"]), [float(s) for s in meta["scores"]])
 
     def put(self, dataset: str, image_id: str, prediction: Prediction) -> None:
@@ -69,6 +75,7 @@ class PredictionCache:
         write_atomically(array_path, lambda path: _save_npz(path, label_map))
         meta = {"names": prediction.names, "scores": prediction.scores}
         write_bytes_atomically(names_path, json.dumps(meta).encode())
+        self.stored += 1
 
 
 def _save_npz(path: Path, label_map: np.ndarray) -> None:

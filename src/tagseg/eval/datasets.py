@@ -29,6 +29,7 @@ class SegmentationDataset:
     name: str
     class_names: tuple[str, ...]
     background: int | None = None  # index of a "background" class that may be ignored or scored
+    note: str | None = None  # what the reader chose on its own (e.g. every image, for want of a split list)
 
     def ids(self) -> list[str]:
         """Image ids, in evaluation order; unique within the dataset."""
@@ -63,12 +64,14 @@ class FileDataset(SegmentationDataset):
         items: Sequence[_Item],
         table: np.ndarray,
         background: int | None = None,
+        note: str | None = None,
     ) -> None:
         self.name = name
         self.class_names = tuple(class_names)
         self.items = list(items)
         self.table = table
         self.background = background
+        self.note = note
 
     def ids(self) -> list[str]:
         return [item.id for item in self.items]
@@ -145,14 +148,25 @@ def voc(root: str | Path, split: str = "val") -> FileDataset:
     """PASCAL VOC 2012: ``VOC2012/{JPEGImages, SegmentationClass, ImageSets/Segmentation/<split>.txt}``.
 
     ``root`` is the VOC2012 folder, VOCdevkit, or the folder holding VOCdevkit. 21 classes with
-    background at index 0 (ignored or scored by the evaluation's ``count_background``).
+    background at index 0 (ignored or scored by the evaluation's ``count_background``). A folder with
+    no split lists at all (labelme's VOC export) is evaluated whole: every label with its image,
+    which the dataset's ``note`` says.
     """
     what = "PASCAL VOC 2012"
     base = _find_root(Path(root), "SegmentationClass", ["VOC2012", "VOCdevkit/VOC2012"], what)
-    items = _from_list(
-        base, base / "ImageSets" / "Segmentation" / f"{split}.txt", "JPEGImages", "SegmentationClass", ".png", what
-    )
-    return FileDataset("voc", classes.VOC, items, classes.lookup_table(range(21)), background=0)
+    lists = base / "ImageSets" / "Segmentation"
+    table = classes.lookup_table(range(21))
+    if not any(lists.glob("*.txt")):
+        items = [
+            _Item(label.stem, _require(base / "JPEGImages" / f"{label.stem}.jpg", what, f"image of {label.stem!r}"), label)
+            for label in sorted((base / "SegmentationClass").glob("*.png"))
+        ]
+        if not items:
+            raise DatasetLayoutError(f"{what}: no label PNGs in {base / 'SegmentationClass'}.")
+        note = f"no split lists in {lists}: evaluating all {len(items)} labelled images, not the {split!r} split."
+        return FileDataset("voc", classes.VOC, items, table, background=0, note=note)
+    items = _from_list(base, lists / f"{split}.txt", "JPEGImages", "SegmentationClass", ".png", what)
+    return FileDataset("voc", classes.VOC, items, table, background=0)
 
 
 def context59(root: str | Path, split: str = "val") -> FileDataset:

@@ -30,7 +30,13 @@ class ImageOverlap:
 
 
 class MappingProtocol(Protocol):
-    """Turns the overlaps of a dataset into one ``(C, C + 1)`` confusion matrix."""
+    """Turns the overlaps of a dataset into one ``(C, C + 1)`` confusion matrix.
+
+    Optional attributes, read with defaults: ``mapping`` (name -> (class, score)) and
+    ``mapping_score`` (what that score is, default "score"); ``abstains`` (default False): True when
+    the last column holds pixels of names the protocol declined to map, which the reference scoring
+    drops; ``prepare(class_names)`` to load models before a long run.
+    """
 
     name: str
 
@@ -68,8 +74,11 @@ class NearestClassProtocol:
     """Each name goes to the class name with the highest cosine of their text embeddings.
 
     ``encode`` returns L2-normalised embeddings; with ``threshold`` set, names whose best cosine is
-    below it stay unassigned (their pixels count as misses).
+    below it stay unassigned (their pixels count as misses; the reference scoring drops them).
     """
+
+    abstains = True
+    mapping_score = "cosine"
 
     def __init__(
         self,
@@ -123,24 +132,40 @@ def sentence_transformer_protocol(
 
     def encode(texts: list[str]) -> np.ndarray:
         if not loaded:
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError:
-                raise ConfigError(
-                    "The tag protocol needs sentence-transformers: pip install 'tagseg[eval]' "
-                    "(or choose --protocol clip / oracle-image / oracle-dataset)."
-                ) from None
-            try:
-                loaded.append(SentenceTransformer(str(model), device="cpu"))
-            except OSError as error:
-                raise ModelNotAvailableError(
-                    f"Sentence-embedding model {model} of the tag protocol could not be loaded "
-                    f"({str(error).splitlines()[0]}). "
-                    "Download it once while online, or pass a local directory with --text-model."
-                ) from None
+            loaded.append(_load_sentence_model(str(model)))
         return loaded[0].encode(texts, normalize_embeddings=True, convert_to_numpy=True)
 
     return NearestClassProtocol(name, encode, threshold=threshold, description={"text_model": str(model)})
+
+
+def _load_sentence_model(model: str) -> Any:
+    """A sentence-transformers model from a directory, the local cache, or (only when it answers) the hub."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ConfigError(
+            "The tag protocol needs sentence-transformers: pip install 'tagseg[eval]' "
+            "(or choose --protocol clip / oracle-image / oracle-dataset)."
+        ) from None
+    from tagseg.backbones.hub import hub_reachable, looks_like_path
+
+    def unavailable(reason: str) -> ModelNotAvailableError:
+        return ModelNotAvailableError(
+            f"Sentence-embedding model {model} of the tag protocol could not be loaded ({reason}). "
+            "Download it once while online, pass a local directory with --text-model, "
+            "or leave the tag protocol out (--protocol clip --protocol oracle-image ...)."
+        )
+
+    if not looks_like_path(model):
+        try:
+            return SentenceTransformer(model, device="cpu", local_files_only=True)
+        except OSError:
+            if not hub_reachable():
+                raise unavailable("it is not in the local cache and the Hugging Face hub cannot be reached") from None
+    try:
+        return SentenceTransformer(model, device="cpu")
+    except OSError as error:
+        raise unavailable(str(error).splitlines()[0]) from None
 
 
 def text_encoder_protocol(
@@ -153,17 +178,17 @@ def text_encoder_protocol(
     """The CLIP text protocol: names and class names through a :class:`TextEncoder` (or a factory of one)."""
     held: list[TextEncoder] = []
 
+    description = {"template": template}
+
     def get() -> TextEncoder:
         if not held:
             held.append(encoder if hasattr(encoder, "encode") else encoder())  # type: ignore[operator]
+            description["text_model"] = held[0].model_id
         return held[0]
 
     def encode(texts: list[str]) -> np.ndarray:
         return get().encode([template.format(t) for t in texts]).float().numpy()
 
-    description = {"template": template}
-    if hasattr(encoder, "model_id"):
-        description["text_model"] = encoder.model_id  # type: ignore[union-attr]
     return NearestClassProtocol(name, encode, threshold=threshold, description=description)
 
 
@@ -183,8 +208,13 @@ class OracleProtocol:
     """Best one-to-one (Hungarian) matching to classes, using the ground truth: measures segments, not names.
 
     ``scope="image"`` matches each image's segments anew; ``scope="dataset"`` matches each distinct
-    name once for the whole dataset. Unmatched segments (and matches with zero overlap) stay unassigned.
+    name once for the whole dataset. Unmatched segments (and matches with zero overlap) stay unassigned
+    and count as misses under either scoring. The dataset scope's mapping score is the share of the
+    name's scored pixels that fall on its class.
     """
+
+    abstains = False
+    mapping_score = "pixel_share"
 
     def __init__(self, scope: str = "image") -> None:
         if scope not in ("image", "dataset"):

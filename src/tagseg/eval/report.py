@@ -1,4 +1,8 @@
-"""Evaluation reports: a Markdown table for people and a JSON file with every number and setting."""
+"""Evaluation reports: a Markdown table for people and a JSON file with every number and setting.
+
+Units: the JSON gives every score, accuracy, share and cosine as a fraction (0 to 1) and counts
+in pixels, and says so in its ``units`` entry; the Markdown shows scores as percent.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +19,26 @@ from tagseg.eval.metrics import Scores
 
 @dataclass
 class ProtocolResult:
-    """Scores of one mapping protocol, its confusion matrix and the name -> class mapping it used."""
+    """Scores of one mapping protocol, its confusion matrix and the name -> class mapping it used.
+
+    ``mapping_score`` names the number beside each mapped class: ``cosine`` (text protocols) or
+    ``pixel_share`` (oracle-dataset: the share of the name's pixels on that class).
+    """
 
     name: str
     settings: dict[str, Any]
     confusion: np.ndarray
     scores: Scores
     mapping: dict[str, tuple[str | None, float]]
+    mapping_score: str = "score"
+
+
+UNITS = {
+    "scores": "fractions from 0 to 1 (miou, accuracies, per-class IoU; the Markdown report shows percent)",
+    "confusion": "pixels",
+    "mapping": "cosine of the text embeddings (tag, clip) or pixel_share: fraction of the name's pixels (oracle-dataset)",
+    "naming": "share: fraction of the class's pixels",
+}
 
 
 def _number(value: float) -> float | None:
@@ -55,6 +72,7 @@ class EvaluationReport:
     def to_dict(self, top_names: int = 10) -> dict[str, Any]:
         """JSON-ready: settings, then per protocol its summary, per-class IoU/accuracy, confusion and mapping."""
         return {
+            "units": UNITS,
             "settings": self.settings,
             "class_names": self.class_names,
             "protocols": {
@@ -68,7 +86,9 @@ class EvaluationReport:
                     "per_class_accuracy": {c: _number(v) for c, v in zip(self.class_names, r.scores.accuracy)},
                     "confusion": {"rows": "ground truth", "columns": [*self.class_names, "(unassigned)"],
                                   "counts": r.confusion.tolist()},
-                    "mapping": {name: {"class": c, "score": round(s, 6)} for name, (c, s) in sorted(r.mapping.items())},
+                    "mapping": {
+                        name: {"class": c, r.mapping_score: round(s, 6)} for name, (c, s) in sorted(r.mapping.items())
+                    },
                 }
                 for r in self.protocols
             },
@@ -84,7 +104,8 @@ class EvaluationReport:
             f"# Evaluation on {s['dataset']}",
             "",
             f"{s['images']} images, {s['classes']} classes, background {s['background'] or 'n/a'}, "
-            f"ignore label {s['ignore_index']}, evaluated at {s['resolution']}.",
+            f"ignore label {s['ignore_index']}, evaluated at {s['resolution']}, {s.get('scoring', 'tagseg')} scoring.",
+            *([f"Note: {s['note']}"] if s.get("note") else []),
             "",
             "| protocol | mIoU | pixel acc. | mean acc. | classes scored |",
             "|---|---:|---:|---:|---:|",

@@ -63,6 +63,10 @@ def create_app(tag: TAG, settings: ServeSettings | None = None) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:  # browsers ask for it whatever the page links
+        return FileResponse(str(STATIC / "favicon.svg"), media_type="image/svg+xml")
+
     @app.get("/health", tags=["service"], summary="Liveness; also Label Studio's health check")
     async def health() -> dict[str, Any]:
         return {

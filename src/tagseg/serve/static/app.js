@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, image: null, result: null, index: null, colours: [], active: -1, token: "" };
+const state = { file: null, image: null, result: null, index: null, anchors: [], colours: [], active: -1, token: "" };
 
 function colour(i) {
   // Well-separated hues (golden angle), alternating lightness so neighbours differ.
@@ -48,6 +48,69 @@ function buildIndex(result) {
   return index;
 }
 
+// A point deep inside every segment (as the CLI overlay places its names): the pixel farthest, in
+// city-block steps, from another segment or the image border (two-pass distance transform).
+function segmentAnchors(index, width, height, count) {
+  const distance = new Int32Array(width * height);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const p = y * width + x;
+      const id = index[p];
+      const up = y > 0 && index[p - width] === id ? distance[p - width] : -1;
+      const left = x > 0 && index[p - 1] === id ? distance[p - 1] : -1;
+      distance[p] = y === 0 || x === 0 ? 0 : Math.min(up, left) + 1;
+    }
+  }
+  const best = new Array(count).fill(null);
+  for (let y = height - 1; y >= 0; y--) {
+    for (let x = width - 1; x >= 0; x--) {
+      const p = y * width + x;
+      const id = index[p];
+      const down = y < height - 1 && index[p + width] === id ? distance[p + width] : -1;
+      const right = x < width - 1 && index[p + 1] === id ? distance[p + 1] : -1;
+      if (y === height - 1 || x === width - 1) distance[p] = 0;
+      else distance[p] = Math.min(distance[p], Math.min(down, right) + 1);
+      if (id >= 0 && (best[id] === null || distance[p] >= best[id].depth)) best[id] = { x, y, depth: distance[p] };
+    }
+  }
+  return best;
+}
+
+// Each segment's name on a tag of its colour at its anchor, largest segment first; a tag that
+// would cover one already drawn moves up or down, or is left out (the legend lists every name).
+function drawNames(context) {
+  const canvas = $("view");
+  const shown = canvas.getBoundingClientRect().width;
+  const scale = shown > 0 ? canvas.width / shown : 1;
+  const size = Math.round(Math.max(12 * scale, Math.min(canvas.width, canvas.height) / 30));
+  context.font = `600 ${size}px system-ui, sans-serif`;
+  context.textAlign = "center";
+  context.textBaseline = "middle";
+  const placed = [];
+  const overlaps = (a, b) => a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
+  state.result.segments.forEach((segment, id) => {
+    const anchor = state.anchors[id];
+    if (!anchor) return;
+    const width = context.measureText(segment.label).width + size * 0.6;
+    const height = size * 1.4;
+    for (const shift of [0, -1, 1, -2, 2]) {
+      const cx = Math.min(Math.max(anchor.x, width / 2), canvas.width - width / 2);
+      const cy = Math.min(Math.max(anchor.y + shift * height, height / 2), canvas.height - height / 2);
+      const box = [cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2].map(Math.round);
+      if (placed.some((other) => overlaps(box, other.box))) continue;
+      const [r, g, b] = state.colours[id];
+      context.fillStyle = `rgb(${r},${g},${b})`;
+      context.fillRect(box[0], box[1], box[2] - box[0], box[3] - box[1]);
+      const ink = 0.299 * r + 0.587 * g + 0.114 * b > 140 ? [0, 0, 0] : [255, 255, 255];
+      context.fillStyle = `rgb(${ink.join(",")})`;
+      context.fillText(segment.label, cx, cy);
+      placed.push({ label: segment.label, box, colour: [r, g, b], ink });
+      return;
+    }
+  });
+  canvas.dataset.names = JSON.stringify(placed);
+}
+
 function draw() {
   const canvas = $("view");
   const { width, height } = state.result.image;
@@ -66,6 +129,7 @@ function draw() {
     data[o + 2] = data[o + 2] * (1 - alpha) + b * alpha;
   }
   context.putImageData(pixels, 0, 0);
+  drawNames(context);
 }
 
 function fillList(list, items) {
@@ -87,7 +151,8 @@ function highlight(id) {
   $("seg-name").textContent = segment ? segment.label : "Hover or tap a region";
   $("seg-score").textContent = segment
     ? `score ${segment.score.toFixed(3)} · ${(100 * segment.area / state.index.length).toFixed(1)}% of the image` : "";
-  fillList($("seg-candidates"), segment ? segment.candidates.map((c) => `${c.name} (${c.score.toFixed(3)}, ×${c.count})`) : []);
+  const scored = segment ? segment.candidates.filter((c) => c.score.toFixed(3) !== "0.000" && c.score.toFixed(3) !== "-0.000") : [];
+  fillList($("seg-candidates"), scored.map((c) => `${c.name} (${c.score.toFixed(3)}, ×${c.count})`));
   fillList($("seg-retrieved"), segment ? segment.retrieved.map((r) => `${r.text} (${r.similarity.toFixed(3)})`) : []);
 }
 
@@ -117,6 +182,14 @@ function showLegend() {
   }));
 }
 
+// Hide the shown result, so that an error is never read as being about the image above it.
+function clearResult() {
+  state.result = null;
+  state.active = -1;
+  $("stage").hidden = true;
+  $("panel").hidden = true;
+}
+
 // Segment the chosen image and show it; ``note`` goes before the summary in the status line.
 async function run(note = "") {
   if (!state.file) return;
@@ -130,16 +203,19 @@ async function run(note = "") {
   try {
     response = await fetch("/v1/segment", { method: "POST", body: form });
   } catch (error) {
+    clearResult();
     setStatus(`The server cannot be reached: ${error}`, true);
     return;
   }
   if (!response.ok) {
+    clearResult();
     setStatus(await errorMessage(response), true);
     return;
   }
   state.result = await response.json();
   state.image = await createImageBitmap(state.file, { imageOrientation: "from-image" });
   state.index = buildIndex(state.result);
+  state.anchors = segmentAnchors(state.index, state.result.image.width, state.result.image.height, state.result.segments.length);
   state.colours = state.result.segments.map((_, i) => colour(i));
   state.active = -2;
   canvas.width = state.result.image.width;
