@@ -17,7 +17,7 @@ import numpy as np
 from tagseg import __version__
 from tagseg.masks import instances, mask_bbox, mask_to_rle, rle_to_mask
 
-__all__ = ["Candidate", "Retrieved", "Segment", "Segmentation", "segmentation_schema"]
+__all__ = ["Candidate", "Instance", "ProposedRegion", "Retrieved", "Segment", "Segmentation", "segmentation_schema"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,40 @@ class Retrieved:
 
 
 @dataclass
+class ProposedRegion:
+    """The part of a segment that one proposed mask gave (``segmenter="sam"``).
+
+    ``proposal`` is the mask's index in the proposer's output (most confident first for SAM),
+    ``score`` the proposer's confidence (SAM's predicted IoU), ``mask`` the pixels it gave the
+    segment: the mask less the smaller masks drawn on top of it (image size).
+    """
+
+    proposal: int
+    score: float
+    mask: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance of a segment's name, as the instance exports write it.
+
+    ``score`` is the proposed mask's score for a SAM instance, else the segment's; ``thing`` says
+    whether it is an object instance (a proposed mask, or a k-means segment's separate region) or
+    stuff (the pixels of a SAM result that no mask covered); ``proposal`` is the mask's index.
+    """
+
+    mask: np.ndarray = field(repr=False)
+    score: float
+    thing: bool = True
+    proposal: int | None = None
+
+
+@dataclass
 class Segment:
-    """One named region. ``mask`` is a boolean (H, W) array at the input image's size."""
+    """One named region. ``mask`` is a boolean (H, W) array at the input image's size.
+
+    ``proposals`` lists the regions proposed masks gave it (empty for k-means segments).
+    """
 
     id: int
     label: str
@@ -49,6 +81,7 @@ class Segment:
     candidates: list[Candidate] = field(default_factory=list)
     retrieved: list[Retrieved] = field(default_factory=list)
     embedding: np.ndarray | None = field(default=None, repr=False)
+    proposals: list[ProposedRegion] = field(default_factory=list)
 
     @property
     def area(self) -> int:
@@ -60,13 +93,21 @@ class Segment:
         """Bounding box ``(x, y, width, height)`` in pixels (COCO convention)."""
         return mask_bbox(self.mask)
 
-    def instances(self) -> list[np.ndarray]:
-        """The segment's separate regions (8-connected components of ``mask``), largest first.
+    def instances(self) -> list[Instance]:
+        """The segment's instances, largest first; together they cover ``mask``.
 
-        Clusters that got the same name form one segment; where they are far apart (not touching)
-        they stay separate instances here, and in the instance exports. Together they cover ``mask``.
+        From proposed masks (SAM): one thing per mask, scored by the mask's score, and the pixels no
+        mask covered (k-means fallback or unlabelled) as one stuff instance. Else the separate
+        regions (8-connected components) of ``mask``: clusters that got the same name form one
+        segment, and where they are far apart they stay separate instances.
         """
-        return instances(self.mask)
+        if not self.proposals:
+            return [Instance(mask, self.score) for mask in instances(self.mask)]
+        found = [Instance(region.mask, region.score, True, region.proposal) for region in self.proposals]
+        rest = self.mask & ~np.logical_or.reduce([region.mask for region in self.proposals])
+        if rest.any():
+            found.append(Instance(rest, self.score, False))
+        return sorted(found, key=lambda instance: -int(instance.mask.sum()))
 
     def to_dict(self, *, include_mask: bool = True) -> dict[str, Any]:
         """JSON-ready description; the mask as uncompressed COCO RLE."""
@@ -84,6 +125,11 @@ class Segment:
         }
         if include_mask:
             data["rle"] = mask_to_rle(self.mask)
+        if self.proposals:
+            data["proposals"] = [
+                {"proposal": r.proposal, "score": round(r.score, 6), **({"rle": mask_to_rle(r.mask)} if include_mask else {})}
+                for r in self.proposals
+            ]
         return data
 
 
@@ -156,6 +202,7 @@ class Segmentation:
                 cluster_ids=data["cluster_ids"],
                 candidates=[Candidate(c["name"], c["score"], c["count"]) for c in data.get("candidates", [])],
                 retrieved=[Retrieved(r["text"], r["similarity"]) for r in data.get("retrieved", [])],
+                proposals=[ProposedRegion(r["proposal"], r["score"], rle_to_mask(r["rle"])) for r in data.get("proposals", [])],
             ))
         return cls(
             label_map, segments, label_map.copy(), dict(record.get("settings", {})), dict(record.get("models", {})),

@@ -17,24 +17,42 @@ __all__ = ["PanopticWriter"]
 
 
 class PanopticWriter:
-    """One PNG per image (each instance its own panoptic segment) and the run's JSON."""
+    """One PNG per image and the run's JSON.
+
+    Each thing instance (a SAM mask, or a k-means segment's separate region) is its own panoptic
+    segment; a category's stuff (the pixels of a SAM result no mask covered) is one segment per
+    image. A category is stuff (``isthing`` 0) when all its instances in the run were stuff.
+    """
 
     def __init__(self, out_dir: str | Path, categories: CategoryTable) -> None:
         self.folder = Path(out_dir) / "panoptic"
         self.categories = categories
         self._images: list[dict[str, Any]] = []
         self._annotations: list[dict[str, Any]] = []
+        self._things: set[int] = set()
+        self._stuff: set[int] = set()
 
     def add(self, name: str, result: Segmentation, image_path: str | Path = "") -> list[Path]:
         image_id = len(self._images) + 1
         self._images.append(image_entry(image_id, name, result, image_path))
         ids = np.zeros(result.image_size, dtype=np.uint32)
-        infos = []
-        for number, (segment, category, mask) in enumerate(classified_instances(result, self.categories), start=1):
-            ids[mask] = number
+        infos: list[dict[str, Any]] = []
+        stuff: dict[int, int] = {}  # category -> its stuff segment's position in infos
+        for segment, category, instance in classified_instances(result, self.categories):
+            (self._things if instance.thing else self._stuff).add(category)
+            if not instance.thing and category in stuff:  # more stuff of a category in this image: the same segment
+                info = infos[stuff[category]]
+                ids[instance.mask] = info["id"]
+                info["area"] += int(instance.mask.sum())
+                info["bbox"] = list(mask_bbox(ids == info["id"]))
+                continue
+            if not instance.thing:
+                stuff[category] = len(infos)
+            number = len(infos) + 1
+            ids[instance.mask] = number
             infos.append({
-                "id": number, "category_id": category, "area": int(mask.sum()), "bbox": list(mask_bbox(mask)),
-                "iscrowd": 0, "score": round(segment.score, 6), "segment_id": segment.id,
+                "id": number, "category_id": category, "area": int(instance.mask.sum()), "bbox": list(mask_bbox(instance.mask)),
+                "iscrowd": 0, "score": round(instance.score, 6), "segment_id": segment.id,
             })
         rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
         self._annotations.append({"image_id": image_id, "file_name": f"{name}.png", "segments_info": infos})
@@ -43,6 +61,6 @@ class PanopticWriter:
     def finish(self) -> list[Path]:
         data = {
             "info": EXPORT_INFO, "images": self._images, "annotations": self._annotations,
-            "categories": self.categories.coco_categories(),
+            "categories": self.categories.coco_categories(stuff=self._stuff - self._things),
         }
         return [write_json(self.folder / "panoptic.json", data)]

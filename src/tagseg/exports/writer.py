@@ -12,12 +12,11 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 from PIL import Image
 
 from tagseg.exports.categories import CategoryTable
 from tagseg.files import write_bytes_atomically
-from tagseg.result import Segment, Segmentation
+from tagseg.result import Instance, Segment, Segmentation
 
 __all__ = ["EXPORT_INFO", "ExportWriter", "classified_instances", "image_entry", "write_json", "write_png", "write_text"]
 
@@ -44,15 +43,14 @@ def image_entry(image_id: int, name: str, result: Segmentation, image_path: str 
     return {"id": image_id, "file_name": str(image_path or name), "height": height, "width": width}
 
 
-def classified_instances(
-    result: Segmentation, categories: CategoryTable
-) -> list[tuple[Segment, int, np.ndarray]]:
-    """``(segment, category id, instance mask)`` of every instance whose name the table knows, in result order."""
+def classified_instances(result: Segmentation, categories: CategoryTable) -> list[tuple[Segment, int, Instance]]:
+    """``(segment, category id, instance)`` of every instance (:meth:`Segment.instances`) whose name
+    the table knows, in result order."""
     found = []
     for segment in result.segments:
         category = categories.id(segment.label)
         if category is not None:
-            found += [(segment, category, mask) for mask in segment.instances()]
+            found += [(segment, category, instance) for instance in segment.instances()]
     return found
 
 
