@@ -22,7 +22,7 @@ from tagseg.errors import ConfigError
 from tagseg.image import ImageSource, load_image
 from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, RegionProposer, TextDatabase, TextEncoder
 from tagseg.naming import CandidateEmbeddings, Naming, name_segments
-from tagseg.result import ProposedRegion, Segment, Segmentation
+from tagseg.result import Region, Segment, Segmentation
 from tagseg.segmenters.regions import regions_from_masks
 
 T = TypeVar("T")
@@ -188,7 +188,7 @@ class TAG:
             fallback = _resize_labels(cluster_ids[cluster_map], rgb.shape[:2])
         with _timed(timings, "regions"):
             regions = regions_from_masks(proposals, uncovered=uncovered if fallback is not None else "unlabelled", fallback=fallback)
-        origins = [(int(p), float(proposals.scores[p])) if p >= 0 else None for p in regions.proposal]
+        origins = [(int(p), float(proposals.scores[p]) if p >= 0 else None) for p in regions.proposal]
         result = self._name_region_map(
             working, pixels, regions.label_map, np.arange(len(regions)), config, timings,
             origins=origins, unnamed=regions.unlabelled,
@@ -204,13 +204,14 @@ class TAG:
         config: TAGConfig,
         timings: dict[str, float],
         *,
-        origins: list[tuple[int, float] | None] | None = None,
+        origins: list[tuple[int, float | None]] | None = None,
         unnamed: int | None = None,
     ) -> Segmentation:
         """Stages 2 and 3 on a compact region map of the image's size: one CLIP forward, each region's
         embedding weighted by how much of each working pixel it covers, names, then the segments.
 
-        ``origins`` gives each region's proposed mask (index, score), ``unnamed`` a region that gets
+        ``origins`` gives each region's proposed mask (index and score; -1 and None for pixels no
+        mask covered), ``unnamed`` a region that gets
         ``unknown_label`` instead of a name (the pixels no proposed mask covers).
         """
         with _timed(timings, "embedder"):
@@ -320,12 +321,12 @@ def _assemble(
     cluster_ids: np.ndarray,
     namings: list,
     embeddings: np.ndarray,
-    origins: list[tuple[int, float] | None] | None = None,
+    origins: list[tuple[int, float | None]] | None = None,
 ) -> Segmentation:
     """Merge clusters that got the same name into one segment each, largest segment first.
 
-    ``origins`` (per cluster: the proposed mask's index and score, or ``None``) become each
-    segment's :class:`ProposedRegion` list, the instances of the exports.
+    ``origins`` (per cluster: the proposed mask's index and score) become each segment's
+    :class:`~tagseg.result.Region` list, from which the exports take their instances.
     """
     areas = np.bincount(cluster_map.ravel(), minlength=len(namings))
     groups: dict[str, list[int]] = {}
@@ -355,11 +356,7 @@ def _assemble(
                     (r for c in clusters for r in namings[c].retrieved), key=lambda x: x.text, value=lambda x: x.similarity
                 ),
                 embedding=(weights[:, None] * embeddings[clusters]).sum(axis=0),
-                proposals=[
-                    ProposedRegion(origin[0], origin[1], cluster_map == c)
-                    for c in clusters
-                    if origins is not None and (origin := origins[c]) is not None
-                ],
+                regions=[Region(*origins[c], cluster_map == c) for c in clusters] if origins is not None else [],
             )
         )
     original_cluster_map = cluster_ids[cluster_map].astype(np.int32)

@@ -17,7 +17,7 @@ import numpy as np
 from tagseg import __version__
 from tagseg.masks import instances, mask_bbox, mask_to_rle, rle_to_mask
 
-__all__ = ["Candidate", "Instance", "ProposedRegion", "Retrieved", "Segment", "Segmentation", "segmentation_schema"]
+__all__ = ["Candidate", "Instance", "Region", "Retrieved", "Segment", "Segmentation", "segmentation_schema"]
 
 
 @dataclass(frozen=True)
@@ -38,16 +38,18 @@ class Retrieved:
 
 
 @dataclass
-class ProposedRegion:
-    """The part of a segment that one proposed mask gave (``segmenter="sam"``).
+class Region:
+    """One Stage 1 region of a segment of a ``segmenter="sam"`` result, and where it came from.
 
-    ``proposal`` is the mask's index in the proposer's output (most confident first for SAM),
-    ``score`` the proposer's confidence (SAM's predicted IoU), ``mask`` the pixels it gave the
-    segment: the mask less the smaller masks drawn on top of it (image size).
+    ``proposal`` is the index of its mask in the proposer's output (SAM: most confident first) and
+    ``score`` the proposer's confidence in it (SAM's predicted IoU); ``mask`` holds the pixels it
+    gave the segment (the mask less the smaller masks drawn on top of it), at the image's size.
+    Pixels no mask covered (k-means fallback or unlabelled) are regions with ``proposal`` -1 and
+    ``score`` None.
     """
 
     proposal: int
-    score: float
+    score: float | None
     mask: np.ndarray = field(repr=False)
 
 
@@ -70,7 +72,7 @@ class Instance:
 class Segment:
     """One named region. ``mask`` is a boolean (H, W) array at the input image's size.
 
-    ``proposals`` lists the regions proposed masks gave it (empty for k-means segments).
+    ``regions`` lists its Stage 1 regions when they came from a proposer (empty for k-means segments).
     """
 
     id: int
@@ -81,7 +83,7 @@ class Segment:
     candidates: list[Candidate] = field(default_factory=list)
     retrieved: list[Retrieved] = field(default_factory=list)
     embedding: np.ndarray | None = field(default=None, repr=False)
-    proposals: list[ProposedRegion] = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)
 
     @property
     def area(self) -> int:
@@ -96,17 +98,17 @@ class Segment:
     def instances(self) -> list[Instance]:
         """The segment's instances, largest first; together they cover ``mask``.
 
-        From proposed masks (SAM): one thing per mask, scored by the mask's score, and the pixels no
-        mask covered (k-means fallback or unlabelled) as one stuff instance. Else the separate
-        regions (8-connected components) of ``mask``: clusters that got the same name form one
-        segment, and where they are far apart they stay separate instances.
+        From proposed masks (SAM, ``regions``): one thing per mask, scored by the mask's score, and
+        the pixels no mask covered (k-means fallback or unlabelled) as one stuff instance. Else the
+        separate regions (8-connected components) of ``mask``: clusters that got the same name form
+        one segment, and where they are far apart they stay separate instances.
         """
-        if not self.proposals:
+        if not self.regions:
             return [Instance(mask, self.score) for mask in instances(self.mask)]
-        found = [Instance(region.mask, region.score, True, region.proposal) for region in self.proposals]
-        rest = self.mask & ~np.logical_or.reduce([region.mask for region in self.proposals])
-        if rest.any():
-            found.append(Instance(rest, self.score, False))
+        found = [Instance(r.mask, r.score, True, r.proposal) for r in self.regions if r.score is not None and r.proposal >= 0]
+        uncovered = [r.mask for r in self.regions if r.proposal < 0]
+        if uncovered:
+            found.append(Instance(np.logical_or.reduce(uncovered), self.score, False))
         return sorted(found, key=lambda instance: -int(instance.mask.sum()))
 
     def to_dict(self, *, include_mask: bool = True) -> dict[str, Any]:
@@ -125,10 +127,14 @@ class Segment:
         }
         if include_mask:
             data["rle"] = mask_to_rle(self.mask)
-        if self.proposals:
-            data["proposals"] = [
-                {"proposal": r.proposal, "score": round(r.score, 6), **({"rle": mask_to_rle(r.mask)} if include_mask else {})}
-                for r in self.proposals
+        if self.regions:
+            data["regions"] = [
+                {
+                    "proposal": r.proposal,
+                    "score": None if r.score is None else round(r.score, 6),
+                    **({"rle": mask_to_rle(r.mask)} if include_mask else {}),
+                }
+                for r in self.regions
             ]
         return data
 
@@ -202,7 +208,7 @@ class Segmentation:
                 cluster_ids=data["cluster_ids"],
                 candidates=[Candidate(c["name"], c["score"], c["count"]) for c in data.get("candidates", [])],
                 retrieved=[Retrieved(r["text"], r["similarity"]) for r in data.get("retrieved", [])],
-                proposals=[ProposedRegion(r["proposal"], r["score"], rle_to_mask(r["rle"])) for r in data.get("proposals", [])],
+                regions=[Region(r["proposal"], r["score"], rle_to_mask(r["rle"])) for r in data.get("regions", [])],
             ))
         return cls(
             label_map, segments, label_map.copy(), dict(record.get("settings", {})), dict(record.get("models", {})),

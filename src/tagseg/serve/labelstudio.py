@@ -202,7 +202,7 @@ def to_predictions(
         label = segment.label if mapper is None else mapper(segment.label)[0]
         if label is None or segment.area == 0:
             continue
-        parts = segment.instances() if segment.proposals else [Instance(segment.mask, segment.score)]
+        parts = segment.instances() if segment.regions else [Instance(segment.mask, segment.score)]
         for part in parts:
             key, part_area = (label, part.proposal), int(part.mask.sum())
             mask, weighted, area = regions.get(key, (np.zeros((height, width), dtype=bool), 0.0, 0))

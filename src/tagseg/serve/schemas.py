@@ -25,6 +25,11 @@ class SegmentSettings(BaseModel):
     names: Literal["words", "phrases"] | None = Field(
         None, description="Candidate names: `words` (the paper's single words) or `phrases` (multi-word names too)."
     )
+    segmenter: Literal["kmeans", "sam"] | None = Field(
+        None,
+        description="Stage 1: `kmeans` (DINOv2 k-means) or `sam` (Segment Anything's masks; the server loads its "
+        "`sam_model` on the first such request unless it started with `--segmenter sam`).",
+    )
     masks: bool = Field(True, description="Include each segment's mask (uncompressed COCO RLE).")
     formats: list[Literal["overlay", "labels"]] = Field(
         default_factory=list,
@@ -37,6 +42,7 @@ class SegmentSettings(BaseModel):
             top_k=self.top_k,
             crf=self.crf,
             names=self.names,
+            segmenter=self.segmenter,
             masks=self.masks,
             overlay="overlay" in self.formats,
             labels="labels" in self.formats,
@@ -73,6 +79,7 @@ MULTIPART_SCHEMA: dict[str, Any] = {
         "top_k": {"type": "integer", "minimum": 1, "maximum": 200},
         "crf": {"type": "boolean"},
         "names": {"type": "string", "enum": ["words", "phrases"]},
+        "segmenter": {"type": "string", "enum": ["kmeans", "sam"]},
         "masks": {"type": "boolean", "default": True},
         "formats": {"type": "array", "items": {"type": "string", "enum": ["overlay", "labels"]}},
     },
