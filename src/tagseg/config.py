@@ -228,7 +228,6 @@ class ClusterSettings(_Section):
         "or 'unlabelled' (one region named unknown_label; DINOv2 and k-means do not run).",
         choices=("fallback", "unlabelled"),
     )
-    sam: SamSettings = setting(SamSettings(), "Segment Anything's automatic mask generation (a table).", cli=False)
 
     num_clusters: int | str = setting(
         15, "k of k-means: segment candidates per image, or 'auto' to choose k per image in [min_clusters, max_clusters].",
@@ -248,6 +247,7 @@ class ClusterSettings(_Section):
         check=lambda v: 0.0 <= v < 1.0,
     )
     crf: CRFSettings = setting(CRFSettings(), "Refine segment edges with a dense CRF (a switch, or a table of CRF settings).")
+    sam: SamSettings = setting(SamSettings(), "Segment Anything's automatic mask generation with segmenter sam (a table; docs/sam.md).", cli=False)
 
     def _invalid(self) -> list[str]:
         return [] if self.min_clusters <= self.max_clusters else ["min_clusters", "max_clusters"]
