@@ -90,13 +90,19 @@ class TAG:
 
         ``dtype`` is the resolved type (``dtype="auto"`` shows as ``bfloat16`` or ``float32``); seams
         without a torch dtype (the toy world) add none, and backbones in different types are listed all.
+        Results of ``segmenter="sam"`` also name the ``proposer`` (:meth:`_models_with`).
         """
+        return self._models_with(None)
+
+    def _models_with(self, proposer: RegionProposer | None) -> dict[str, str]:
         models = {
             "features": self.features.model_id,
             "embedder": self.embedder.model_id,
             "text_encoder": self.text_encoder.model_id,
         }
-        seams = (self.features, self.embedder, self.text_encoder)
+        if proposer is not None:
+            models["proposer"] = proposer.model_id
+        seams = (self.features, self.embedder, self.text_encoder, proposer)
         dtypes = {str(seam.dtype).removeprefix("torch.") for seam in seams if isinstance(getattr(seam, "dtype", None), torch.dtype)}
         if dtypes:
             models["dtype"] = ",".join(sorted(dtypes))
@@ -271,9 +277,7 @@ class TAG:
         self, result: Segmentation, timings: dict[str, float], config: TAGConfig, proposer: RegionProposer | None = None
     ) -> Segmentation:
         result.settings = config.to_dict()
-        result.models = self.models
-        if proposer is not None:
-            result.models["proposer"] = proposer.model_id
+        result.models = self._models_with(proposer)
         result.timings = timings
         return result
 

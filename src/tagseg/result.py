@@ -144,7 +144,8 @@ class Segmentation:
     """The result for one image.
 
     ``label_map[y, x]`` is the index in ``segments`` of the pixel's segment; ``cluster_map`` keeps
-    the k-means/CRF cluster of every pixel before same-name clusters were merged.
+    the Stage 1 region of every pixel before same-name regions were merged (the k-means/CRF
+    cluster, or with ``segmenter="sam"`` the region of one label per pixel, ``Segment.regions``).
     """
 
     label_map: np.ndarray
