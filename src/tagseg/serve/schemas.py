@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tagseg.serve.service import SegmentOptions
 
 
+_MAX_FORMATS = 8
+"""Entries of ``formats`` a request may give (repeats included): a form then stays within the
+server's field limit, one of each field plus eight (``app._read_segment_request``)."""
+
+
 class SegmentSettings(BaseModel):
     """Optional per-request settings, as JSON fields or multipart form fields."""
 
@@ -33,6 +38,7 @@ class SegmentSettings(BaseModel):
     masks: bool = Field(True, description="Include each segment's mask (uncompressed COCO RLE).")
     formats: list[Literal["overlay", "labels"]] = Field(
         default_factory=list,
+        max_length=_MAX_FORMATS,
         description="Extra pictures as base64 PNG: `overlay` (photo with names and legend), `labels` (label map).",
     )
 
@@ -81,7 +87,7 @@ MULTIPART_SCHEMA: dict[str, Any] = {
         "names": {"type": "string", "enum": ["words", "phrases"]},
         "segmenter": {"type": "string", "enum": ["kmeans", "sam"]},
         "masks": {"type": "boolean", "default": True},
-        "formats": {"type": "array", "items": {"type": "string", "enum": ["overlay", "labels"]}},
+        "formats": {"type": "array", "maxItems": _MAX_FORMATS, "items": {"type": "string", "enum": ["overlay", "labels"]}},
     },
 }
 
