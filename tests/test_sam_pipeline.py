@@ -276,3 +276,16 @@ def test_the_service_chooses_the_segmenter_per_request(toy_seams: TAG) -> None:
     prediction = to_predictions(tag(image, segmenter="sam", uncovered="unlabelled"), target, None, "test")
     scores = sorted(item["score"] for item in prediction["result"])
     assert len(prediction["result"]) == 4 and scores[1:] == [0.6, 0.7, 0.8]  # three masks and the unlabelled rest
+
+
+def test_eval_runs_with_sam_and_records_it(tiny_sam: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    done = runner.invoke(app, [
+        "eval", "--dataset", "toy", "--toy-images", "1", "--protocol", "oracle-image", "--no-cache", "--no-progress",
+        "--segmenter", "sam", "--sam-model", str(tiny_sam), "--out", str(out),
+    ])
+    assert done.exit_code == 0, done.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["pipeline"]["segmenter"] == "sam"
+    assert report["settings"]["pipeline"]["sam_model"] == str(tiny_sam)
+    assert f"Segment Anything ({tiny_sam}, uncovered pixels: fallback)" in (out / "report.md").read_text()
