@@ -120,7 +120,7 @@ class TAG:
         rgb, working, pixels = self._prepare(image, timings)
         if config.clusters.segmenter == "sam":
             return self._segment_with_proposer(rgb, working, pixels, config, timings)
-        cluster_map, cluster_ids, scores = self._kmeans_segments(working, pixels, config, timings)
+        cluster_map, cluster_ids = self._kmeans_segments(working, pixels, config, timings)
         with _timed(timings, "embedder"):
             embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
         with _timed(timings, "pooling"):
@@ -155,9 +155,9 @@ class TAG:
 
     def _kmeans_segments(
         self, working: np.ndarray, pixels: torch.Tensor, config: TAGConfig, timings: dict[str, float]
-    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Stage 1: DINOv2 features, k-means, CRF, small regions; the compact cluster map at the
-        working size, each cluster's original id, and the cluster scores."""
+        working size and each cluster's original id."""
         height, width = working.shape[:2]
         clusters = config.clusters
         with _timed(timings, "features"):
@@ -174,7 +174,7 @@ class TAG:
             min_area = round(clusters.min_region_area * height * width)
             cluster_map = granularity.merge_small_regions(cluster_map, scores.numpy(), min_area)
             cluster_map, cluster_ids = seg.compact_labels(cluster_map)
-        return cluster_map, cluster_ids, scores
+        return cluster_map, cluster_ids
 
     def _segment_with_proposer(
         self, rgb: np.ndarray, working: np.ndarray, pixels: torch.Tensor, config: TAGConfig, timings: dict[str, float]
@@ -190,10 +190,10 @@ class TAG:
         uncovered = config.clusters.uncovered
         fallback = None
         if uncovered == "fallback" and not proposals.masks.any(axis=0).all():
-            cluster_map, cluster_ids, _ = self._kmeans_segments(working, pixels, config, timings)
+            cluster_map, cluster_ids = self._kmeans_segments(working, pixels, config, timings)
             fallback = _resize_labels(cluster_ids[cluster_map], rgb.shape[:2])
-        with _timed(timings, "regions"):
-            regions = regions_from_masks(proposals, uncovered=uncovered if fallback is not None else "unlabelled", fallback=fallback)
+        with _timed(timings, "regions"):  # without a fallback map no pixel is uncovered, or they stay unlabelled
+            regions = regions_from_masks(proposals, uncovered="fallback" if fallback is not None else "unlabelled", fallback=fallback)
         origins = [(int(p), float(proposals.scores[p]) if p >= 0 else None) for p in regions.proposal]
         result = self._name_region_map(
             working, pixels, regions.label_map, np.arange(len(regions)), config, timings,

@@ -105,7 +105,7 @@ class Segment:
         """
         if not self.regions:
             return [Instance(mask, self.score) for mask in instances(self.mask)]
-        found = [Instance(r.mask, r.score, True, r.proposal) for r in self.regions if r.score is not None and r.proposal >= 0]
+        found = [Instance(r.mask, float(r.score or 0.0), True, r.proposal) for r in self.regions if r.proposal >= 0]
         uncovered = [r.mask for r in self.regions if r.proposal < 0]
         if uncovered:
             found.append(Instance(np.logical_or.reduce(uncovered), self.score, False))
