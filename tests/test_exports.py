@@ -62,7 +62,7 @@ def exported(results, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, C
 def test_same_name_far_apart_is_one_segment_with_two_instances(results) -> None:
     squares = dict(results)["sub/squares"]
     red = next(s for s in squares.segments if s.label == "red")
-    instances = red.instances()
+    instances = [i.mask for i in red.instances()]
     assert len(instances) == 2 and all(abs(int(m.sum()) - 1600) < 320 for m in instances)
     assert np.array_equal(np.logical_or(*instances), red.mask)
 
@@ -80,7 +80,7 @@ def test_coco_instances_read_back_with_pycocotools(results, exported) -> None:
             mine = [a for a in annotations if names[a["category_id"]] == segment.label]
             masks = [coco.annToMask(a).astype(bool) for a in mine]
             assert np.array_equal(np.any(masks, axis=0), segment.mask)
-            assert [a["area"] for a in mine] == [int(m.sum()) for m in segment.instances()]
+            assert [a["area"] for a in mine] == [int(i.mask.sum()) for i in segment.instances()]
             assert all(a["bbox"] == list(coco_mask.toBbox(coco.annToRLE(a))) for a in mine)
     squares = coco.loadAnns(coco.getAnnIds(imgIds=[4], catIds=[table.id("red")]))
     assert len(squares) == 2
@@ -139,7 +139,7 @@ def test_yolo_polygons_rasterise_back_to_the_instances(results, exported) -> Non
     for name, result in results:
         height, width = result.image_size
         lines = (out / "yolo" / "labels" / f"{name}.txt").read_text().splitlines()
-        expected = [(s.label, m) for s in result.segments for m in s.instances()]
+        expected = [(s.label, i.mask) for s in result.segments for i in s.instances()]
         assert len(lines) == len(expected)
         for line, (label, mask) in zip(lines, expected):
             values = line.split()
@@ -251,7 +251,7 @@ def test_supervision_detections(results) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # supervision warns that it runs without OpenCV
         detections = to_detections(squares, table)
-    instances = [(s, m) for s in squares.segments for m in s.instances()]
+    instances = [(s, i.mask) for s in squares.segments for i in s.instances()]
     assert len(detections) == len(instances)
     assert list(detections.data["class_name"]) == [s.label for s, _ in instances]
     assert list(detections.class_id) == [table.id(s.label) for s, _ in instances]

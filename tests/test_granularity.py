@@ -71,7 +71,7 @@ def test_minimum_region_area_in_the_pipeline() -> None:
     image[96:112, 2:18] = PALETTE[spare]  # a 256-pixel speck of another colour
     plain = TAG.from_pretrained("toy", image_size=128)(image)
     result = TAG.from_pretrained("toy", image_size=128, min_region_area=0.02)(image)  # 328 pixels
-    smallest = lambda r: min(int(m.sum()) for s in r.segments for m in s.instances())  # noqa: E731
+    smallest = lambda r: min(int(m.sum()) for s in r.segments for m in (i.mask for i in s.instances()))  # noqa: E731
     assert spare in plain.labels and smallest(plain) == 256
     assert spare not in result.labels and smallest(result) >= 328
     assert sum(s.area for s in result.segments) == regions.size, "no pixel is dropped"

@@ -21,13 +21,15 @@ TOKEN = "schema-test-token"
 
 
 # What the schema cannot say: an image too small to segment, truncated or not an image is refused
-# with 413/415/422; the URL example's host cannot be reached from the test machine (502, no network);
+# with 413/415/422; an image_url the fetch policy refuses (not http(s), a private or unlisted host)
+# with 400; the URL example's host cannot be reached from the test machine (502, no network);
+# segmenter "sam" needs sam_model, which the test machine does not have (503);
 # /predict without label_config needs a /setup first (422).
 CONFIG = """
 [[operations]]
 include-path = "/v1/segment"
-checks.positive_data_acceptance.expected-statuses = ["2xx", "413", "415", "422", "502"]
-checks.not_a_server_error.expected-statuses = ["2xx", "4xx", "502"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "413", "415", "422", "502", "503"]
+checks.not_a_server_error.expected-statuses = ["2xx", "4xx", "502", "503"]
 
 [[operations]]
 include-path = "/predict"

@@ -11,7 +11,8 @@ A *model spec* is what ``feature_model`` and ``clip_model`` hold:
 
 ``feature_model``'s backend builds the :class:`~tagseg.interfaces.PatchFeatureExtractor`,
 ``clip_model``'s builds the :class:`~tagseg.interfaces.DenseImageEmbedder` and the
-:class:`~tagseg.interfaces.TextEncoder` (one joint space). The *database spec* (``database``)
+:class:`~tagseg.interfaces.TextEncoder` (one joint space), ``sam_model``'s the
+:class:`~tagseg.interfaces.RegionProposer` (Segment Anything; only when ``segmenter`` is ``sam``). The *database spec* (``database``)
 is ``default`` (the shipped vocabulary), ``toy`` (the toy captions) or a database folder.
 
 A new kind of model plugs in without touching the pipeline::
@@ -36,7 +37,7 @@ from tagseg.errors import ConfigError, DatabaseError
 
 if TYPE_CHECKING:
     from tagseg.config import TAGConfig
-    from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, TextDatabase, TextEncoder
+    from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, RegionProposer, TextDatabase, TextEncoder
 
 __all__ = [
     "Backend",
@@ -45,6 +46,7 @@ __all__ = [
     "build",
     "build_embedder",
     "build_features",
+    "build_proposer",
     "build_text_encoder",
     "check_database",
     "download_models",
@@ -71,17 +73,19 @@ class Backend:
     features: SeamBuilder[PatchFeatureExtractor] | None = None
     embedder: SeamBuilder[DenseImageEmbedder] | None = None
     text_encoder: SeamBuilder[TextEncoder] | None = None
+    proposer: SeamBuilder[RegionProposer] | None = None
     description: str = "a registered backend"
 
 
 @dataclass(frozen=True)
 class Seams:
-    """The four parts a :class:`~tagseg.TAG` is made of."""
+    """The parts a :class:`~tagseg.TAG` is made of (``proposer`` only when ``segmenter`` is ``sam``)."""
 
     features: PatchFeatureExtractor
     embedder: DenseImageEmbedder
     text_encoder: TextEncoder
     database: TextDatabase
+    proposer: RegionProposer | None = None
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -122,7 +126,12 @@ def backend_for(spec: str) -> Backend:
     return _registered(spec) or HUGGING_FACE
 
 
-_SEAM_NAMES = {"features": "patch features", "embedder": "dense image embedder", "text_encoder": "text encoder"}
+_SEAM_NAMES = {
+    "features": "patch features",
+    "embedder": "dense image embedder",
+    "text_encoder": "text encoder",
+    "proposer": "region proposer (Segment Anything)",
+}
 
 
 def _build(seam: str, setting: str, config: TAGConfig) -> object:
@@ -152,6 +161,11 @@ def build_text_encoder(config: TAGConfig) -> TextEncoder:
     return _build("text_encoder", "clip_model", config)  # type: ignore[return-value]
 
 
+def build_proposer(config: TAGConfig) -> RegionProposer:
+    """The region proposer of ``config.sam_model``, with the knobs of ``config.clusters.sam``."""
+    return _build("proposer", "sam_model", config)  # type: ignore[return-value]
+
+
 def text_encoder_for(spec: str, config: TAGConfig | None = None) -> TextEncoder:
     """The text tower a model spec names (``tagseg db``'s ``--text-model``, or a database's model id),
     on ``config``'s device and dtype (the ``paper`` preset's by default)."""
@@ -165,9 +179,10 @@ def text_encoder_for(spec: str, config: TAGConfig | None = None) -> TextEncoder:
 
 
 def build(config: TAGConfig, *, database: TextDatabase | None = None) -> Seams:
-    """Build the four seams of ``config``; ``database`` replaces the one ``config.database`` names.
+    """Build the seams of ``config``; ``database`` replaces the one ``config.database`` names.
 
-    A database folder that does not exist is refused before any model loads.
+    The region proposer is built only when ``config.segmenter`` is ``sam``. A database folder that
+    does not exist is refused before any model loads.
     """
     if database is None:
         check_database(config.database)
@@ -176,7 +191,8 @@ def build(config: TAGConfig, *, database: TextDatabase | None = None) -> Seams:
     text_encoder = build_text_encoder(config)
     if database is None:
         database = open_database(config.database, text_encoder)
-    return Seams(features, embedder, text_encoder, database)
+    proposer = build_proposer(config) if config.segmenter == "sam" else None
+    return Seams(features, embedder, text_encoder, database, proposer)
 
 
 # ----------------------------------------------------------------------------- databases
@@ -270,8 +286,18 @@ def _clip_text(spec: str, config: TAGConfig) -> TextEncoder:
     return CLIPTextEncoder.from_pretrained(spec, device=config.device, dtype=config.dtype)
 
 
+def _sam(spec: str, config: TAGConfig) -> RegionProposer:
+    from tagseg.segmenters.sam import SamMaskGenerator
+
+    return SamMaskGenerator.from_pretrained(spec, config.clusters.sam, device=config.device, dtype=config.dtype)
+
+
 HUGGING_FACE = Backend(
-    features=_dinov2, embedder=_gem_clip, text_encoder=_clip_text, description="Hugging Face id or model directory"
+    features=_dinov2,
+    embedder=_gem_clip,
+    text_encoder=_clip_text,
+    proposer=_sam,
+    description="Hugging Face id or model directory",
 )
 """The backend of every spec no registered backend claims."""
 

@@ -6,7 +6,8 @@ text, default, allowed values, command-line flag). The command line (:mod:`tagse
 (:func:`settings_markdown`) are generated from that declaration.
 
 * :class:`ModelSettings` (``models``): which models, at what input size, on which device.
-* :class:`ClusterSettings` (``clusters``): Stage 1, k-means segments, granularity and the CRF.
+* :class:`ClusterSettings` (``clusters``): Stage 1, k-means segments (or Segment Anything's masks,
+  :class:`SamSettings`), granularity and the CRF.
 * :class:`NamingSettings` (``naming``): Stage 3, retrieval and the candidate-name rules.
 * :class:`ControlSettings` (``controls``): the optional naming controls applied after Stage 3.
 
@@ -35,6 +36,7 @@ __all__ = [
     "NamingSettings",
     "PRESETS",
     "SECTIONS",
+    "SamSettings",
     "Setting",
     "TAGConfig",
     "config_toml",
@@ -133,6 +135,52 @@ class CRFSettings(_Section):
     )
 
 
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, (int, float)) and 0.0 <= value <= 1.0
+
+
+@dataclass(frozen=True)
+class SamSettings(_Section):
+    """Segment Anything's automatic mask generation (segment-anything's defaults but points_per_side)."""
+
+    _prefix: ClassVar[str] = "sam."
+
+    points_per_side: int = setting(
+        16, "Point prompts per side of the grid (points_per_side**2 per crop), the main cost; segment-anything uses 32.",
+        check=lambda v: _is_int(v) and v >= 1,
+    )
+    points_per_batch: int = setting(
+        64, "Points per mask-decoder call (memory against speed only).", check=lambda v: _is_int(v) and v >= 1
+    )
+    pred_iou_threshold: float = setting(
+        0.88, "Keep masks whose predicted IoU (SAM's own quality estimate) is above this (0: off).", check=_is_fraction
+    )
+    stability_threshold: float = setting(
+        0.95, "Keep masks whose stability score (IoU of the mask at two logit cutoffs) is at least this (0: off).",
+        check=_is_fraction,
+    )
+    stability_offset: float = setting(
+        1.0, "Logit offset of the two cutoffs of the stability score.", check=lambda v: isinstance(v, (int, float)) and v > 0
+    )
+    mask_threshold: float = setting(0.0, "Logit cutoff that binarises the masks.")
+    box_nms_threshold: float = setting(
+        0.7, "Box IoU above which the less confident of two masks is a duplicate.", check=_is_fraction
+    )
+    crop_layers: int = setting(
+        0, "Extra layers of (2**i)**2 overlapping crops, each with its own image embedding (0: the whole image only).",
+        check=lambda v: _is_int(v) and v >= 0,
+    )
+    crop_overlap_ratio: float = setting(
+        512 / 1500, "Overlap of first-layer crops, as a fraction of the shorter image side.",
+        check=lambda v: isinstance(v, (int, float)) and 0.0 <= v < 1.0,
+    )
+    crop_nms_threshold: float = setting(0.7, "Box IoU for duplicates across crops (smaller crops win).", check=_is_fraction)
+    min_region_area: int = setting(
+        0, "Pixels: islands and holes smaller than this are removed from each mask (0: off).",
+        check=lambda v: _is_int(v) and v >= 0,
+    )
+
+
 @dataclass(frozen=True)
 class ModelSettings(_Section):
     """Which models run, on what input and where; fixed once a TAG is built (not per call)."""
@@ -140,6 +188,11 @@ class ModelSettings(_Section):
     feature_model: str = setting("facebook/dinov2-base", "Patch feature model (DINOv2): Hugging Face id or local directory.")
     clip_model: str = setting(
         "openai/clip-vit-large-patch14", "CLIP model (dense image embedder and text encoder): Hugging Face id or local directory."
+    )
+    sam_model: str = setting(
+        "facebook/sam-vit-base",
+        "Segment Anything checkpoint (a transformers SamModel, SlimSAM too): Hugging Face id or local directory; "
+        "loaded only when segmenter is sam.",
     )
     database: str = setting(
         "default",
@@ -172,7 +225,17 @@ class ModelSettings(_Section):
 
 @dataclass(frozen=True)
 class ClusterSettings(_Section):
-    """Stage 1: k-means segment candidates, their number per image, small regions and the CRF."""
+    """Stage 1: k-means segment candidates (or SAM's masks), their number per image, small regions and the CRF."""
+
+    segmenter: str = setting(
+        "kmeans", "Stage 1: 'kmeans' (DINOv2 k-means segments, the paper's) or 'sam' (Segment Anything's masks, docs/sam.md).",
+        choices=("kmeans", "sam"),
+    )
+    uncovered: str = setting(
+        "fallback", "With segmenter sam, pixels no mask covers: 'fallback' (take the k-means segments, named as usual) "
+        "or 'unlabelled' (one region named unknown_label; DINOv2 and k-means do not run).",
+        choices=("fallback", "unlabelled"),
+    )
 
     num_clusters: int | str = setting(
         15, "k of k-means: segment candidates per image, or 'auto' to choose k per image in [min_clusters, max_clusters].",
@@ -192,6 +255,7 @@ class ClusterSettings(_Section):
         check=lambda v: 0.0 <= v < 1.0,
     )
     crf: CRFSettings = setting(CRFSettings(), "Refine segment edges with a dense CRF (a switch, or a table of CRF settings).")
+    sam: SamSettings = setting(SamSettings(), "Segment Anything's automatic mask generation with segmenter sam (a table; docs/sam.md).", cli=False)
 
     def _invalid(self) -> list[str]:
         return [] if self.min_clusters <= self.max_clusters else ["min_clusters", "max_clusters"]
@@ -535,7 +599,8 @@ def settings_markdown() -> str:
             if item.section != section:
                 continue
             if dataclasses.is_dataclass(item.default):
-                lines.append(f"| `{item.name}` | | `--{item.name}/--no-{item.name}` | {item.help} |")
+                switch = f"`--{item.name}/--no-{item.name}`" if item.cli else ""
+                lines.append(f"| `{item.name}` | | {switch} | {item.help} |")
                 lines += [
                     f"| `{item.name}.{sub.name}` | `{_toml_value(getattr(item.default, sub.name))}` | | {sub.metadata['help']} |"
                     for sub in dataclasses.fields(item.default)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -19,9 +20,10 @@ from tagseg.config import ModelSettings, TAGConfig, preset
 from tagseg.controls import apply_controls
 from tagseg.errors import ConfigError
 from tagseg.image import ImageSource, load_image
-from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, TextDatabase, TextEncoder
+from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, RegionProposer, TextDatabase, TextEncoder
 from tagseg.naming import CandidateEmbeddings, Naming, name_segments
-from tagseg.result import Segment, Segmentation
+from tagseg.result import Region, Segment, Segmentation
+from tagseg.segmenters.regions import regions_from_masks
 
 T = TypeVar("T")
 
@@ -30,9 +32,11 @@ class TAG:
     """Guidance-free open-vocabulary segmentation.
 
     ``TAG.from_pretrained("paper")`` builds the paper's models; ``TAG(...)`` takes any
-    implementations of the four seams. Calling it with an image returns a :class:`Segmentation`.
-    Built from seams, its ``config`` (and so every result's ``settings``) names the seams'
-    ``model_id`` as ``feature_model`` and ``clip_model``, whatever specs ``config`` held.
+    implementations of the four seams, and optionally a :class:`~tagseg.interfaces.RegionProposer`
+    for ``segmenter="sam"`` (else it is built from ``config.sam_model`` the first time a call asks
+    for it). Calling it with an image returns a :class:`Segmentation`. Built from seams, its
+    ``config`` (and so every result's ``settings``) names the seams' ``model_id`` as
+    ``feature_model`` and ``clip_model``, whatever specs ``config`` held.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class TAG:
         text_encoder: TextEncoder,
         database: TextDatabase,
         config: TAGConfig | None = None,
+        proposer: RegionProposer | None = None,
     ) -> None:
         if database.dim != text_encoder.dim or embedder.dim != text_encoder.dim:
             raise ValueError(
@@ -54,6 +59,8 @@ class TAG:
         self.database = database
         # Results record the models actually used: the seams' ids, not the config's default specs.
         self.config = (config or TAGConfig()).replace(feature_model=features.model_id, clip_model=embedder.model_id)
+        self.proposer = proposer
+        self._proposer_lock = threading.Lock()
         self.candidate_embeddings = CandidateEmbeddings(text_encoder, self.config.naming.prompt_template)
 
     @classmethod
@@ -78,7 +85,7 @@ class TAG:
         else:
             config = preset(name_or_config, **overrides)
         seams = builder.build(config, database=database)
-        tag = cls(seams.features, seams.embedder, seams.text_encoder, seams.database, config)
+        tag = cls(seams.features, seams.embedder, seams.text_encoder, seams.database, config, seams.proposer)
         tag.config = config  # the seams were built from these specs: keep them (rebuildable, e.g. "toy")
         return tag
 
@@ -88,13 +95,19 @@ class TAG:
 
         ``dtype`` is the resolved type (``dtype="auto"`` shows as ``bfloat16`` or ``float32``); seams
         without a torch dtype (the toy world) add none, and backbones in different types are listed all.
+        Results of ``segmenter="sam"`` also name the ``proposer`` (:meth:`_models_with`).
         """
+        return self._models_with(None)
+
+    def _models_with(self, proposer: RegionProposer | None) -> dict[str, str]:
         models = {
             "features": self.features.model_id,
             "embedder": self.embedder.model_id,
             "text_encoder": self.text_encoder.model_id,
         }
-        seams = (self.features, self.embedder, self.text_encoder)
+        if proposer is not None:
+            models["proposer"] = proposer.model_id
+        seams = (self.features, self.embedder, self.text_encoder, proposer)
         dtypes = {str(seam.dtype).removeprefix("torch.") for seam in seams if isinstance(getattr(seam, "dtype", None), torch.dtype)}
         if dtypes:
             models["dtype"] = ",".join(sorted(dtypes))
@@ -104,28 +117,15 @@ class TAG:
         """Segment one image (path, bytes, PIL image or HxWx3 array) and name its segments.
 
         ``overrides`` change settings of the ``clusters``, ``naming`` and ``controls`` sections for
-        this call only (flat keys such as ``num_clusters=8``, or section objects); ``self.config``
-        stays as it is. Model settings are fixed when the TAG is built.
+        this call only (flat keys such as ``num_clusters=8`` or ``segmenter="sam"``, or section
+        objects); ``self.config`` stays as it is. Model settings are fixed when the TAG is built.
         """
         config = self.settings_for(**overrides)
         timings: dict[str, float] = {}
         rgb, working, pixels = self._prepare(image, timings)
-        height, width = working.shape[:2]
-        clusters = config.clusters
-        with _timed(timings, "features"):
-            features = self.features(_fit_to_patches(pixels, self.features.patch_size))[0].float().cpu()
-        with _timed(timings, "kmeans"):
-            centres = granularity.cluster_centres(features.reshape(-1, features.shape[-1]), clusters)
-            scores = seg.upsample(seg.cluster_scores(features, centres), (height, width))
-        with _timed(timings, "crf"):
-            if clusters.crf.enabled:
-                cluster_map = seg.refine_with_crf(scores, working, clusters.crf)
-            else:
-                cluster_map = scores.argmax(dim=0).numpy().astype(np.int32)
-        with _timed(timings, "regions"):
-            min_area = round(clusters.min_region_area * height * width)
-            cluster_map = granularity.merge_small_regions(cluster_map, scores.numpy(), min_area)
-            cluster_map, cluster_ids = seg.compact_labels(cluster_map)
+        if config.clusters.segmenter == "sam":
+            return self._segment_with_proposer(rgb, working, pixels, config, timings)
+        cluster_map, cluster_ids = self._kmeans_segments(working, pixels, config, timings)
         with _timed(timings, "embedder"):
             embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
         with _timed(timings, "pooling"):
@@ -155,15 +155,95 @@ class TAG:
                 f"not {regions.dtype} of shape {regions.shape}"
             )
         region_map, region_ids = seg.compact_labels(regions)
+        result = self._name_region_map(working, pixels, region_map, region_ids, config, timings)
+        return self._finish(result, timings, config)
+
+    def _kmeans_segments(
+        self, working: np.ndarray, pixels: torch.Tensor, config: TAGConfig, timings: dict[str, float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 1: DINOv2 features, k-means, CRF, small regions; the compact cluster map at the
+        working size and each cluster's original id."""
+        height, width = working.shape[:2]
+        clusters = config.clusters
+        with _timed(timings, "features"):
+            features = self.features(_fit_to_patches(pixels, self.features.patch_size))[0].float().cpu()
+        with _timed(timings, "kmeans"):
+            centres = granularity.cluster_centres(features.reshape(-1, features.shape[-1]), clusters)
+            scores = seg.upsample(seg.cluster_scores(features, centres), (height, width))
+        with _timed(timings, "crf"):
+            if clusters.crf.enabled:
+                cluster_map = seg.refine_with_crf(scores, working, clusters.crf)
+            else:
+                cluster_map = scores.argmax(dim=0).numpy().astype(np.int32)
+        with _timed(timings, "regions"):
+            min_area = round(clusters.min_region_area * height * width)
+            cluster_map = granularity.merge_small_regions(cluster_map, scores.numpy(), min_area)
+            cluster_map, cluster_ids = seg.compact_labels(cluster_map)
+        return cluster_map, cluster_ids
+
+    def _segment_with_proposer(
+        self, rgb: np.ndarray, working: np.ndarray, pixels: torch.Tensor, config: TAGConfig, timings: dict[str, float]
+    ) -> Segmentation:
+        """Stage 1 as the proposer's masks (one label per pixel, smallest on top), then Stages 2 and 3.
+
+        Pixels no mask covers take the k-means segments (``uncovered="fallback"``; DINOv2 and
+        k-means run only when such pixels exist) or form one region named ``unknown_label``.
+        """
+        proposer = self._proposer_for(config)
+        with _timed(timings, "sam"):
+            proposals = proposer(rgb)
+        uncovered = config.clusters.uncovered
+        fallback = None
+        if uncovered == "fallback" and not proposals.masks.any(axis=0).all():
+            cluster_map, cluster_ids = self._kmeans_segments(working, pixels, config, timings)
+            fallback = _resize_labels(cluster_ids[cluster_map], rgb.shape[:2])
+        with _timed(timings, "regions"):  # without a fallback map no pixel is uncovered, or they stay unlabelled
+            regions = regions_from_masks(proposals, uncovered="fallback" if fallback is not None else "unlabelled", fallback=fallback)
+        origins = [(int(p), float(proposals.scores[p]) if p >= 0 else None) for p in regions.proposal]
+        result = self._name_region_map(
+            working, pixels, regions.label_map, np.arange(len(regions)), config, timings,
+            origins=origins, unnamed=regions.unlabelled,
+        )
+        return self._finish(result, timings, config, proposer)
+
+    def _name_region_map(
+        self,
+        working: np.ndarray,
+        pixels: torch.Tensor,
+        region_map: np.ndarray,
+        region_ids: np.ndarray,
+        config: TAGConfig,
+        timings: dict[str, float],
+        *,
+        origins: list[tuple[int, float | None]] | None = None,
+        unnamed: int | None = None,
+    ) -> Segmentation:
+        """Stages 2 and 3 on a compact region map of the image's size: one CLIP forward, each region's
+        embedding weighted by how much of each working pixel it covers, names, then the segments.
+
+        ``origins`` gives each region's proposed mask (index and score; -1 and None for pixels no
+        mask covered), ``unnamed`` a region that gets
+        ``unknown_label`` instead of a name (the pixels no proposed mask covers).
+        """
         with _timed(timings, "embedder"):
             embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
         with _timed(timings, "pooling"):
             coverage = np.stack([_area_resize(region_map == k, working.shape[:2]) for k in range(len(region_ids))])
             pooled = seg.pool_embeddings_weighted(embeddings, torch.from_numpy(coverage))
         namings = self._name(pooled, timings, config)
+        if unnamed is not None:
+            namings[unnamed] = Naming(config.controls.unknown_label, 0.0, [], [])
         with _timed(timings, "assemble"):
-            result = _assemble(region_map, region_ids, namings, pooled.numpy())
-        return self._finish(result, timings, config)
+            return _assemble(region_map, region_ids, namings, pooled.numpy(), origins)
+
+    def _proposer_for(self, config: TAGConfig) -> RegionProposer:
+        """The region proposer, built from ``sam_model`` on first use, with this call's ``sam`` knobs."""
+        with self._proposer_lock:
+            if self.proposer is None:
+                self.proposer = builder.build_proposer(self.config)
+            proposer = self.proposer
+        with_settings = getattr(proposer, "with_settings", None)  # a proposer with knobs (SamMaskGenerator)
+        return with_settings(config.clusters.sam) if with_settings is not None else proposer
 
     def settings_for(self, **overrides: Any) -> TAGConfig:
         """The settings a call with these per-call ``overrides`` runs with (``None`` values ignored).
@@ -197,9 +277,11 @@ class TAG:
             namings = name_segments(pooled, self.database, candidate_embeddings, config.naming)
             return apply_controls(namings, pooled, candidate_embeddings, config.controls)
 
-    def _finish(self, result: Segmentation, timings: dict[str, float], config: TAGConfig) -> Segmentation:
+    def _finish(
+        self, result: Segmentation, timings: dict[str, float], config: TAGConfig, proposer: RegionProposer | None = None
+    ) -> Segmentation:
         result.settings = config.to_dict()
-        result.models = self.models
+        result.models = self._models_with(proposer)
         result.timings = timings
         return result
 
@@ -248,8 +330,18 @@ def _resize_labels(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.int32)
 
 
-def _assemble(cluster_map: np.ndarray, cluster_ids: np.ndarray, namings: list, embeddings: np.ndarray) -> Segmentation:
-    """Merge clusters that got the same name into one segment each, largest segment first."""
+def _assemble(
+    cluster_map: np.ndarray,
+    cluster_ids: np.ndarray,
+    namings: list,
+    embeddings: np.ndarray,
+    origins: list[tuple[int, float | None]] | None = None,
+) -> Segmentation:
+    """Merge clusters that got the same name into one segment each, largest segment first.
+
+    ``origins`` (per cluster: the proposed mask's index and score) become each segment's
+    :class:`~tagseg.result.Region` list, from which the exports take their instances.
+    """
     areas = np.bincount(cluster_map.ravel(), minlength=len(namings))
     groups: dict[str, list[int]] = {}
     for cluster, naming in enumerate(namings):
@@ -278,6 +370,7 @@ def _assemble(cluster_map: np.ndarray, cluster_ids: np.ndarray, namings: list, e
                     (r for c in clusters for r in namings[c].retrieved), key=lambda x: x.text, value=lambda x: x.similarity
                 ),
                 embedding=(weights[:, None] * embeddings[clusters]).sum(axis=0),
+                regions=[Region(*origins[c], cluster_map == c) for c in clusters] if origins is not None else [],
             )
         )
     original_cluster_map = cluster_ids[cluster_map].astype(np.int32)

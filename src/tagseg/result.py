@@ -17,7 +17,7 @@ import numpy as np
 from tagseg import __version__
 from tagseg.masks import instances, mask_bbox, mask_to_rle, rle_to_mask
 
-__all__ = ["Candidate", "Retrieved", "Segment", "Segmentation", "segmentation_schema"]
+__all__ = ["Candidate", "Instance", "Region", "Retrieved", "Segment", "Segmentation", "segmentation_schema"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,42 @@ class Retrieved:
 
 
 @dataclass
+class Region:
+    """One Stage 1 region of a segment of a ``segmenter="sam"`` result, and where it came from.
+
+    ``proposal`` is the index of its mask in the proposer's output (SAM: most confident first) and
+    ``score`` the proposer's confidence in it (SAM's predicted IoU); ``mask`` holds the pixels it
+    gave the segment (the mask less the smaller masks drawn on top of it), at the image's size.
+    Pixels no mask covered (k-means fallback or unlabelled) are regions with ``proposal`` -1 and
+    ``score`` None.
+    """
+
+    proposal: int
+    score: float | None
+    mask: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance of a segment's name, as the instance exports write it.
+
+    ``score`` is the proposed mask's score for a SAM instance, else the segment's; ``thing`` says
+    whether it is an object instance (a proposed mask, or a k-means segment's separate region) or
+    stuff (the pixels of a SAM result that no mask covered); ``proposal`` is the mask's index.
+    """
+
+    mask: np.ndarray = field(repr=False)
+    score: float
+    thing: bool = True
+    proposal: int | None = None
+
+
+@dataclass
 class Segment:
-    """One named region. ``mask`` is a boolean (H, W) array at the input image's size."""
+    """One named region. ``mask`` is a boolean (H, W) array at the input image's size.
+
+    ``regions`` lists its Stage 1 regions when they came from a proposer (empty for k-means segments).
+    """
 
     id: int
     label: str
@@ -49,6 +83,7 @@ class Segment:
     candidates: list[Candidate] = field(default_factory=list)
     retrieved: list[Retrieved] = field(default_factory=list)
     embedding: np.ndarray | None = field(default=None, repr=False)
+    regions: list[Region] = field(default_factory=list)
 
     @property
     def area(self) -> int:
@@ -60,13 +95,21 @@ class Segment:
         """Bounding box ``(x, y, width, height)`` in pixels (COCO convention)."""
         return mask_bbox(self.mask)
 
-    def instances(self) -> list[np.ndarray]:
-        """The segment's separate regions (8-connected components of ``mask``), largest first.
+    def instances(self) -> list[Instance]:
+        """The segment's instances, largest first; together they cover ``mask``.
 
-        Clusters that got the same name form one segment; where they are far apart (not touching)
-        they stay separate instances here, and in the instance exports. Together they cover ``mask``.
+        From proposed masks (SAM, ``regions``): one thing per mask, scored by the mask's score, and
+        the pixels no mask covered (k-means fallback or unlabelled) as one stuff instance. Else the
+        separate regions (8-connected components) of ``mask``: clusters that got the same name form
+        one segment, and where they are far apart they stay separate instances.
         """
-        return instances(self.mask)
+        if not self.regions:
+            return [Instance(mask, self.score) for mask in instances(self.mask)]
+        found = [Instance(r.mask, float(r.score or 0.0), True, r.proposal) for r in self.regions if r.proposal >= 0]
+        uncovered = [r.mask for r in self.regions if r.proposal < 0]
+        if uncovered:
+            found.append(Instance(np.logical_or.reduce(uncovered), self.score, False))
+        return sorted(found, key=lambda instance: -int(instance.mask.sum()))
 
     def to_dict(self, *, include_mask: bool = True) -> dict[str, Any]:
         """JSON-ready description; the mask as uncompressed COCO RLE."""
@@ -84,6 +127,15 @@ class Segment:
         }
         if include_mask:
             data["rle"] = mask_to_rle(self.mask)
+        if self.regions:
+            data["regions"] = [
+                {
+                    "proposal": r.proposal,
+                    "score": None if r.score is None else round(r.score, 6),
+                    **({"rle": mask_to_rle(r.mask)} if include_mask else {}),
+                }
+                for r in self.regions
+            ]
         return data
 
 
@@ -92,7 +144,8 @@ class Segmentation:
     """The result for one image.
 
     ``label_map[y, x]`` is the index in ``segments`` of the pixel's segment; ``cluster_map`` keeps
-    the k-means/CRF cluster of every pixel before same-name clusters were merged.
+    the Stage 1 region of every pixel before same-name regions were merged (the k-means/CRF
+    cluster, or with ``segmenter="sam"`` the region of one label per pixel, ``Segment.regions``).
     """
 
     label_map: np.ndarray
@@ -156,6 +209,7 @@ class Segmentation:
                 cluster_ids=data["cluster_ids"],
                 candidates=[Candidate(c["name"], c["score"], c["count"]) for c in data.get("candidates", [])],
                 retrieved=[Retrieved(r["text"], r["similarity"]) for r in data.get("retrieved", [])],
+                regions=[Region(r["proposal"], r["score"], rle_to_mask(r["rle"])) for r in data.get("regions", [])],
             ))
         return cls(
             label_map, segments, label_map.copy(), dict(record.get("settings", {})), dict(record.get("models", {})),

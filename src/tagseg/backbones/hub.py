@@ -317,8 +317,10 @@ class ModelStatus:
 
 
 def config_models(config: TAGConfig) -> list[str]:
-    """The model specs (ids, directories, registered names) a configuration needs, without repeats."""
-    return list(dict.fromkeys([config.feature_model, config.clip_model]))
+    """The model specs (ids, directories, registered names) a configuration needs, without repeats
+    (``sam_model`` only when ``segmenter`` is ``sam``)."""
+    sam = [config.sam_model] if config.segmenter == "sam" else []
+    return list(dict.fromkeys([config.feature_model, config.clip_model, *sam]))
 
 
 def cache_status(models: Iterable[str], *, verify: bool = False, cache_dir: str | Path | None = None) -> list[ModelStatus]:

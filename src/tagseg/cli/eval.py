@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from tagseg.cli import options as opt
 from tagseg.cli.options import reported_errors
 
 console = Console(highlight=False)
@@ -75,6 +76,8 @@ def eval_command(
     preset: Optional[str] = typer.Option(None, help="Pipeline preset (default: toy for the toy dataset, else paper)."),
     config: Optional[Path] = typer.Option(None, help="TOML file of pipeline settings (replaces --preset)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, ..."),
+    segmenter: opt.Segmenter = None,
+    sam_model: opt.SamModel = None,
     cache_dir: Optional[Path] = typer.Option(None, help="Prediction cache (default: $TAGSEG_CACHE/eval)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and store predictions per image."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: tagseg-eval/DATASET)."),
@@ -87,7 +90,8 @@ def eval_command(
     with reported_errors():
         _run(
             dataset.value, root, split, protocol, text_model, threshold, template, _resolution(resolution, scoring),
-            background is Background.count, scoring.value, limit, toy_images, preset, config, device,
+            background is Background.count, scoring.value, limit, toy_images, preset, config,
+            {"device": device, "segmenter": segmenter, "sam_model": sam_model},
             (cache_dir or _default_cache()) if cache else None, out or Path("tagseg-eval") / dataset.value, progress,
         )
 
@@ -113,7 +117,7 @@ def _run(
     toy_images: int,
     preset_name: str | None,
     config_file: Path | None,
-    device: str | None,
+    settings: dict[str, str | None],
     cache_dir: Path | None,
     out: Path,
     progress: bool,
@@ -130,7 +134,6 @@ def _run(
     )
 
     data = ToyDataset(toy_images) if kind == "toy" else open_dataset(kind, root, split)
-    settings = {"device": device}
     if config_file is not None:
         pipeline_config = load_config(config_file, **settings)
     else:

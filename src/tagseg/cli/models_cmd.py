@@ -36,13 +36,12 @@ def _chosen(
     models: Optional[list[str]],
     preset: Optional[str],
     config: Optional[Path],
-    feature_model: Optional[str],
-    clip_model: Optional[str],
+    **flags: Optional[str],
 ) -> list[str]:
-    """The models named on the command line, else those of the effective settings."""
+    """The models named on the command line, else those of the effective settings (``sam_model`` with ``--segmenter sam``)."""
     if models:
         return list(dict.fromkeys(models))
-    return config_models(opt.build_config(preset, config, feature_model=feature_model, clip_model=clip_model))
+    return config_models(opt.build_config(preset, config, **flags))
 
 
 def _size(status: ModelStatus) -> str:
@@ -77,12 +76,18 @@ def _report_problems(statuses: list[ModelStatus]) -> None:
 def list_models(
     preset: opt.Preset = None,
     config: opt.ConfigFile = None,
+    segmenter: opt.Segmenter = None,
+    sam_model: opt.SamModel = None,
     cache_dir: CacheDir = None,
 ) -> None:
-    """Show each preset's models and whether the local cache holds them (no network access)."""
+    """Show each preset's models and whether the local cache holds them (no network access).
+
+    With --segmenter sam (or a configuration that chooses it) the Segment Anything model is listed too.
+    """
     with opt.reported_errors():
-        if preset or config:
-            used_by = {model: ["chosen"] for model in config_models(opt.build_config(preset, config))}
+        if preset or config or segmenter or sam_model:
+            chosen = opt.build_config(preset, config, segmenter=segmenter, sam_model=sam_model)
+            used_by = {model: ["chosen"] for model in config_models(chosen)}
         else:
             used_by = {}
             for name, settings in PRESETS.items():
@@ -98,6 +103,8 @@ def verify(
     config: opt.ConfigFile = None,
     feature_model: opt.FeatureModel = None,
     clip_model: opt.ClipModel = None,
+    segmenter: opt.Segmenter = None,
+    sam_model: opt.SamModel = None,
     cache_dir: CacheDir = None,
 ) -> None:
     """Check that models are complete in the cache and that every cached file matches its checksum.
@@ -105,7 +112,9 @@ def verify(
     Exit status 1 when one is missing or damaged; the message says how to fix it.
     """
     with opt.reported_errors():
-        chosen = _chosen(models, preset, config, feature_model, clip_model)
+        chosen = _chosen(
+            models, preset, config, feature_model=feature_model, clip_model=clip_model, segmenter=segmenter, sam_model=sam_model
+        )
         with opt.errors.status("hashing cached files"):
             statuses = model_status(chosen, verify=True, cache_dir=cache_dir)
         console.print(_table(statuses))
@@ -121,13 +130,17 @@ def download(
     config: opt.ConfigFile = None,
     feature_model: opt.FeatureModel = None,
     clip_model: opt.ClipModel = None,
+    segmenter: opt.Segmenter = None,
+    sam_model: opt.SamModel = None,
 ) -> None:
     """Download models into the Hugging Face cache, for machines that will run offline.
 
     Copy the cache (~/.cache/huggingface, or $HF_HOME) to the offline machine afterwards.
     """
     with opt.reported_errors():
-        chosen = _chosen(models, preset, config, feature_model, clip_model)
+        chosen = _chosen(
+            models, preset, config, feature_model=feature_model, clip_model=clip_model, segmenter=segmenter, sam_model=sam_model
+        )
         with opt.errors.status(f"downloading {', '.join(chosen)}"):
             folders = download_models(chosen)
         for folder in folders:

@@ -84,6 +84,8 @@ _OLD_FLAGS = {
 
 FeatureModel = _FLAGS["feature_model"]
 ClipModel = _FLAGS["clip_model"]
+SamModel = _FLAGS["sam_model"]
+Segmenter = _FLAGS["segmenter"]
 
 
 def with_settings(command: Callable[..., T]) -> Callable[..., T]:

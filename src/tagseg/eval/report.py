@@ -49,6 +49,13 @@ def _share(value: float) -> str:
     return "<1%" if value < 0.005 else f"{100 * value:.0f}%"
 
 
+def _segmenter(pipeline: dict[str, Any]) -> str:
+    """Stage 1 as the report names it: k-means, or SAM with its model and what fills uncovered pixels."""
+    if pipeline.get("segmenter") != "sam":
+        return "DINOv2 k-means"
+    return f"Segment Anything ({pipeline.get('sam_model')}, uncovered pixels: {pipeline.get('uncovered')})"
+
+
 def _percent(value: float) -> str:
     return "-" if math.isnan(value) else f"{100 * value:.1f}"
 
@@ -104,7 +111,8 @@ class EvaluationReport:
             f"# Evaluation on {s['dataset']}",
             "",
             f"{s['images']} images, {s['classes']} classes, background {s['background'] or 'n/a'}, "
-            f"ignore label {s['ignore_index']}, evaluated at {s['resolution']}, {s.get('scoring', 'tagseg')} scoring.",
+            f"ignore label {s['ignore_index']}, evaluated at {s['resolution']}, {s.get('scoring', 'tagseg')} scoring; "
+            f"segments from {_segmenter(s.get('pipeline', {}))}.",
             *([f"Note: {s['note']}"] if s.get("note") else []),
             "",
             "| protocol | mIoU | pixel acc. | mean acc. | classes scored |",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from tagseg.errors import ConfigError
 
@@ -44,10 +44,11 @@ class CategoryTable:
         """``{id: name}`` in id order."""
         return {i: name for name, i in sorted(self._ids.items(), key=lambda item: item[1])}
 
-    def coco_categories(self, *, isthing: bool = True) -> list[dict[str, Any]]:
-        """COCO ``categories``; with ``isthing`` (panoptic's field) every name is a thing (tagseg cannot tell things from stuff)."""
+    def coco_categories(self, *, isthing: bool = True, stuff: Collection[int] = ()) -> list[dict[str, Any]]:
+        """COCO ``categories``; with ``isthing`` (panoptic's field) the ids in ``stuff`` are stuff and
+        every other name a thing (k-means segments cannot tell them apart)."""
         return [
-            {"id": i, "name": name, "supercategory": "tagseg", **({"isthing": 1} if isthing else {})}
+            {"id": i, "name": name, "supercategory": "tagseg", **({"isthing": int(i not in stuff)} if isthing else {})}
             for i, name in self.names_by_id().items()
         ]
 

@@ -36,8 +36,9 @@ RESULTS_FILE = "results.coco.json"
 class CocoWriter:
     """COCO instances with scores, written to ``path`` on :meth:`finish`.
 
-    ``per_instance``: one annotation per instance (a segment's separate region, with its
-    ``segment_id``), else one per segment. ``run_file``: the layout of ``results.coco.json``: one
+    ``per_instance``: one annotation per instance (:meth:`~tagseg.result.Segment.instances`: a SAM
+    mask scored by its predicted IoU with its ``proposal`` index, or a segment's separate region;
+    with its ``segment_id``), else one per segment. ``run_file``: the layout of ``results.coco.json``: one
     image or annotation per line (ASCII-escaped), ``info`` naming the tagseg version, models and
     settings of the run, categories without panoptic's ``isthing``, ``file_name`` the image path as
     given. Otherwise (the dataset export) ``options`` apply: the minimum instance area, and
@@ -77,12 +78,14 @@ class CocoWriter:
         self.models = self.models or dict(result.models)
         self._images += 1
         if self.per_instance:
-            regions = classified_instances(result, self.categories, self.options.min_instance_area)
+            regions = [(s, c, i.mask, i.score, i.proposal) for s, c, i in classified_instances(
+                result, self.categories, self.options.min_instance_area
+            )]
         else:
             labelled = [(segment, self.categories.id(segment.label)) for segment in result.segments]
-            regions = [(segment, category, segment.mask) for segment, category in labelled if category is not None]
+            regions = [(s, c, s.mask, s.score, None) for s, c in labelled if c is not None]
         annotations = []
-        for segment, category, mask in regions:
+        for segment, category, mask, score, proposal in regions:
             self._annotations += 1
             rle = mask_to_rle(mask)
             annotation = {
@@ -92,11 +95,13 @@ class CocoWriter:
                 "segmentation": {"size": rle["size"], "counts": coco_rle_string(rle["counts"])},
                 "area": int(mask.sum()),
                 "bbox": list(mask_bbox(mask)),
-                "score": round(segment.score, 6),
+                "score": round(score, 6),
                 "iscrowd": 0,
             }
             if self.per_instance:
                 annotation["segment_id"] = segment.id  # which segment the instance belongs to
+            if proposal is not None:
+                annotation["proposal"] = proposal  # which SAM mask it is
             annotations.append(annotation)
         entry = image_entry(self._images, name, result, image_path)
         if not self.run_file:

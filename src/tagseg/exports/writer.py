@@ -15,12 +15,11 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, Iterable, Protocol, runtime_checkable
 
-import numpy as np
 from PIL import Image
 
 from tagseg.exports.categories import CategoryTable
 from tagseg.files import write_bytes_atomically
-from tagseg.result import Segment, Segmentation
+from tagseg.result import Instance, Segment, Segmentation
 
 __all__ = [
     "DEFAULT_MIN_INSTANCE_AREA",
@@ -101,14 +100,14 @@ def relative_file_name(entry: dict[str, Any], image_path: str, root: Path | None
 
 def classified_instances(
     result: Segmentation, categories: CategoryTable, min_area: int = 0
-) -> list[tuple[Segment, int, np.ndarray]]:
-    """``(segment, category id, instance mask)`` of every instance whose name the table knows and
-    with at least ``min_area`` pixels, in result order."""
+) -> list[tuple[Segment, int, Instance]]:
+    """``(segment, category id, instance)`` of every instance (:meth:`Segment.instances`) whose name
+    the table knows and with at least ``min_area`` pixels, in result order."""
     found = []
     for segment in result.segments:
         category = categories.id(segment.label)
         if category is not None:
-            found += [(segment, category, mask) for mask in segment.instances() if int(mask.sum()) >= min_area]
+            found += [(segment, category, i) for i in segment.instances() if int(i.mask.sum()) >= min_area]
     return found
 
 

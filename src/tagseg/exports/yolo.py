@@ -34,8 +34,8 @@ class YoloWriter:
     def add(self, name: str, result: Segmentation, image_path: str | Path = "") -> list[Path]:
         height, width = result.image_size
         lines = []
-        for _, category, mask in classified_instances(result, self.categories, self.options.min_instance_area):
-            polygon = region_polygon(mask, self.polygon_tolerance) / [width, height]
+        for _, category, instance in classified_instances(result, self.categories, self.options.min_instance_area):
+            polygon = region_polygon(instance.mask, self.polygon_tolerance) / [width, height]
             lines.append(" ".join([str(category - 1), *(f"{v:.6f}" for v in polygon.ravel())]))
         return [write_text(self.folder / "labels" / f"{name}.txt", "\n".join(lines) + "\n" if lines else "")]
 

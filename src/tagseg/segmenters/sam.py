@@ -20,17 +20,17 @@ is not supported here yet.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tagseg.errors import ConfigError, ModelNotAvailableError
+from tagseg.config import SamSettings
 from tagseg.masks import connected_components
 from tagseg.interfaces import MaskProposals
-from tagseg.backbones.hub import ModelSource, load_pretrained, resolve_device, source_name
+from tagseg.backbones.base import checked_model_config, load_model
+from tagseg.backbones.hub import ModelSource, load_pretrained, source_name
 from tagseg.segmenters.boxes import box_nms, mask_boxes
 
 if TYPE_CHECKING:
@@ -40,56 +40,6 @@ __all__ = ["SamMaskGenerator", "SamSettings", "stability_score"]
 
 _CROP_EDGE_TOLERANCE = 20.0
 """Pixels: a box this close to a crop's inner edge (not the image's) belongs to a cut-off mask."""
-
-
-@dataclass(frozen=True)
-class SamSettings:
-    """The knobs of automatic mask generation (defaults: segment-anything's).
-
-    - ``points_per_side``: the point grid has ``points_per_side ** 2`` points per crop; each
-      point prompts SAM for three masks (whole, part, sub-part). Cost grows with it.
-    - ``points_per_batch``: points sent through the mask decoder at once (memory vs speed only).
-    - ``pred_iou_threshold``: keep masks whose predicted IoU (SAM's own quality estimate) is above
-      it; 0 turns this filter off.
-    - ``stability_threshold``: keep masks whose stability score is at least this: the IoU between the
-      mask binarised at ``mask_threshold + stability_offset`` and at ``mask_threshold - stability_offset``;
-      0 turns this filter off.
-    - ``stability_offset``, ``mask_threshold``: in logits; ``mask_threshold`` binarises the masks.
-    - ``box_nms_threshold``: box IoU above which the less confident of two masks is a duplicate.
-    - ``crop_layers``: 0 runs on the whole image only; layer ``i`` adds ``(2 ** i) ** 2`` overlapping
-      crops, each with its own image embedding and its own full point grid (slower, finds small things).
-    - ``crop_overlap_ratio``: overlap of first-layer crops as a fraction of the shorter image side.
-    - ``crop_nms_threshold``: box IoU for removing duplicates across crops (smaller crops win).
-    - ``min_region_area``: in pixels; islands and holes smaller than this are removed from each
-      mask (0 turns it off); a mask that changed competes again in a box NMS, unchanged masks first.
-    """
-
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_threshold: float = 0.88
-    stability_threshold: float = 0.95
-    stability_offset: float = 1.0
-    mask_threshold: float = 0.0
-    box_nms_threshold: float = 0.7
-    crop_layers: int = 0
-    crop_overlap_ratio: float = 512 / 1500
-    crop_nms_threshold: float = 0.7
-    min_region_area: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("points_per_side", "points_per_batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"SAM setting {name} must be at least 1, not {getattr(self, name)}")
-        for name in ("crop_layers", "min_region_area"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"SAM setting {name} must be 0 or more, not {getattr(self, name)}")
-        for name in ("pred_iou_threshold", "stability_threshold", "box_nms_threshold", "crop_nms_threshold"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"SAM setting {name} must be between 0 and 1, not {getattr(self, name)}")
-        if not 0.0 <= self.crop_overlap_ratio < 1.0:
-            raise ConfigError(f"SAM setting crop_overlap_ratio must be in [0, 1), not {self.crop_overlap_ratio}")
-        if self.stability_offset <= 0:
-            raise ConfigError(f"SAM setting stability_offset must be positive, not {self.stability_offset}")
 
 
 def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) -> torch.Tensor:
@@ -136,20 +86,24 @@ class SamMaskGenerator:
         settings: SamSettings | None = None,
         *,
         device: str | torch.device | None = "auto",
-        dtype: torch.dtype = torch.float32,
+        dtype: str | torch.dtype = torch.float32,
     ) -> "SamMaskGenerator":
-        """Load a ``SamModel`` checkpoint and its image processor (local cache first, never a traceback)."""
-        from transformers import AutoConfig, SamImageProcessorPil, SamModel
+        """Load a ``SamModel`` checkpoint and its image processor (local cache first, never a traceback).
 
-        config = load_pretrained(AutoConfig, source)
-        if config.model_type != "sam":
-            raise ModelNotAvailableError(
-                f"Model {source_name(source)!r} is a {config.model_type!r} model, not Segment Anything; pass a "
-                "SamModel checkpoint such as 'facebook/sam-vit-base' (or SlimSAM), or a directory that holds one."
-            )
-        model = load_pretrained(SamModel, source, dtype=dtype)
+        ``dtype`` is a torch dtype or a dtype setting (``"auto"``: bfloat16 where it runs natively).
+        """
+        from transformers import SamImageProcessorPil, SamModel
+
+        checked_model_config(source, {"sam"}, "Segment Anything", "facebook/sam-vit-base")
+        model = load_model(SamModel, source, device=device, dtype=dtype)
         processor = load_pretrained(SamImageProcessorPil, source)
-        return cls(model.to(resolve_device(device)), processor, settings, model_id=source_name(source))
+        return cls(model, processor, settings, model_id=source_name(source))
+
+    def with_settings(self, settings: SamSettings) -> "SamMaskGenerator":
+        """This generator with other knobs, sharing the loaded model (itself when they are the same)."""
+        if settings == self.settings:
+            return self
+        return SamMaskGenerator(self.model, self.processor, settings, self.model_id)
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> MaskProposals:

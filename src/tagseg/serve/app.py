@@ -112,7 +112,7 @@ def create_app(tag: TAG, settings: ServeSettings | None = None) -> FastAPI:
         openapi_extra={"requestBody": SEGMENT_REQUEST_BODY},
         responses={
             200: {"description": "Named segments", "content": {"application/json": {"example": SEGMENT_EXAMPLE}}},
-            **error_responses(400, 413, 415, 422, 429, 502, 504),
+            **error_responses(400, 413, 415, 422, 429, 502, 503, 504),
         },
     )
     async def segment(request: Request) -> JSONResponse:

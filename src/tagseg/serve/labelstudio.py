@@ -25,7 +25,7 @@ from starlette.background import BackgroundTask
 
 from tagseg.interfaces import TextEncoder
 from tagseg.masks import connected_components, mask_to_brush_rle, outer_polygon
-from tagseg.result import Segmentation
+from tagseg.result import Instance, Segmentation
 from tagseg.serve.errors import ApiError, error_responses
 from tagseg.serve.fetch import FetchPolicy
 from tagseg.serve.service import SegmentOptions, Service
@@ -192,19 +192,23 @@ def to_predictions(
 ) -> dict[str, Any]:
     """One Label Studio prediction: a region per (mapped) label, with scores.
 
-    Brush targets get one ``brushlabels`` region per label; polygon targets one ``polygonlabels``
-    region per connected part of it (points in percent of the image, at pixel centres).
+    Brush targets get one ``brushlabels`` region per label, and one per SAM mask (scored by its
+    predicted IoU) when the segments came from ``segmenter="sam"``; polygon targets one
+    ``polygonlabels`` region per connected part of those (points in percent of the image, at pixel centres).
     """
     height, width = result.image_size
-    regions: dict[str, tuple[np.ndarray, float, int]] = {}
+    regions: dict[tuple[str, int | None], tuple[np.ndarray, float, int]] = {}
     for segment in result.segments:
         label = segment.label if mapper is None else mapper(segment.label)[0]
         if label is None or segment.area == 0:
             continue
-        mask, weighted, area = regions.get(label, (np.zeros((height, width), dtype=bool), 0.0, 0))
-        regions[label] = (mask | segment.mask, weighted + segment.score * segment.area, area + segment.area)
+        parts = segment.instances() if segment.regions else [Instance(segment.mask, segment.score)]
+        for part in parts:
+            key, part_area = (label, part.proposal), int(part.mask.sum())
+            mask, weighted, area = regions.get(key, (np.zeros((height, width), dtype=bool), 0.0, 0))
+            regions[key] = (mask | part.mask, weighted + part.score * part_area, area + part_area)
     items = []
-    for label, (mask, weighted, area) in regions.items():
+    for (label, _), (mask, weighted, area) in regions.items():
         common = {
             "from_name": target.from_name,
             "to_name": target.to_name,

@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tagseg.serve.service import SegmentOptions
 
 
+_MAX_FORMATS = 8
+"""Entries of ``formats`` a request may give (repeats included): a form then stays within the
+server's field limit, one of each field plus eight (``app._read_segment_request``)."""
+
+
 class SegmentSettings(BaseModel):
     """Optional per-request settings, as JSON fields or multipart form fields."""
 
@@ -25,9 +30,15 @@ class SegmentSettings(BaseModel):
     names: Literal["words", "phrases"] | None = Field(
         None, description="Candidate names: `words` (the paper's single words) or `phrases` (multi-word names too)."
     )
+    segmenter: Literal["kmeans", "sam"] | None = Field(
+        None,
+        description="Stage 1: `kmeans` (DINOv2 k-means) or `sam` (Segment Anything's masks; the server loads its "
+        "`sam_model` on the first such request unless it started with `--segmenter sam`).",
+    )
     masks: bool = Field(True, description="Include each segment's mask (uncompressed COCO RLE).")
     formats: list[Literal["overlay", "labels"]] = Field(
         default_factory=list,
+        max_length=_MAX_FORMATS,
         description="Extra pictures as base64 PNG: `overlay` (photo with names and legend), `labels` (label map).",
     )
 
@@ -37,6 +48,7 @@ class SegmentSettings(BaseModel):
             top_k=self.top_k,
             crf=self.crf,
             names=self.names,
+            segmenter=self.segmenter,
             masks=self.masks,
             overlay="overlay" in self.formats,
             labels="labels" in self.formats,
@@ -73,8 +85,9 @@ MULTIPART_SCHEMA: dict[str, Any] = {
         "top_k": {"type": "integer", "minimum": 1, "maximum": 200},
         "crf": {"type": "boolean"},
         "names": {"type": "string", "enum": ["words", "phrases"]},
+        "segmenter": {"type": "string", "enum": ["kmeans", "sam"]},
         "masks": {"type": "boolean", "default": True},
-        "formats": {"type": "array", "items": {"type": "string", "enum": ["overlay", "labels"]}},
+        "formats": {"type": "array", "maxItems": _MAX_FORMATS, "items": {"type": "string", "enum": ["overlay", "labels"]}},
     },
 }
 

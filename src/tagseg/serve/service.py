@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from tagseg import __version__
-from tagseg.errors import ConfigError, ImageError
+from tagseg.errors import ConfigError, ImageError, ModelNotAvailableError
 from tagseg.image import load_image
 from tagseg.pipeline import TAG
 from tagseg.result import Segmentation
@@ -36,13 +36,17 @@ class SegmentOptions:
     top_k: int | None = None
     crf: bool | None = None
     names: str | None = None
+    segmenter: str | None = None
     masks: bool = True
     overlay: bool = False
     labels: bool = False
 
     def overrides(self) -> dict[str, Any]:
         """The settings this request changes, as per-call overrides of :meth:`TAG.__call__ <tagseg.pipeline.TAG.__call__>`."""
-        values = {"num_clusters": self.num_clusters, "top_k": self.top_k, "crf": self.crf, "names": self.names}
+        values = {
+            "num_clusters": self.num_clusters, "top_k": self.top_k, "crf": self.crf, "names": self.names,
+            "segmenter": self.segmenter,
+        }
         return {key: value for key, value in values.items() if value is not None}
 
 
@@ -138,6 +142,8 @@ class Service:
             ) from None
         except ImageError as error:
             raise ApiError(422, "corrupt_image", str(error)) from None
+        except ModelNotAvailableError as error:  # segmenter "sam" asked for, its model not here
+            raise ApiError(503, "model_not_available", str(error)) from None
 
     def _segment_now(self, data: bytes, overrides: dict[str, Any]) -> tuple[np.ndarray, Segmentation]:
         rgb = load_image(data, max_pixels=self.max_pixels)
