@@ -6,7 +6,7 @@ import dataclasses
 import os
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -102,13 +102,46 @@ class TAG:
         this call only (flat keys such as ``num_clusters=8``, or section objects); ``self.config``
         stays as it is. Model settings are fixed when the TAG is built.
         """
+        self.settings_for(**overrides)  # bad overrides fail before any forward
+        return self.finish(self.forward([image])[0], **overrides)
+
+    def forward(self, images: Sequence[ImageSource]) -> list["Forwarded"]:
+        """The backbone part of :meth:`__call__` for several images: decoding, resizing and both forwards.
+
+        Images of the same working size share one forward per backbone (a batch; several images per
+        forward pay on a GPU). :meth:`finish` does the rest of each image on the CPU, so a runner can
+        finish one image while the next ones go through the backbones (:mod:`tagseg.stream`).
+        """
+        prepared = []
+        for image in images:
+            timings: dict[str, float] = {}
+            prepared.append((*self._prepare(image, timings), timings))
+        features: list[torch.Tensor | None] = [None] * len(prepared)
+        embeddings: list[torch.Tensor | None] = [None] * len(prepared)
+        for group in _same_size_groups([pixels.shape for _, _, pixels, _ in prepared]):
+            pixels = torch.cat([prepared[i][2] for i in group])
+            start = time.perf_counter()
+            batch_features = self.features(_fit_to_patches(pixels, self.features.patch_size)).float().cpu()
+            middle = time.perf_counter()
+            batch_embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size)).float().cpu()
+            end = time.perf_counter()
+            for position, i in enumerate(group):
+                features[i], embeddings[i] = batch_features[position], batch_embeddings[position]
+                prepared[i][3]["features"] = (middle - start) / len(group)
+                prepared[i][3]["embedder"] = (end - middle) / len(group)
+        return [
+            Forwarded(rgb, working, features[i], embeddings[i], timings)  # type: ignore[arg-type]
+            for i, (rgb, working, _, timings) in enumerate(prepared)
+        ]
+
+    def finish(self, forwarded: "Forwarded", **overrides: Any) -> Segmentation:
+        """The CPU part of :meth:`__call__` on one image's :meth:`forward` output: Stage 1 after the
+        DINOv2 forward (k-means, CRF, small regions), pooling, naming and the result."""
         config = self.settings_for(**overrides)
-        timings: dict[str, float] = {}
-        rgb, working, pixels = self._prepare(image, timings)
+        timings = dict(forwarded.timings)
+        rgb, working, features, embeddings = forwarded.rgb, forwarded.working, forwarded.features, forwarded.embeddings
         height, width = working.shape[:2]
         clusters = config.clusters
-        with _timed(timings, "features"):
-            features = self.features(_fit_to_patches(pixels, self.features.patch_size))[0].float().cpu()
         with _timed(timings, "kmeans"):
             centres = granularity.cluster_centres(features.reshape(-1, features.shape[-1]), clusters)
             scores = seg.upsample(seg.cluster_scores(features, centres), (height, width))
@@ -121,8 +154,6 @@ class TAG:
             min_area = round(clusters.min_region_area * height * width)
             cluster_map = granularity.merge_small_regions(cluster_map, scores.numpy(), min_area)
             cluster_map, cluster_ids = seg.compact_labels(cluster_map)
-        with _timed(timings, "embedder"):
-            embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
         with _timed(timings, "pooling"):
             pooled = seg.pool_embeddings(embeddings, cluster_map, len(cluster_ids))
         namings = self._name(pooled, timings, config)
@@ -198,6 +229,26 @@ class TAG:
         result.models = self.models
         result.timings = timings
         return result
+
+
+@dataclasses.dataclass
+class Forwarded:
+    """One image after :meth:`TAG.forward`: the decoded image, its working-size copy, the DINOv2
+    patch features ``(h, w, D)`` and the dense CLIP embeddings ``(h', w', D')`` (float32, CPU)."""
+
+    rgb: np.ndarray
+    working: np.ndarray
+    features: torch.Tensor
+    embeddings: torch.Tensor
+    timings: dict[str, float]
+
+
+def _same_size_groups(shapes: Sequence[torch.Size]) -> list[list[int]]:
+    """Indices of equal shapes together, in order of first appearance (one forward per group)."""
+    groups: dict[torch.Size, list[int]] = {}
+    for index, shape in enumerate(shapes):
+        groups.setdefault(shape, []).append(index)
+    return list(groups.values())
 
 
 MODEL_KEYS = frozenset({"models", *(item.name for item in dataclasses.fields(ModelSettings))})
