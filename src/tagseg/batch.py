@@ -131,6 +131,7 @@ def segment_files(
     exports: Iterable[str] = (),
     categories: CategoryTable | None = None,
     batch_size: int = 1,
+    ahead: int = 1,
 ) -> BatchReport:
     """Segment image files, folders (recursively) and glob patterns, writing results under ``out_dir``.
 
@@ -149,7 +150,7 @@ def segment_files(
     ``out_dir/export`` with one category table (``categories``, or a new one) for the run; skipped
     images are exported from their JSON files (no embeddings for them).
 
-    Images are decoded and forwarded one batch ahead of the one being finished and written
+    Images are decoded and forwarded ``ahead`` batches ahead of the one being finished and written
     (:func:`tagseg.stream.segment_stream`), ``batch_size`` images per backbone forward; outputs,
     their order and resuming do not depend on either. An outcome's ``seconds`` is the wall time
     since the previous image finished.
@@ -178,7 +179,7 @@ def segment_files(
         model_seconds = time.perf_counter() - loading
     pending_names = {job.name for job in pending}
     run_file = CocoWriter.for_run(out) if "coco" in wanted else None
-    stream = segment_stream(tag, [job.path for job in pending], batch_size=batch_size) if tag is not None else None
+    stream = segment_stream(tag, [job.path for job in pending], batch_size=batch_size, ahead=ahead) if tag is not None else None
     try:
         last = time.perf_counter()
         for job in jobs:
