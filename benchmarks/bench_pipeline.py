@@ -13,7 +13,7 @@ images/s, once with the forwards of the next image overlapping the current one's
 once without (``--ahead``); ``--preset toy`` measures only that, with the toy world.
 
     python benchmarks/bench_pipeline.py [--preset paper|fast|toy] [--runs 2] [--entries 100000] [--crf/--no-crf]
-        [--folder 20] [--batch-size 1] [--no-float32]
+        [--folder 20] [--batch-size 1] [--ahead 1 0] [--no-float32]
 """
 
 from __future__ import annotations
@@ -79,14 +79,14 @@ def folder_photos(folder: Path, count: int) -> None:
         Image.fromarray(sources[index % len(sources)]()).save(folder / f"photo{index:03d}.png")
 
 
-def folder_throughput(tag: TAG, count: int, batch_size: int) -> dict[str, float]:
-    """Images/s of the folder runner on ``count`` photos, with forwards ahead (``ahead=1``) and in turn (``ahead=0``)."""
+def folder_throughput(tag: TAG, count: int, batch_size: int, modes: list[int]) -> dict[str, float]:
+    """Images/s of the folder runner on ``count`` photos for each ``ahead`` of ``modes`` (1: forwards ahead, 0: in turn)."""
     from tagseg.batch import segment_files
 
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder_photos(Path(tmp) / "photos", count)
-        for ahead in (1, 0):
+        for ahead in modes:
             start = time.perf_counter()
             out = Path(tmp) / f"out{ahead}"
             report = segment_files([Path(tmp) / "photos"], out, tag=tag, batch_size=batch_size, ahead=ahead)
@@ -102,7 +102,7 @@ def measure(args: argparse.Namespace) -> dict:
         for image in photos():
             tag(image)
         single = (time.perf_counter() - start) / 3
-        return {"single": single, "folder": folder_throughput(tag, args.folder, args.batch_size)}
+        return {"single": single, "folder": folder_throughput(tag, args.folder, args.batch_size, args.ahead)}
     dim = ARCHITECTURES[args.preset][2]
     database = synthetic_database(args.entries, dim, args.clip)
     tag = TAG.from_pretrained(
@@ -132,7 +132,7 @@ def measure(args: argparse.Namespace) -> dict:
         forwards[name] = min(times[1:])
     result = {"dtype": tag.models.get("dtype"), "stages": median, "forwards": forwards, "first": first, "peak_rss_gib": peak_rss_gib()}
     if args.folder and args.dtype == args.folder_dtype:
-        result["folder"] = folder_throughput(tag, args.folder, args.batch_size)
+        result["folder"] = folder_throughput(tag, args.folder, args.batch_size, args.ahead)
     return result
 
 
@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--preset", choices=[*sorted(ARCHITECTURES), "toy"], default="paper")
     parser.add_argument("--folder", type=int, default=20, help="photos in the folder throughput run (0: none)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per backbone forward in the folder run")
+    parser.add_argument("--ahead", type=int, nargs="+", default=[1, 0], help="folder runs: 1 forwards ahead, 0 in turn")
     parser.add_argument("--float32", action=argparse.BooleanOptionalAction, default=True, help="also measure float32")
     parser.add_argument("--folder-dtype", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)  # set in the child processes
@@ -194,7 +195,7 @@ def main() -> None:
         for dtype in dict.fromkeys(["float32"] * args.float32 + [default, "auto"]):
             command = [sys.executable, __file__, "--dtype", dtype, "--dinov2", str(dinov2), "--clip", str(clip),
                        "--runs", str(args.runs), "--entries", str(args.entries), "--preset", args.preset,
-                       "--folder", str(args.folder), "--batch-size", str(args.batch_size), "--folder-dtype", default,
+                       "--folder", str(args.folder), "--batch-size", str(args.batch_size), "--ahead", *map(str, args.ahead), "--folder-dtype", default,
                        "--crf" if args.crf else "--no-crf"]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             report(json.loads(output.strip().splitlines()[-1]), dtype)
