@@ -7,8 +7,13 @@ configuration's default dtype, each in a fresh process: segments real photos (on
 the plain DINOv2 and CLIP vision forwards measured in the same process, the ratio of end-to-end
 to the sum of the two plain forwards, the peak resident memory (``VmHWM``: ``ru_maxrss`` would
 carry the parent's peak across ``exec``) and the naming cost of the first image (spaCy loads).
+In the default dtype's process it then runs ``tagseg segment``'s runner (:func:`tagseg.batch.segment_files`)
+on a folder of ``--folder`` real photos (skimage's, cycled, at their own sizes) and prints its
+images/s, once with the forwards of the next image overlapping the current one's CPU stages and
+once without (``--ahead``); ``--preset toy`` measures only that, with the toy world.
 
-    python benchmarks/bench_pipeline.py [--preset paper|fast] [--runs 2] [--entries 100000] [--crf/--no-crf]
+    python benchmarks/bench_pipeline.py [--preset paper|fast|toy] [--runs 2] [--entries 100000] [--crf/--no-crf]
+        [--folder 20] [--batch-size 1] [--ahead 1 0] [--no-float32]
 """
 
 from __future__ import annotations
@@ -63,8 +68,41 @@ def photos() -> list[np.ndarray]:
     return [data.astronaut(), data.chelsea(), data.coffee()]
 
 
+def folder_photos(folder: Path, count: int) -> None:
+    """``count`` real photos as PNG files in ``folder``, skimage's cycled."""
+    from PIL import Image
+    from skimage import data
+
+    sources = [data.astronaut, data.chelsea, data.coffee, data.rocket, data.immunohistochemistry]
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        Image.fromarray(sources[index % len(sources)]()).save(folder / f"photo{index:03d}.png")
+
+
+def folder_throughput(tag: TAG, count: int, batch_size: int, modes: list[int]) -> dict[str, float]:
+    """Images/s of the folder runner on ``count`` photos for each ``ahead`` of ``modes`` (1: forwards ahead, 0: in turn)."""
+    from tagseg.batch import segment_files
+
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder_photos(Path(tmp) / "photos", count)
+        for ahead in modes:
+            start = time.perf_counter()
+            out = Path(tmp) / f"out{ahead}"
+            report = segment_files([Path(tmp) / "photos"], out, tag=tag, batch_size=batch_size, ahead=ahead)
+            rates[f"ahead={ahead}"] = len(report.done) / (time.perf_counter() - start)
+    return rates
+
+
 def measure(args: argparse.Namespace) -> dict:
-    """One dtype in this process: stage timings, plain forwards, peak memory."""
+    """One dtype in this process: stage timings, plain forwards, peak memory, folder throughput."""
+    if args.preset == "toy":
+        tag = TAG.from_pretrained("toy")
+        start = time.perf_counter()
+        for image in photos():
+            tag(image)
+        single = (time.perf_counter() - start) / 3
+        return {"single": single, "folder": folder_throughput(tag, args.folder, args.batch_size, args.ahead)}
     dim = ARCHITECTURES[args.preset][2]
     database = synthetic_database(args.entries, dim, args.clip)
     tag = TAG.from_pretrained(
@@ -92,7 +130,10 @@ def measure(args: argparse.Namespace) -> dict:
             work()
             times.append(time.perf_counter() - begin)
         forwards[name] = min(times[1:])
-    return {"dtype": tag.models.get("dtype"), "stages": median, "forwards": forwards, "first": first, "peak_rss_gib": peak_rss_gib()}
+    result = {"dtype": tag.models.get("dtype"), "stages": median, "forwards": forwards, "first": first, "peak_rss_gib": peak_rss_gib()}
+    if args.folder and args.dtype == args.folder_dtype:
+        result["folder"] = folder_throughput(tag, args.folder, args.batch_size, args.ahead)
+    return result
 
 
 def report(result: dict, configured: str) -> None:
@@ -108,6 +149,14 @@ def report(result: dict, configured: str) -> None:
     print(f"end-to-end / plain forwards {per_image / plain:.2f} (target <= 1.15); GEM / plain CLIP {stages['embedder'] / forwards['clip']:.2f} (target <= 1.25)")
     print(f"stage 1 outside DINOv2 (kmeans + crf + regions) {stage1:.2f} s (target <= 0.2)")
     print(f"peak RSS {result['peak_rss_gib']:.2f} GiB (target <= 1.6); first image {result['first']['seconds']:.2f} s, its naming {1000 * result['first']['naming']:.0f} ms")
+    if "folder" in result:
+        report_folder(result["folder"], 1 / per_image, 1 / (1.1 * plain))
+
+
+def report_folder(rates: dict[str, float], single: float, target: float | None = None) -> None:
+    rates_text = ", ".join(f"{mode} {rate:.3f}" for mode, rate in rates.items())
+    aim = f" (target >= {target:.3f})" if target else ""
+    print(f"folder throughput images/s: {rates_text}{aim}; one image at a time {single:.3f}")
 
 
 def main() -> None:
@@ -115,7 +164,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--preset", choices=sorted(ARCHITECTURES), default="paper")
+    parser.add_argument("--preset", choices=[*sorted(ARCHITECTURES), "toy"], default="paper")
+    parser.add_argument("--folder", type=int, default=20, help="photos in the folder throughput run (0: none)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per backbone forward in the folder run")
+    parser.add_argument("--ahead", type=int, nargs="+", default=[1, 0], help="folder runs: 1 forwards ahead, 0 in turn")
+    parser.add_argument("--float32", action=argparse.BooleanOptionalAction, default=True, help="also measure float32")
+    parser.add_argument("--folder-dtype", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)  # set in the child processes
     parser.add_argument("--dinov2", help=argparse.SUPPRESS)
     parser.add_argument("--clip", help=argparse.SUPPRESS)
@@ -128,14 +182,20 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; preset {args.preset}, photos at 448x448")
     default = TAGConfig().dtype
+    if args.preset == "toy":
+        result = measure(args)
+        print(f"toy world, {args.folder} photos")
+        report_folder(result["folder"], 1 / result["single"])
+        return
     with tempfile.TemporaryDirectory() as tmp:
         dinov2_size, clip_size, _ = ARCHITECTURES[args.preset]
         dinov2 = save_random_dinov2(Path(tmp) / f"dinov2-{dinov2_size}", dinov2_size)
         clip = save_random_clip(Path(tmp) / f"clip-{clip_size}", clip_size)
         print(f"models: {dinov2.name}, {clip.name} (random weights); database {args.entries} entries")
-        for dtype in dict.fromkeys(["float32", default, "auto"]):
+        for dtype in dict.fromkeys(["float32"] * args.float32 + [default, "auto"]):
             command = [sys.executable, __file__, "--dtype", dtype, "--dinov2", str(dinov2), "--clip", str(clip),
                        "--runs", str(args.runs), "--entries", str(args.entries), "--preset", args.preset,
+                       "--folder", str(args.folder), "--batch-size", str(args.batch_size), "--ahead", *map(str, args.ahead), "--folder-dtype", default,
                        "--crf" if args.crf else "--no-crf"]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             report(json.loads(output.strip().splitlines()[-1]), dtype)

@@ -1,7 +1,10 @@
-"""dtype="auto", direct loading in the target dtype, batched forwards and the device transfer."""
+"""dtype="auto", direct loading in the target dtype (tensor by tensor), batched forwards and the device transfer."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import jsonschema
@@ -74,6 +77,52 @@ def test_backbones_load_their_weights_in_the_resolved_dtype(
     for backbone in backbones[:2]:
         pixels = torch.rand(1, 3, 4 * backbone.patch_size, 2 * backbone.patch_size)
         assert backbone(pixels).dtype == torch.float32  # outputs stay float32 whatever the compute type
+
+
+def test_a_bfloat16_load_reads_the_checkpoint_tensor_by_tensor_into_the_same_weights(
+    monkeypatch: pytest.MonkeyPatch, clip_dir: Path, dinov2_dir: Path
+) -> None:
+    read = []
+    original = base.tensors_read_one_by_one
+
+    @contextmanager
+    def spying(source):  # type: ignore[no-untyped-def]
+        with original(source) as state_dict:
+            read.append(state_dict is not None)
+            yield state_dict
+
+    monkeypatch.setattr(base, "tensors_read_one_by_one", spying)
+    for cls, directory in ((Dinov2Features, dinov2_dir), (GEMDenseCLIP, clip_dir), (CLIPTextEncoder, clip_dir)):
+        converted = cls.from_pretrained(directory, dtype="bfloat16").model.state_dict()
+        full = cls.from_pretrained(directory, dtype="float32").model.state_dict()
+        assert converted.keys() == full.keys()
+        for key, tensor in full.items():
+            expected = tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor
+            assert torch.equal(converted[key], expected), key
+    assert read == [True, True, True]  # float32 loads keep the memory map
+
+
+PEAK = """
+import sys
+from pathlib import Path
+from tagseg.backbones.dinov2 import Dinov2Features
+def peak():
+    return next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+before = peak()
+Dinov2Features.from_pretrained(sys.argv[1], dtype=sys.argv[2])
+print((peak() - before) * 1024)
+"""
+
+
+def test_the_peak_memory_of_a_bfloat16_load_follows_the_converted_model(tmp_path: Path) -> None:
+    directory = save_random_dinov2(tmp_path / "dinov2-small", "small")
+    checkpoint = (directory / "model.safetensors").stat().st_size
+    run = subprocess.run(
+        [sys.executable, "-c", PEAK, str(directory), "bfloat16"], capture_output=True, text=True, check=True
+    )
+    growth = int(run.stdout.split()[-1])
+    # the bfloat16 model is half the float32 file; reading the file whole would add all of it on top
+    assert growth < 0.8 * checkpoint, (growth, checkpoint)
 
 
 def test_batched_forwards_equal_one_image_at_a_time(clip_dir: Path, dinov2_dir: Path) -> None:

@@ -19,6 +19,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
 
+import numpy as np
 from PIL.PngImagePlugin import PngInfo
 
 from tagseg.config import TAGConfig, preset
@@ -28,6 +29,7 @@ from tagseg.files import write_bytes_atomically
 from tagseg.image import ImageSource, load_image
 from tagseg.render import label_image, overlay
 from tagseg.result import Segmentation
+from tagseg.stream import Streamed, segment_stream
 
 if TYPE_CHECKING:
     from tagseg.pipeline import TAG
@@ -141,6 +143,8 @@ def segment_files(
     exports: Iterable[str] = (),
     categories: CategoryTable | None = None,
     export_options: ExportOptions = ExportOptions(),
+    batch_size: int = 1,
+    ahead: int = 1,
 ) -> BatchReport:
     """Segment image files, folders (recursively) and glob patterns, writing results under ``out_dir``.
 
@@ -160,6 +164,11 @@ def segment_files(
     ``out_dir/export`` with one category table (``categories``, or a new one) for the run and
     ``export_options`` (minimum instance area, image root); skipped images are exported from their
     JSON files (no embeddings for them).
+
+    Images are decoded and forwarded ``ahead`` batches ahead of the one being finished and written
+    (:func:`tagseg.stream.segment_stream`), ``batch_size`` images per backbone forward; outputs,
+    their order and resuming do not depend on either. An outcome's ``seconds`` is the wall time
+    since the previous image finished.
     """
     started_at = time.perf_counter()
     listener = listener or BatchListener()
@@ -185,11 +194,15 @@ def segment_files(
         model_seconds = time.perf_counter() - loading
     pending_names = {job.name for job in pending}
     run_file = CocoWriter.for_run(out) if "coco" in wanted else None
+    stream = segment_stream(tag, [job.path for job in pending], batch_size=batch_size, ahead=ahead) if tag is not None else None
     try:
+        last = time.perf_counter()
         for job in jobs:
             if job.name in pending_names:
                 listener.image_started(job.path)
-                outcome = _segment_one(tag, job, out, wanted, alpha, run_file, exporter)  # type: ignore[arg-type]
+                outcome = _write_one(next(stream), job, out, wanted, alpha, run_file, exporter)  # type: ignore[arg-type]
+                now = time.perf_counter()
+                outcome.seconds, last = now - last, now
             else:
                 outcome = ImageOutcome(job.path, "skipped", job.name, outputs=_per_image_paths(out, job.name, wanted))
                 _add_existing(out / f"{job.name}.json", job.name, run_file, exporter)
@@ -200,6 +213,8 @@ def segment_files(
         if exporter is not None:
             exporter.finish()
     finally:
+        if stream is not None:
+            stream.close()
         if run_file is not None:
             run_file.close()
     write_failures(out, outcomes)
@@ -267,22 +282,23 @@ def _add_existing(path: Path, name: str, run_file: CocoWriter | None, exporter: 
         exporter.add(name, result, image_path, formats=exporter.formats - {"embeddings"})
 
 
-def _segment_one(
-    tag: "TAG", job: _Job, out: Path, wanted: frozenset[str], alpha: float, run_file: CocoWriter | None,
+def _write_one(
+    streamed: Streamed[Path], job: _Job, out: Path, wanted: frozenset[str], alpha: float, run_file: CocoWriter | None,
     exporter: RunExporter | None,
 ) -> ImageOutcome:
-    start = time.perf_counter()
     try:
-        result, paths = write_image_outputs(tag, job.path, job.path, job.name, out, wanted, alpha)
+        if streamed.error is not None:
+            raise streamed.error
+        result, rgb = streamed.result, streamed.rgb
+        assert result is not None and rgb is not None
+        paths = write_result_outputs(rgb, result, job.path, job.name, out, wanted, alpha)
         if run_file is not None:
             run_file.add(job.name, result, job.path)
         if exporter is not None:
             paths += exporter.add(job.name, result, job.path)
     except Exception as error:  # noqa: BLE001 - one bad image must never stop the batch
-        return ImageOutcome(job.path, "failed", job.name, reason=failure_reason(error), seconds=time.perf_counter() - start)
-    return ImageOutcome(
-        job.path, "done", job.name, outputs=paths, labels=result.labels, seconds=time.perf_counter() - start
-    )
+        return ImageOutcome(job.path, "failed", job.name, reason=failure_reason(error))
+    return ImageOutcome(job.path, "done", job.name, outputs=paths, labels=result.labels)
 
 
 def write_image_outputs(
@@ -290,11 +306,19 @@ def write_image_outputs(
 ) -> tuple[Segmentation, list[Path]]:
     """Segment ``image`` and write its per-image outputs ``out/<name>.*``, each atomically, the JSON last.
 
-    Every engine (this one, :mod:`tagseg.engines.ray`) calls this, so one image gives the same
-    files whichever runs it. Returns the result and the files written; the JSON names ``image_path``.
+    The Ray engine (:mod:`tagseg.engines.ray`) calls this; the local runner streams its images and
+    writes through :func:`write_result_outputs`, as this does, so one image gives the same files
+    whichever engine runs it. Returns the result and the files written; the JSON names ``image_path``.
     """
     rgb = load_image(image, max_pixels=tag.config.models.max_pixels)
     result = tag(rgb)
+    return result, write_result_outputs(rgb, result, image_path, name, out, wanted, alpha)
+
+
+def write_result_outputs(
+    rgb: np.ndarray, result: Segmentation, image_path: str | Path, name: str, out: Path, wanted: frozenset[str], alpha: float
+) -> list[Path]:
+    """Write one segmented image's outputs ``out/<name>.*``, each atomically, the JSON last; returns their paths."""
     paths = _per_image_paths(out, name, wanted)
     if "overlay" in wanted:
         _write_png(overlay(rgb, result, alpha=alpha), out / f"{name}.overlay.png")
@@ -303,7 +327,7 @@ def write_image_outputs(
     if "json" in wanted:
         record = result.to_record(image_path)
         write_bytes_atomically(out / f"{name}.json", json.dumps(record, indent=1).encode("utf-8"))
-    return result, paths
+    return paths
 
 
 def failure_reason(error: Exception) -> str:

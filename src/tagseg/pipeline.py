@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -120,14 +120,58 @@ class TAG:
         this call only (flat keys such as ``num_clusters=8`` or ``segmenter="sam"``, or section
         objects); ``self.config`` stays as it is. Model settings are fixed when the TAG is built.
         """
+        config = self.settings_for(**overrides)  # bad overrides fail before any forward
+        if config.clusters.segmenter == "sam":  # the proposer first; each backbone only if it is needed
+            timings: dict[str, float] = {}
+            rgb, working, pixels = self._prepare(image, timings)
+            return self._segment_with_proposer(
+                rgb, working, config, timings,
+                features=lambda: self._forward_one(self.features, pixels, timings, "features"),
+                embeddings=lambda: self._forward_one(self.embedder, pixels, timings, "embedder"),
+            )
+        return self.finish(self.forward([image])[0], **overrides)
+
+    def forward(self, images: Sequence[ImageSource]) -> list["Forwarded"]:
+        """The backbone part of :meth:`__call__` for several images: decoding, resizing and both forwards.
+
+        Images of the same working size share one forward per backbone (a batch; several images per
+        forward pay on a GPU). :meth:`finish` does the rest of each image on the CPU, so a runner can
+        finish one image while the next ones go through the backbones (:mod:`tagseg.stream`).
+        """
+        prepared = []
+        for image in images:
+            timings: dict[str, float] = {}
+            prepared.append((*self._prepare(image, timings), timings))
+        features: list[torch.Tensor | None] = [None] * len(prepared)
+        embeddings: list[torch.Tensor | None] = [None] * len(prepared)
+        for group in _same_size_groups([pixels.shape for _, _, pixels, _ in prepared]):
+            pixels = torch.cat([prepared[i][2] for i in group])
+            start = time.perf_counter()
+            batch_features = self.features(_fit_to_patches(pixels, self.features.patch_size)).float().cpu()
+            middle = time.perf_counter()
+            batch_embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size)).float().cpu()
+            end = time.perf_counter()
+            for position, i in enumerate(group):
+                features[i], embeddings[i] = batch_features[position], batch_embeddings[position]
+                prepared[i][3]["features"] = (middle - start) / len(group)
+                prepared[i][3]["embedder"] = (end - middle) / len(group)
+        return [
+            Forwarded(rgb, working, features[i], embeddings[i], timings)  # type: ignore[arg-type]
+            for i, (rgb, working, _, timings) in enumerate(prepared)
+        ]
+
+    def finish(self, forwarded: "Forwarded", **overrides: Any) -> Segmentation:
+        """The CPU part of :meth:`__call__` on one image's :meth:`forward` output: Stage 1 after the
+        DINOv2 forward (k-means, CRF, small regions), pooling, naming and the result."""
         config = self.settings_for(**overrides)
-        timings: dict[str, float] = {}
-        rgb, working, pixels = self._prepare(image, timings)
+        timings = dict(forwarded.timings)
         if config.clusters.segmenter == "sam":
-            return self._segment_with_proposer(rgb, working, pixels, config, timings)
-        cluster_map, cluster_ids = self._kmeans_segments(working, pixels, config, timings)
-        with _timed(timings, "embedder"):
-            embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
+            return self._segment_with_proposer(
+                forwarded.rgb, forwarded.working, config, timings,
+                features=lambda: forwarded.features, embeddings=lambda: forwarded.embeddings,
+            )
+        rgb, working, embeddings = forwarded.rgb, forwarded.working, forwarded.embeddings
+        cluster_map, cluster_ids = self._kmeans_segments(working, forwarded.features, config, timings)
         with _timed(timings, "pooling"):
             pooled = seg.pool_embeddings(embeddings, cluster_map, len(cluster_ids))
         namings = self._name(pooled, timings, config)
@@ -155,18 +199,17 @@ class TAG:
                 f"not {regions.dtype} of shape {regions.shape}"
             )
         region_map, region_ids = seg.compact_labels(regions)
-        result = self._name_region_map(working, pixels, region_map, region_ids, config, timings)
+        embeddings = self._forward_one(self.embedder, pixels, timings, "embedder")
+        result = self._name_region_map(working, embeddings, region_map, region_ids, config, timings)
         return self._finish(result, timings, config)
 
     def _kmeans_segments(
-        self, working: np.ndarray, pixels: torch.Tensor, config: TAGConfig, timings: dict[str, float]
+        self, working: np.ndarray, features: torch.Tensor, config: TAGConfig, timings: dict[str, float]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Stage 1: DINOv2 features, k-means, CRF, small regions; the compact cluster map at the
-        working size and each cluster's original id."""
+        """Stage 1 after the DINOv2 forward: k-means on the patch ``features`` (h, w, C), CRF, small
+        regions; the compact cluster map at the working size and each cluster's original id."""
         height, width = working.shape[:2]
         clusters = config.clusters
-        with _timed(timings, "features"):
-            features = self.features(_fit_to_patches(pixels, self.features.patch_size))[0].float().cpu()
         with _timed(timings, "kmeans"):
             centres = granularity.cluster_centres(features.reshape(-1, features.shape[-1]), clusters)
             scores = seg.upsample(seg.cluster_scores(features, centres), (height, width))
@@ -182,12 +225,21 @@ class TAG:
         return cluster_map, cluster_ids
 
     def _segment_with_proposer(
-        self, rgb: np.ndarray, working: np.ndarray, pixels: torch.Tensor, config: TAGConfig, timings: dict[str, float]
+        self,
+        rgb: np.ndarray,
+        working: np.ndarray,
+        config: TAGConfig,
+        timings: dict[str, float],
+        *,
+        features: Callable[[], torch.Tensor],
+        embeddings: Callable[[], torch.Tensor],
     ) -> Segmentation:
         """Stage 1 as the proposer's masks (one label per pixel, smallest on top), then Stages 2 and 3.
 
         Pixels no mask covers take the k-means segments (``uncovered="fallback"``; DINOv2 and
         k-means run only when such pixels exist) or form one region named ``unknown_label``.
+        ``features`` and ``embeddings`` give the DINOv2 features and dense CLIP embeddings when asked
+        (forwarded already, or computed then).
         """
         proposer = self._proposer_for(config)
         with _timed(timings, "sam"):
@@ -195,13 +247,13 @@ class TAG:
         uncovered = config.clusters.uncovered
         fallback = None
         if uncovered == "fallback" and not proposals.masks.any(axis=0).all():
-            cluster_map, cluster_ids = self._kmeans_segments(working, pixels, config, timings)
+            cluster_map, cluster_ids = self._kmeans_segments(working, features(), config, timings)
             fallback = _resize_labels(cluster_ids[cluster_map], rgb.shape[:2])
         with _timed(timings, "regions"):  # without a fallback map no pixel is uncovered, or they stay unlabelled
             regions = regions_from_masks(proposals, uncovered="fallback" if fallback is not None else "unlabelled", fallback=fallback)
         origins = [(int(p), float(proposals.scores[p]) if p >= 0 else None) for p in regions.proposal]
         result = self._name_region_map(
-            working, pixels, regions.label_map, np.arange(len(regions)), config, timings,
+            working, embeddings(), regions.label_map, np.arange(len(regions)), config, timings,
             origins=origins, unnamed=regions.unlabelled,
         )
         return self._finish(result, timings, config, proposer)
@@ -209,7 +261,7 @@ class TAG:
     def _name_region_map(
         self,
         working: np.ndarray,
-        pixels: torch.Tensor,
+        embeddings: torch.Tensor,
         region_map: np.ndarray,
         region_ids: np.ndarray,
         config: TAGConfig,
@@ -218,15 +270,13 @@ class TAG:
         origins: list[tuple[int, float | None]] | None = None,
         unnamed: int | None = None,
     ) -> Segmentation:
-        """Stages 2 and 3 on a compact region map of the image's size: one CLIP forward, each region's
-        embedding weighted by how much of each working pixel it covers, names, then the segments.
+        """Stages 2 and 3 on a compact region map of the image's size, from the dense CLIP
+        ``embeddings`` (h', w', D) of the working image: each region's embedding weighted by how much of each working pixel it covers, names, then the segments.
 
         ``origins`` gives each region's proposed mask (index and score; -1 and None for pixels no
         mask covered), ``unnamed`` a region that gets
         ``unknown_label`` instead of a name (the pixels no proposed mask covers).
         """
-        with _timed(timings, "embedder"):
-            embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
         with _timed(timings, "pooling"):
             coverage = np.stack([_area_resize(region_map == k, working.shape[:2]) for k in range(len(region_ids))])
             pooled = seg.pool_embeddings_weighted(embeddings, torch.from_numpy(coverage))
@@ -235,6 +285,11 @@ class TAG:
             namings[unnamed] = Naming(config.controls.unknown_label, 0.0, [], [])
         with _timed(timings, "assemble"):
             return _assemble(region_map, region_ids, namings, pooled.numpy(), origins)
+
+    def _forward_one(self, backbone: Any, pixels: torch.Tensor, timings: dict[str, float], stage: str) -> torch.Tensor:
+        """One image's forward through an image seam (``features`` or ``embedder``), timed as ``stage``."""
+        with _timed(timings, stage):
+            return backbone(_fit_to_patches(pixels, backbone.patch_size))[0].float().cpu()
 
     def _proposer_for(self, config: TAGConfig) -> RegionProposer:
         """The region proposer, built from ``sam_model`` on first use, with this call's ``sam`` knobs."""
@@ -284,6 +339,26 @@ class TAG:
         result.models = self._models_with(proposer)
         result.timings = timings
         return result
+
+
+@dataclasses.dataclass
+class Forwarded:
+    """One image after :meth:`TAG.forward`: the decoded image, its working-size copy, the DINOv2
+    patch features ``(h, w, D)`` and the dense CLIP embeddings ``(h', w', D')`` (float32, CPU)."""
+
+    rgb: np.ndarray
+    working: np.ndarray
+    features: torch.Tensor
+    embeddings: torch.Tensor
+    timings: dict[str, float]
+
+
+def _same_size_groups(shapes: Sequence[torch.Size]) -> list[list[int]]:
+    """Indices of equal shapes together, in order of first appearance (one forward per group)."""
+    groups: dict[torch.Size, list[int]] = {}
+    for index, shape in enumerate(shapes):
+        groups.setdefault(shape, []).append(index)
+    return list(groups.values())
 
 
 MODEL_KEYS = frozenset({"models", *(item.name for item in dataclasses.fields(ModelSettings))})

@@ -17,7 +17,14 @@ from typing import ClassVar, TypeVar
 import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
-from tagseg.backbones.hub import ModelSource, load_pretrained, read_model_json, resolve_device, source_name
+from tagseg.backbones.hub import (
+    ModelSource,
+    load_pretrained,
+    read_model_json,
+    resolve_device,
+    source_name,
+    tensors_read_one_by_one,
+)
 from tagseg.errors import ModelNotAvailableError
 
 __all__ = [
@@ -76,11 +83,20 @@ def load_model(
 ) -> ModelT:
     """Load ``model_class`` from ``source`` onto ``device`` (``"auto"``: CUDA if present).
 
-    The weights are loaded in ``dtype`` (see :func:`resolve_dtype`): no float32 copy of the model
-    is kept, though converting a float32 checkpoint reads all of it (docs/speed.md).
+    The weights are loaded in ``dtype`` (see :func:`resolve_dtype`). In another dtype than float32
+    a safetensors checkpoint on disk is read and converted tensor by tensor
+    (:func:`~tagseg.backbones.hub.tensors_read_one_by_one`), so the peak memory of the load follows
+    the converted model (docs/speed.md).
     """
     target = resolve_device(device)
-    return load_pretrained(model_class, source, dtype=resolve_dtype(dtype, target)).to(target)
+    resolved = resolve_dtype(dtype, target)
+    if resolved == torch.float32:  # memory-mapped: nothing is read before the first forward
+        return load_pretrained(model_class, source, dtype=resolved).to(target)
+    with tensors_read_one_by_one(source) as state_dict:
+        if state_dict is None:
+            return load_pretrained(model_class, source, dtype=resolved).to(target)
+        config = load_pretrained(model_class.config_class, source)
+        return load_pretrained(model_class, source, dtype=resolved, config=config, state_dict=state_dict).to(target)
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

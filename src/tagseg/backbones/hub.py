@@ -190,7 +190,7 @@ def _without_load_report() -> Iterator[None]:
         report_logger.removeFilter(report_filter)
 
 
-def _cache_first(loader: type[T] | _Pretrained, location: str, *, local: bool, **kwargs: Any) -> Any:
+def _cache_first(loader: type[T] | _Pretrained, location: str | None, *, local: bool, **kwargs: Any) -> Any:
     """Load from the local cache without touching the network; only a cache miss asks the hub
     (after :func:`_require_hub` found it reachable).
 
@@ -221,18 +221,53 @@ def _without_progress_bars() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
+@contextmanager
+def tensors_read_one_by_one(source: ModelSource) -> Iterator[dict[str, Any] | None]:
+    """The checkpoint's tensors as slices that are read one at a time (``pread``, no memory map).
+
+    For a checkpoint that is one ``model.safetensors`` on disk (a model directory, or a Hugging
+    Face id already in the cache); ``None`` otherwise, or where safetensors cannot read so. Passed
+    as ``state_dict`` to ``from_pretrained`` in another dtype, each tensor is read, converted and
+    dropped in turn, so the load's peak follows the converted model instead of the whole float32
+    file (a memory-mapped checkpoint's converted pages stay resident; docs/speed.md).
+    """
+    from safetensors import safe_open
+
+    name = source_name(source)
+    if looks_like_path(name):
+        path: str | None = str(_local_directory(name) / "model.safetensors")
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "model.safetensors")
+        path = cached if isinstance(cached, str) else None
+    if path is None or not Path(path).is_file():
+        yield None
+        return
+    try:
+        reader = safe_open(path, framework="pt", backend="pread")
+    except TypeError:  # a safetensors without the pread backend
+        yield None
+        return
+    with reader:
+        yield {key: reader.get_slice(key) for key in reader.keys()}
+
+
 def load_pretrained(loader: type[T] | _Pretrained, source: ModelSource, **kwargs: Any) -> T:
     """Call ``loader.from_pretrained`` on a Hugging Face id or a local directory.
 
     Hugging Face ids are read from the local cache first, with no network request; only a cache miss
     asks the hub (``HF_HUB_OFFLINE`` is respected). Any failure to find the files becomes a :class:`ModelNotAvailableError` naming the model. For model classes,
     weights the checkpoint lacks are an error too (they would silently stay random); weights it has
-    beyond the model's (the other tower of a full CLIP checkpoint) are ignored.
+    beyond the model's (the other tower of a full CLIP checkpoint) are ignored. With a
+    ``state_dict`` (and its ``config``) the weights come from it and the source only names the model.
     """
     from transformers import PreTrainedModel
 
     name = source_name(source)
     location = str(_local_directory(name)) if looks_like_path(name) else name
+    if "state_dict" in kwargs:
+        location = None  # transformers takes weights from a state dict only without a location
     is_model = isinstance(loader, type) and issubclass(loader, PreTrainedModel)
     if is_model:
         kwargs["output_loading_info"] = True

@@ -149,6 +149,9 @@ def segment(
     categories: Annotated[
         Optional[Path], typer.Option(help="Category ids for --export: categories.json of an earlier run.", show_default=False)
     ] = None,
+    forward_batch: Annotated[
+        int, typer.Option(min=1, help="Images per backbone forward (local engine); more than 1 pays on a GPU.")
+    ] = 1,
     engine: eng.Engine = eng.EngineName.local,
     address: eng.Address = None,
     workers: eng.Workers = 1,
@@ -167,6 +170,7 @@ def segment(
     and for the run, results.coco.json: every segment in COCO format, with scores.
 
     Re-running skips finished images, so an interrupted run resumes (--overwrite redoes them).
+    The next image is decoded and goes through the backbones while the current one is finished.
     With --engine ray the images are segmented by Ray workers (docs/ray.md) and OUT also gets
     manifest.parquet, one row per image.
     Exit status: 0 when every image was segmented or skipped, 1 when anything failed.
@@ -194,7 +198,7 @@ def segment(
                         gpus_per_worker=gpus_per_worker, batch_size=batch_size,
                     )
                 else:
-                    report = segment_files(paths, out, **run)
+                    report = segment_files(paths, out, **run, batch_size=forward_batch)
         except KeyboardInterrupt:
             opt.errors.print("[yellow]Interrupted.[/yellow] Run the same command again to resume; finished images are skipped.")
             raise typer.Exit(130) from None
