@@ -98,17 +98,19 @@ class TAG:
     def __call__(self, image: ImageSource, **overrides: Any) -> Segmentation:
         """Segment one image (path, bytes, PIL image or HxWx3 array) and name its segments.
 
-        ``overrides`` change settings of the ``clusters``, ``naming`` and ``controls`` sections for
-        this call only (flat keys such as ``num_clusters=8``, or section objects); ``self.config``
-        stays as it is. Model settings are fixed when the TAG is built.
+        ``overrides`` change settings of the ``clusters``, ``embedding``, ``naming`` and ``controls``
+        sections for this call only (flat keys such as ``num_clusters=8`` or ``dense_method="naclip"``,
+        or section objects); ``self.config`` stays as it is. Model settings are fixed when the TAG is built.
         """
         config = self.settings_for(**overrides)
+        embedder = self._embedder_for(config)
         timings: dict[str, float] = {}
         rgb, working, pixels = self._prepare(image, timings)
         height, width = working.shape[:2]
         clusters = config.clusters
         with _timed(timings, "features"):
-            features = self.features(_fit_to_patches(pixels, self.features.patch_size))[0].float().cpu()
+            patch_features = self._patch_features(pixels)
+            features = patch_features[0].float().cpu()
         with _timed(timings, "kmeans"):
             centres = granularity.cluster_centres(features.reshape(-1, features.shape[-1]), clusters)
             scores = seg.upsample(seg.cluster_scores(features, centres), (height, width))
@@ -122,7 +124,7 @@ class TAG:
             cluster_map = granularity.merge_small_regions(cluster_map, scores.numpy(), min_area)
             cluster_map, cluster_ids = seg.compact_labels(cluster_map)
         with _timed(timings, "embedder"):
-            embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
+            embeddings = _dense_embeddings(embedder, pixels, patch_features)
         with _timed(timings, "pooling"):
             pooled = seg.pool_embeddings(embeddings, cluster_map, len(cluster_ids))
         namings = self._name(pooled, timings, config)
@@ -141,6 +143,7 @@ class TAG:
         :meth:`__call__`.
         """
         config = self.settings_for(**overrides)
+        embedder = self._embedder_for(config)
         timings: dict[str, float] = {}
         rgb, working, pixels = self._prepare(image, timings)
         regions = np.asarray(regions)
@@ -150,8 +153,12 @@ class TAG:
                 f"not {regions.dtype} of shape {regions.shape}"
             )
         region_map, region_ids = seg.compact_labels(regions)
+        proxy_features = None
+        if _uses_proxy_features(embedder):  # no Stage 1 here: the patch features only when the method needs them
+            with _timed(timings, "features"):
+                proxy_features = self._patch_features(pixels)
         with _timed(timings, "embedder"):
-            embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size))[0].float().cpu()
+            embeddings = _dense_embeddings(embedder, pixels, proxy_features)
         with _timed(timings, "pooling"):
             coverage = np.stack([_area_resize(region_map == k, working.shape[:2]) for k in range(len(region_ids))])
             pooled = seg.pool_embeddings_weighted(embeddings, torch.from_numpy(coverage))
@@ -163,8 +170,9 @@ class TAG:
     def settings_for(self, **overrides: Any) -> TAGConfig:
         """The settings a call with these per-call ``overrides`` runs with (``None`` values ignored).
 
-        Raises :class:`~tagseg.errors.ConfigError` for unknown or invalid settings and for model
-        settings, which only :meth:`from_pretrained` can change.
+        Raises :class:`~tagseg.errors.ConfigError` for unknown or invalid settings, for model
+        settings, which only :meth:`from_pretrained` can change, and for embedding settings the
+        embedder cannot run (a window that is not whole patches, an embedder without dense methods).
         """
         fixed = sorted(key for key, value in overrides.items() if value is not None and key in MODEL_KEYS)
         if fixed:
@@ -172,7 +180,27 @@ class TAG:
                 f"{', '.join(fixed)} cannot change per call: the models are loaded with them. "
                 f"Build another pipeline, e.g. TAG.from_pretrained(config.replace({fixed[0]}=...))."
             )
-        return self.config.replace(**overrides) if overrides else self.config
+        config = self.config.replace(**overrides) if overrides else self.config
+        self._embedder_for(config)
+        return config
+
+    def _embedder_for(self, config: TAGConfig) -> DenseImageEmbedder:
+        """The dense embedder of ``config``'s embedding settings: the built one, or (per call) the same
+        model with another dense method through its ``with_method`` (no load, shared weights)."""
+        if config.embedding == self.config.embedding:
+            return self.embedder
+        with_method = getattr(self.embedder, "with_method", None)
+        if with_method is None:
+            raise ConfigError(
+                f"The dense image embedder {self.embedder.model_id} has no dense CLIP methods, so the embedding "
+                "settings (dense_method, gem_depth, method_settings, window_size, window_stride) cannot change per "
+                "call; build the pipeline with them, with a CLIP model as clip_model."
+            )
+        return with_method(**config.embedding.dense_options())
+
+    def _patch_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Stage 1's patch features of the working pixels, ``(1, h, w, C)`` as the extractor returns them."""
+        return self.features(_fit_to_patches(pixels, self.features.patch_size))
 
     def _prepare(self, image: ImageSource, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """The RGB image, its working-size copy and that copy as (1, 3, h, w) pixels in [0, 1]."""
@@ -210,6 +238,22 @@ def working_size(height: int, width: int, size: int, keep_aspect_ratio: bool) ->
         return (size, size)
     scale = size / max(height, width)
     return (max(1, round(height * scale)), max(1, round(width * scale)))
+
+
+def _uses_proxy_features(embedder: DenseImageEmbedder) -> bool:
+    """Whether ``embedder`` takes the patch features of Stage 1 (``uses_proxy_features``, false when absent)."""
+    return bool(getattr(embedder, "uses_proxy_features", False))
+
+
+def _dense_embeddings(
+    embedder: DenseImageEmbedder, pixels: torch.Tensor, patch_features: torch.Tensor | None
+) -> torch.Tensor:
+    """Stage 2: ``(h, w, dim)`` float32 CPU embeddings of the working pixels; an embedder that uses
+    proxy features gets Stage 1's ``patch_features`` of the same pixels (no second forward)."""
+    fitted = _fit_to_patches(pixels, embedder.patch_size)
+    if _uses_proxy_features(embedder):
+        return embedder(fitted, proxy_features=patch_features)[0].float().cpu()  # type: ignore[call-arg]
+    return embedder(fitted)[0].float().cpu()
 
 
 def _fit_to_patches(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
