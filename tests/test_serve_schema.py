@@ -21,12 +21,13 @@ TOKEN = "schema-test-token"
 
 
 # What the schema cannot say: an image too small to segment, truncated or not an image is refused
-# with 413/415/422; the URL example's host cannot be reached from the test machine (502, no network);
+# with 413/415/422; a URL the fetch policy refuses (another scheme, no host, a private address) is 400;
+# the URL example's host cannot be reached from the test machine (502, no network);
 # /predict without label_config needs a /setup first (422).
 CONFIG = """
 [[operations]]
 include-path = "/v1/segment"
-checks.positive_data_acceptance.expected-statuses = ["2xx", "413", "415", "422", "502"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "413", "415", "422", "502"]
 checks.not_a_server_error.expected-statuses = ["2xx", "4xx", "502"]
 
 [[operations]]

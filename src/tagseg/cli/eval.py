@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 from rich.console import Console
 
 from tagseg.cli.options import reported_errors
+from tagseg.config import DENSE_METHOD_NAMES
 
 console = Console(highlight=False)
 
@@ -61,6 +62,10 @@ def eval_command(
     preset: Optional[str] = typer.Option(None, help="Pipeline preset (default: toy for the toy dataset, else paper)."),
     config: Optional[Path] = typer.Option(None, help="TOML file of pipeline settings (replaces --preset)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, ..."),
+    dense_method: Optional[Literal[DENSE_METHOD_NAMES]] = typer.Option(  # type: ignore[valid-type]
+        None, help="Dense CLIP method (replaces the preset's or --config's); one run per method gives comparable reports.",
+        show_default=False,
+    ),
     cache_dir: Optional[Path] = typer.Option(None, help="Prediction cache (default: $TAGSEG_CACHE/eval)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and store predictions per image."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: tagseg-eval/DATASET)."),
@@ -73,7 +78,7 @@ def eval_command(
     with reported_errors():
         _run(
             dataset.value, root, split, protocol, text_model, threshold, template, _resolution(resolution),
-            background is Background.count, limit, toy_images, preset, config, device,
+            background is Background.count, limit, toy_images, preset, config, {"device": device, "dense_method": dense_method},
             (cache_dir or _default_cache()) if cache else None, out or Path("tagseg-eval") / dataset.value, progress,
         )
 
@@ -98,7 +103,7 @@ def _run(
     toy_images: int,
     preset_name: str | None,
     config_file: Path | None,
-    device: str | None,
+    settings: dict[str, str | None],
     cache_dir: Path | None,
     out: Path,
     progress: bool,
@@ -115,7 +120,6 @@ def _run(
     )
 
     data = ToyDataset(toy_images) if kind == "toy" else open_dataset(kind, root, split)
-    settings = {"device": device}
     if config_file is not None:
         pipeline_config = load_config(config_file, **settings)
     else:

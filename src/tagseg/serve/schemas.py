@@ -11,7 +11,10 @@ from PIL import Image
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tagseg.config import DENSE_METHOD_NAMES
 from tagseg.serve.service import SegmentOptions
+
+DenseMethodName = Literal[DENSE_METHOD_NAMES]  # type: ignore[valid-type]
 
 
 class SegmentSettings(BaseModel):
@@ -25,6 +28,9 @@ class SegmentSettings(BaseModel):
     names: Literal["words", "phrases"] | None = Field(
         None, description="Candidate names: `words` (the paper's single words) or `phrases` (multi-word names too)."
     )
+    dense_method: DenseMethodName | None = Field(
+        None, description="Dense CLIP method of the patch embeddings (docs/dense_methods.md); default: the server's."
+    )
     masks: bool = Field(True, description="Include each segment's mask (uncompressed COCO RLE).")
     formats: list[Literal["overlay", "labels"]] = Field(
         default_factory=list,
@@ -37,6 +43,7 @@ class SegmentSettings(BaseModel):
             top_k=self.top_k,
             crf=self.crf,
             names=self.names,
+            dense_method=self.dense_method,
             masks=self.masks,
             overlay="overlay" in self.formats,
             labels="labels" in self.formats,
@@ -73,9 +80,12 @@ MULTIPART_SCHEMA: dict[str, Any] = {
         "top_k": {"type": "integer", "minimum": 1, "maximum": 200},
         "crf": {"type": "boolean"},
         "names": {"type": "string", "enum": ["words", "phrases"]},
+        "dense_method": {"type": "string", "enum": list(DENSE_METHOD_NAMES)},
         "masks": {"type": "boolean", "default": True},
-        "formats": {"type": "array", "items": {"type": "string", "enum": ["overlay", "labels"]}},
+        # Each entry is one form field; the server reads at most 8 fields beyond the declared ones.
+        "formats": {"type": "array", "items": {"type": "string", "enum": ["overlay", "labels"]}, "maxItems": 8},
     },
+    "additionalProperties": False,  # unknown form fields are refused (422)
 }
 
 SEGMENT_EXAMPLE: dict[str, Any] = {

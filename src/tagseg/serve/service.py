@@ -36,13 +36,17 @@ class SegmentOptions:
     top_k: int | None = None
     crf: bool | None = None
     names: str | None = None
+    dense_method: str | None = None
     masks: bool = True
     overlay: bool = False
     labels: bool = False
 
     def overrides(self) -> dict[str, Any]:
         """The settings this request changes, as per-call overrides of :meth:`TAG.__call__ <tagseg.pipeline.TAG.__call__>`."""
-        values = {"num_clusters": self.num_clusters, "top_k": self.top_k, "crf": self.crf, "names": self.names}
+        values = {
+            "num_clusters": self.num_clusters, "top_k": self.top_k, "crf": self.crf, "names": self.names,
+            "dense_method": self.dense_method,
+        }
         return {key: value for key, value in values.items() if value is not None}
 
 
