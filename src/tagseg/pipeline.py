@@ -61,7 +61,7 @@ class TAG:
         database: TextDatabase | str | os.PathLike[str] | None = None,
         **overrides: Any,
     ) -> "TAG":
-        """Build from a preset name (``paper``, ``fast``, ``toy``) or a :class:`TAGConfig`.
+        """Build from a preset name (``paper``, ``fast``, ``toy``, ``proxyclip``) or a :class:`TAGConfig`.
 
         Keyword overrides replace config fields, e.g. ``clip_model="/models/clip"``, ``num_clusters=8``.
         ``database`` is a database folder (or ``"default"``), or a ready :class:`TextDatabase`.
