@@ -83,7 +83,8 @@ def test_each_seam_comes_from_its_own_spec(tmp_path: Path) -> None:
     clip_dir = save_random_clip(tmp_path / "clip", "tiny")
     tag = TAG.from_pretrained("toy", clip_model=str(clip_dir), database="toy", image_size=64, num_clusters=3, crf=False)
     assert isinstance(tag.features, toy.ToyPatchFeatures)
-    assert isinstance(tag.embedder, clip.GEMDenseCLIP) and isinstance(tag.text_encoder, clip.CLIPTextEncoder)
+    assert isinstance(tag.embedder, clip.DenseCLIP) and isinstance(tag.text_encoder, clip.CLIPTextEncoder)
+    assert (tag.embedder.method.name, tag.embedder.method.settings.depth) == ("gem", 0)  # the toy preset's gem_depth
     assert tag.database.model_id == str(clip_dir)
     result = tag(toy.toy_scene(1, size=(64, 64))[0])
     assert result.label_map.shape == (64, 64) and 1 <= len(result.segments) <= 3

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from tagseg.batch import _plan, segment_files, write_image_outputs
-from tagseg.config import preset
 from tagseg.pipeline import TAG
 from tagseg.stream import segment_stream
 from tagseg.toy import toy_scene

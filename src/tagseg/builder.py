@@ -6,8 +6,8 @@ A *model spec* is what ``feature_model`` and ``clip_model`` hold:
   a prefix that ends in ``:`` (a backend registered as ``mine:`` claims ``mine:large``);
 * anything else is a Hugging Face id (``facebook/dinov2-base``) or a local directory written by
   ``save_pretrained`` (:func:`tagseg.backbones.hub.looks_like_path` tells them apart), built by
-  the Hugging Face backend: DINOv2 for the patch features, CLIP with GEM for the dense
-  embeddings, CLIP's text tower for the text encoder.
+  the Hugging Face backend: DINOv2 for the patch features, CLIP with the configured dense
+  method (GEM by default) for the dense embeddings, CLIP's text tower for the text encoder.
 
 ``feature_model``'s backend builds the :class:`~tagseg.interfaces.PatchFeatureExtractor`,
 ``clip_model``'s builds the :class:`~tagseg.interfaces.DenseImageEmbedder` and the
@@ -66,7 +66,7 @@ class Backend:
     """How the model specs of one registry key become seams; a seam left ``None`` is not offered.
 
     Each builder is called with the spec as written in the configuration and the configuration
-    itself (read ``config.device``, ``config.dtype``, ``config.normalize``, ``config.gem_depth``).
+    itself (read ``config.device``, ``config.dtype``, ``config.normalize``, ``config.embedding``).
     ``description`` is what ``tagseg models list`` shows as the model's location.
     """
 
@@ -272,11 +272,11 @@ def _dinov2(spec: str, config: TAGConfig) -> PatchFeatureExtractor:
     return Dinov2Features.from_pretrained(spec, device=config.device, normalize=config.normalize, dtype=config.dtype)
 
 
-def _gem_clip(spec: str, config: TAGConfig) -> DenseImageEmbedder:
-    from tagseg.backbones.clip import GEMDenseCLIP
+def _dense_clip(spec: str, config: TAGConfig) -> DenseImageEmbedder:
+    from tagseg.backbones.clip import DenseCLIP
 
-    return GEMDenseCLIP.from_pretrained(
-        spec, gem_depth=config.gem_depth, device=config.device, normalize=config.normalize, dtype=config.dtype
+    return DenseCLIP.from_pretrained(
+        spec, **config.embedding.dense_options(), device=config.device, normalize=config.normalize, dtype=config.dtype
     )
 
 
@@ -294,7 +294,7 @@ def _sam(spec: str, config: TAGConfig) -> RegionProposer:
 
 HUGGING_FACE = Backend(
     features=_dinov2,
-    embedder=_gem_clip,
+    embedder=_dense_clip,
     text_encoder=_clip_text,
     proposer=_sam,
     description="Hugging Face id or model directory",
@@ -309,8 +309,15 @@ def _toy_features(spec: str, config: TAGConfig) -> PatchFeatureExtractor:
 
 
 def _toy_embedder(spec: str, config: TAGConfig) -> DenseImageEmbedder:
+    """The toy joint space's embedder: it has no CLIP blocks, so it takes no dense method (gem_depth is ignored)."""
     from tagseg.toy import ToyDenseEmbedder
 
+    embedding = config.embedding
+    if embedding.dense_method != "gem" or embedding.method_settings or embedding.window_size:
+        raise ConfigError(
+            f"The toy embedder has no CLIP blocks to run dense_method {embedding.dense_method!r}, method_settings "
+            "or sliding windows on; leave them at the toy preset's values, or set clip_model to a CLIP model."
+        )
     return ToyDenseEmbedder()
 
 

@@ -8,10 +8,11 @@ text, default, allowed values, command-line flag). The command line (:mod:`tagse
 * :class:`ModelSettings` (``models``): which models, at what input size, on which device.
 * :class:`ClusterSettings` (``clusters``): Stage 1, k-means segments (or Segment Anything's masks,
   :class:`SamSettings`), granularity and the CRF.
+* :class:`EmbeddingSettings` (``embedding``): Stage 2, the dense CLIP method and its sliding windows.
 * :class:`NamingSettings` (``naming``): Stage 3, retrieval and the candidate-name rules.
 * :class:`ControlSettings` (``controls``): the optional naming controls applied after Stage 3.
 
-:class:`TAGConfig` holds the four sections and keeps the flat view: ``config.num_clusters``,
+:class:`TAGConfig` holds the five sections and keeps the flat view: ``config.num_clusters``,
 ``TAGConfig(num_clusters=3)``, ``config.replace(num_clusters=3, crf=False)`` and the flat
 :meth:`TAGConfig.to_dict` recorded in every result.
 """
@@ -32,6 +33,8 @@ __all__ = [
     "CRFSettings",
     "ClusterSettings",
     "ControlSettings",
+    "DENSE_METHOD_NAMES",
+    "EmbeddingSettings",
     "ModelSettings",
     "NamingSettings",
     "PRESETS",
@@ -211,9 +214,6 @@ class ModelSettings(_Section):
         check=lambda v: _is_int(v) and v >= 1,
     )
     normalize: bool = setting(True, "Normalise pixels with each model's own mean and deviation (off: as the reference code).", cli=False)
-    gem_depth: int = setting(
-        6, "Number of last CLIP vision blocks run as GEM (self-self attention) blocks.", check=lambda v: _is_int(v) and v >= 0
-    )
     device: str = setting("auto", "Device of the models: auto, cpu, cuda, cuda:1, mps ...")
     dtype: str = setting(
         "auto",
@@ -259,6 +259,64 @@ class ClusterSettings(_Section):
 
     def _invalid(self) -> list[str]:
         return [] if self.min_clusters <= self.max_clusters else ["min_clusters", "max_clusters"]
+
+
+DENSE_METHOD_NAMES = ("gem", "maskclip", "sclip", "clearclip", "naclip", "proxyclip")
+"""The dense CLIP methods of :mod:`tagseg.backbones.dense_methods` (kept here so that settings import no torch)."""
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings(_Section):
+    """Stage 2: the dense CLIP method that embeds every patch, its hyper-parameters and sliding windows."""
+
+    dense_method: str = setting(
+        "gem", "Dense CLIP method of the patch embeddings (docs/dense_methods.md).", choices=DENSE_METHOD_NAMES
+    )
+    gem_depth: int = setting(
+        6, "Number of last CLIP vision blocks run as GEM (self-self attention) blocks (dense_method gem).",
+        check=lambda v: _is_int(v) and v >= 0,
+    )
+    method_settings: dict[str, Any] = setting(
+        {}, "Hyper-parameters of the dense method by name, other than gem_depth (empty: its official code's; "
+        "'none' for None). Flag: 'gaussian_std=3.0,keep_mlp=true'.",
+        check=lambda v: isinstance(v, dict) and all(isinstance(key, str) for key in v),
+    )
+    window_size: int = setting(
+        0, "Sliding-window inference: square windows of this many pixels, a multiple of CLIP's patch (0: off).",
+        check=lambda v: _is_int(v) and v >= 0,
+    )
+    window_stride: int = setting(
+        0, "Pixels from one sliding window to the next, 1 to window_size (0 when windows are off).",
+        check=lambda v: _is_int(v) and v >= 0,
+    )
+
+    def _invalid(self) -> list[str]:
+        if self.window_stride and not self.window_size:
+            return ["window_size", "window_stride"]
+        if self.method_settings or self.window_size:
+            try:
+                self.dense_options()
+            except ConfigError as error:
+                raise ConfigError(f"Invalid embedding settings: {error}.") from None
+        return []
+
+    def dense_options(self) -> dict[str, Any]:
+        """What :class:`~tagseg.backbones.clip.DenseCLIP` takes: ``method``, ``method_settings`` (the
+        method's settings dataclass) and ``sliding_window`` (``None`` when off). Imports torch."""
+        from tagseg.backbones.dense_methods import SlidingWindow, dense_method_settings
+
+        if self.dense_method == "gem":
+            if "depth" in self.method_settings:
+                raise ConfigError("GEM's depth is the gem_depth setting, not method_settings.depth")
+            values = {"depth": self.gem_depth, **self.method_settings}
+        else:
+            values = dict(self.method_settings)
+        window = SlidingWindow(self.window_size, self.window_stride) if self.window_size else None
+        return {
+            "method": self.dense_method,
+            "method_settings": dense_method_settings(self.dense_method, values),
+            "sliding_window": window,
+        }
 
 
 @dataclass(frozen=True)
@@ -321,6 +379,7 @@ class ControlSettings(_Section):
 SECTIONS: dict[str, type[_Section]] = {
     "models": ModelSettings,
     "clusters": ClusterSettings,
+    "embedding": EmbeddingSettings,
     "naming": NamingSettings,
     "controls": ControlSettings,
 }
@@ -331,7 +390,7 @@ _SECTION_OF = {item.name: name for name, kind in SECTIONS.items() for item in da
 
 @dataclass(frozen=True, init=False)
 class TAGConfig:
-    """Every setting of the pipeline, in four sections. Build one with :func:`preset` and :meth:`replace`.
+    """Every setting of the pipeline, in five sections. Build one with :func:`preset` and :meth:`replace`.
 
     ``TAGConfig(models=ModelSettings(...), clusters=...)`` or flat keywords ``TAGConfig(num_clusters=8)``
     (both may be mixed: flat keywords change the given sections). Settings read flat too:
@@ -340,6 +399,7 @@ class TAGConfig:
 
     models: ModelSettings
     clusters: ClusterSettings
+    embedding: EmbeddingSettings
     naming: NamingSettings
     controls: ControlSettings
 
@@ -347,11 +407,12 @@ class TAGConfig:
         self,
         models: ModelSettings | None = None,
         clusters: ClusterSettings | None = None,
+        embedding: EmbeddingSettings | None = None,
         naming: NamingSettings | None = None,
         controls: ControlSettings | None = None,
         **settings: Any,
     ) -> None:
-        given = {"models": models, "clusters": clusters, "naming": naming, "controls": controls}
+        given = {"models": models, "clusters": clusters, "embedding": embedding, "naming": naming, "controls": controls}
         for name, kind in SECTIONS.items():
             section = given[name] if given[name] is not None else kind()
             if not isinstance(section, kind):
@@ -449,11 +510,15 @@ PRESETS: dict[str, TAGConfig] = {
         gem_depth=0,
         device="cpu",
     ),
+    # The paper's models with ProxyCLIP (proxy attention from Stage 1's DINOv2 features) and its official
+    # 336/112 sliding windows: the best published average of the training-free dense CLIP methods
+    # (docs/dense_methods.md gives the numbers).
+    "proxyclip": TAGConfig(dense_method="proxyclip", window_size=336, window_stride=112),
 }
 
 
 def preset(name: str, **overrides: Any) -> TAGConfig:
-    """The named preset (``paper``, ``fast`` or ``toy``) with optional setting overrides."""
+    """The named preset (``paper``, ``fast``, ``toy`` or ``proxyclip``) with optional setting overrides."""
     try:
         base = PRESETS[name]
     except KeyError:
@@ -475,7 +540,7 @@ def resolve_config(
     """Effective settings: a preset (default ``paper``), then a TOML file, then ``overrides``.
 
     The file holds an optional ``preset`` key and settings as section tables (``[models]``,
-    ``[clusters]``, ``[clusters.crf]``, ``[naming]``, ``[controls]``) or as flat keys (with a
+    ``[clusters]``, ``[clusters.crf]``, ``[embedding]``, ``[naming]``, ``[controls]``) or as flat keys (with a
     ``[crf]`` table). ``preset_name`` replaces the file's own ``preset`` key; ``None`` overrides are
     ignored, so flags that a user did not give leave the file's values alone.
     """

@@ -36,14 +36,27 @@ class PatchFeatureExtractor(Protocol):
 
 @runtime_checkable
 class DenseImageEmbedder(Protocol):
-    """Per-patch embeddings in the joint image-text space (CLIP + GEM in the paper)."""
+    """Per-patch embeddings in the joint image-text space (CLIP + GEM in the paper).
+
+    Two optional parts, which the pipeline looks for and does without:
+
+    * ``uses_proxy_features`` (a bool, false when absent): when true, the embedder is called as
+      ``embedder(pixels, proxy_features=features)`` with the :class:`PatchFeatureExtractor`'s
+      output for the same image, ``(B, h', w', C)`` on that extractor's own patch grid (Stage 1's
+      forward, not a second one); the embedder resamples it to its grid (ProxyCLIP's attention).
+    * ``with_method(method, method_settings, sliding_window)``: the same model with another dense
+      method, for per-call ``dense_method`` settings (:class:`~tagseg.backbones.clip.DenseCLIP`).
+    """
 
     patch_size: int
     dim: int
     model_id: str
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Return embeddings of shape ``(B, H // patch_size, W // patch_size, dim)``, not normalised."""
+        """Return embeddings of shape ``(B, H // patch_size, W // patch_size, dim)``, not normalised.
+
+        Embedders with ``uses_proxy_features`` also take ``proxy_features=`` (see the class docstring).
+        """
         ...
 
 

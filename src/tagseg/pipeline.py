@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -71,7 +72,7 @@ class TAG:
         database: TextDatabase | str | os.PathLike[str] | None = None,
         **overrides: Any,
     ) -> "TAG":
-        """Build from a preset name (``paper``, ``fast``, ``toy``) or a :class:`TAGConfig`.
+        """Build from a preset name (``paper``, ``fast``, ``toy``, ``proxyclip``) or a :class:`TAGConfig`.
 
         Keyword overrides replace config fields, e.g. ``clip_model="/models/clip"``, ``num_clusters=8``.
         ``database`` is a database folder (or ``"default"``), or a ready :class:`TextDatabase`.
@@ -116,28 +117,43 @@ class TAG:
     def __call__(self, image: ImageSource, **overrides: Any) -> Segmentation:
         """Segment one image (path, bytes, PIL image or HxWx3 array) and name its segments.
 
-        ``overrides`` change settings of the ``clusters``, ``naming`` and ``controls`` sections for
-        this call only (flat keys such as ``num_clusters=8`` or ``segmenter="sam"``, or section
-        objects); ``self.config`` stays as it is. Model settings are fixed when the TAG is built.
+        ``overrides`` change settings of the ``clusters``, ``embedding``, ``naming`` and ``controls``
+        sections for this call only (flat keys such as ``num_clusters=8``, ``segmenter="sam"`` or
+        ``dense_method="naclip"``, or section objects); ``self.config`` stays as it is. Model settings
+        are fixed when the TAG is built.
         """
         config = self.settings_for(**overrides)  # bad overrides fail before any forward
         if config.clusters.segmenter == "sam":  # the proposer first; each backbone only if it is needed
             timings: dict[str, float] = {}
             rgb, working, pixels = self._prepare(image, timings)
+            embedder = self._embedder_for(config)
+
+            @functools.cache
+            def patch_features() -> torch.Tensor:
+                with _timed(timings, "features"):
+                    return self._patch_features(pixels)
+
+            def embeddings() -> torch.Tensor:
+                proxy = patch_features() if _uses_proxy_features(embedder) else None
+                with _timed(timings, "embedder"):
+                    return _dense_embeddings(embedder, pixels, proxy)[0]
+
             return self._segment_with_proposer(
                 rgb, working, config, timings,
-                features=lambda: self._forward_one(self.features, pixels, timings, "features"),
-                embeddings=lambda: self._forward_one(self.embedder, pixels, timings, "embedder"),
+                features=lambda: patch_features()[0].float().cpu(), embeddings=embeddings,
             )
-        return self.finish(self.forward([image])[0], **overrides)
+        return self.finish(self.forward([image], **overrides)[0], **overrides)
 
-    def forward(self, images: Sequence[ImageSource]) -> list["Forwarded"]:
+    def forward(self, images: Sequence[ImageSource], **overrides: Any) -> list["Forwarded"]:
         """The backbone part of :meth:`__call__` for several images: decoding, resizing and both forwards.
 
         Images of the same working size share one forward per backbone (a batch; several images per
         forward pay on a GPU). :meth:`finish` does the rest of each image on the CPU, so a runner can
         finish one image while the next ones go through the backbones (:mod:`tagseg.stream`).
+        ``overrides`` as for :meth:`__call__` (the ``embedding`` section chooses the dense method);
+        a method that uses proxy features gets the batch's patch features (no second forward).
         """
+        embedder = self._embedder_for(self.settings_for(**overrides))
         prepared = []
         for image in images:
             timings: dict[str, float] = {}
@@ -147,10 +163,11 @@ class TAG:
         for group in _same_size_groups([pixels.shape for _, _, pixels, _ in prepared]):
             pixels = torch.cat([prepared[i][2] for i in group])
             start = time.perf_counter()
-            batch_features = self.features(_fit_to_patches(pixels, self.features.patch_size)).float().cpu()
+            patch_features = self._patch_features(pixels)
             middle = time.perf_counter()
-            batch_embeddings = self.embedder(_fit_to_patches(pixels, self.embedder.patch_size)).float().cpu()
+            batch_embeddings = _dense_embeddings(embedder, pixels, patch_features)
             end = time.perf_counter()
+            batch_features = patch_features.float().cpu()
             for position, i in enumerate(group):
                 features[i], embeddings[i] = batch_features[position], batch_embeddings[position]
                 prepared[i][3]["features"] = (middle - start) / len(group)
@@ -190,6 +207,7 @@ class TAG:
         :meth:`__call__`.
         """
         config = self.settings_for(**overrides)
+        embedder = self._embedder_for(config)
         timings: dict[str, float] = {}
         rgb, working, pixels = self._prepare(image, timings)
         regions = np.asarray(regions)
@@ -199,7 +217,13 @@ class TAG:
                 f"not {regions.dtype} of shape {regions.shape}"
             )
         region_map, region_ids = seg.compact_labels(regions)
-        embeddings = self._forward_one(self.embedder, pixels, timings, "embedder")
+        embedder = self._embedder_for(config)
+        proxy_features = None
+        if _uses_proxy_features(embedder):  # no Stage 1 here: the patch features only when the method needs them
+            with _timed(timings, "features"):
+                proxy_features = self._patch_features(pixels)
+        with _timed(timings, "embedder"):
+            embeddings = _dense_embeddings(embedder, pixels, proxy_features)[0]
         result = self._name_region_map(working, embeddings, region_map, region_ids, config, timings)
         return self._finish(result, timings, config)
 
@@ -286,11 +310,6 @@ class TAG:
         with _timed(timings, "assemble"):
             return _assemble(region_map, region_ids, namings, pooled.numpy(), origins)
 
-    def _forward_one(self, backbone: Any, pixels: torch.Tensor, timings: dict[str, float], stage: str) -> torch.Tensor:
-        """One image's forward through an image seam (``features`` or ``embedder``), timed as ``stage``."""
-        with _timed(timings, stage):
-            return backbone(_fit_to_patches(pixels, backbone.patch_size))[0].float().cpu()
-
     def _proposer_for(self, config: TAGConfig) -> RegionProposer:
         """The region proposer, built from ``sam_model`` on first use, with this call's ``sam`` knobs."""
         with self._proposer_lock:
@@ -303,8 +322,9 @@ class TAG:
     def settings_for(self, **overrides: Any) -> TAGConfig:
         """The settings a call with these per-call ``overrides`` runs with (``None`` values ignored).
 
-        Raises :class:`~tagseg.errors.ConfigError` for unknown or invalid settings and for model
-        settings, which only :meth:`from_pretrained` can change.
+        Raises :class:`~tagseg.errors.ConfigError` for unknown or invalid settings, for model
+        settings, which only :meth:`from_pretrained` can change, and for embedding settings the
+        embedder cannot run (a window that is not whole patches, an embedder without dense methods).
         """
         fixed = sorted(key for key, value in overrides.items() if value is not None and key in MODEL_KEYS)
         if fixed:
@@ -312,7 +332,27 @@ class TAG:
                 f"{', '.join(fixed)} cannot change per call: the models are loaded with them. "
                 f"Build another pipeline, e.g. TAG.from_pretrained(config.replace({fixed[0]}=...))."
             )
-        return self.config.replace(**overrides) if overrides else self.config
+        config = self.config.replace(**overrides) if overrides else self.config
+        self._embedder_for(config)
+        return config
+
+    def _embedder_for(self, config: TAGConfig) -> DenseImageEmbedder:
+        """The dense embedder of ``config``'s embedding settings: the built one, or (per call) the same
+        model with another dense method through its ``with_method`` (no load, shared weights)."""
+        if config.embedding == self.config.embedding:
+            return self.embedder
+        with_method = getattr(self.embedder, "with_method", None)
+        if with_method is None:
+            raise ConfigError(
+                f"The dense image embedder {self.embedder.model_id} has no dense CLIP methods, so the embedding "
+                "settings (dense_method, gem_depth, method_settings, window_size, window_stride) cannot change per "
+                "call; build the pipeline with them, with a CLIP model as clip_model."
+            )
+        return with_method(**config.embedding.dense_options())
+
+    def _patch_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Stage 1's patch features of the working pixels, ``(B, h, w, C)`` as the extractor returns them."""
+        return self.features(_fit_to_patches(pixels, self.features.patch_size))
 
     def _prepare(self, image: ImageSource, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """The RGB image, its working-size copy and that copy as (1, 3, h, w) pixels in [0, 1]."""
@@ -377,6 +417,22 @@ def working_image(rgb: np.ndarray, models: ModelSettings) -> np.ndarray:
     """A copy of ``rgb`` at the working size the models see (bilinear; unchanged pixels if already that size)."""
     height, width = working_size(rgb.shape[0], rgb.shape[1], models.image_size, models.keep_aspect_ratio)
     return np.array(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def _uses_proxy_features(embedder: DenseImageEmbedder) -> bool:
+    """Whether ``embedder`` takes the patch features of Stage 1 (``uses_proxy_features``, false when absent)."""
+    return bool(getattr(embedder, "uses_proxy_features", False))
+
+
+def _dense_embeddings(
+    embedder: DenseImageEmbedder, pixels: torch.Tensor, patch_features: torch.Tensor | None
+) -> torch.Tensor:
+    """Stage 2: ``(B, h, w, dim)`` float32 CPU embeddings of the working pixels; an embedder that uses
+    proxy features gets Stage 1's ``patch_features`` of the same pixels (no second forward)."""
+    fitted = _fit_to_patches(pixels, embedder.patch_size)
+    if _uses_proxy_features(embedder):
+        return embedder(fitted, proxy_features=patch_features).float().cpu()  # type: ignore[call-arg]
+    return embedder(fitted).float().cpu()
 
 
 def _fit_to_patches(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:

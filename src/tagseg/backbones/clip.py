@@ -100,6 +100,25 @@ class DenseCLIP(ImageBackbone):
         model, mean, std = cls._load(CLIPVisionModelWithProjection, source, device=device, dtype=dtype)
         return cls(model, model_id=source_name(source), mean=mean, std=std, normalize=normalize, **options)
 
+    def with_method(
+        self,
+        method: str,
+        method_settings: object | Mapping[str, Any] | None = None,
+        sliding_window: SlidingWindow | None = None,
+    ) -> DenseCLIP:
+        """The same model with another dense method and sliding window (``None``: off), as a new embedder.
+
+        The weights and the position-embedding cache are shared, so switching costs no load: the
+        pipeline uses this for per-call ``dense_method`` settings.
+        """
+        mean, std = self._mean.flatten().tolist(), self._std.flatten().tolist()
+        variant = DenseCLIP(
+            self.model, model_id=self.model_id, method=method, method_settings=method_settings,
+            sliding_window=sliding_window, mean=mean, std=std, normalize=self.normalize,
+        )
+        variant._position_cache = self._position_cache
+        return variant
+
     @property
     def uses_proxy_features(self) -> bool:
         """Whether the method needs the patch features of another model (``proxy_features``)."""

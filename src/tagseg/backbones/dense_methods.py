@@ -31,6 +31,7 @@ inference of these methods' evaluations.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ __all__ = [
     "SCLIPSettings",
     "SlidingWindow",
     "dense_method",
+    "dense_method_settings",
     "gem_self_self_attention",
     "neighbourhood_bias",
     "proxy_features_on_grid",
@@ -252,19 +254,49 @@ def register_dense_method(method: MethodT) -> MethodT:
 
 def dense_method(name: str, settings: object | Mapping[str, Any] | None = None) -> DenseMethod[Any]:
     """The method registered as ``name``, with ``settings``: its settings dataclass, a mapping of
-    that dataclass's fields (e.g. from TOML), or ``None`` for the official defaults."""
+    that dataclass's fields (e.g. from TOML, see :func:`dense_method_settings`), or ``None`` for the
+    official defaults."""
+    method = _registered_method(name)
+    if isinstance(settings, Mapping):
+        settings = dense_method_settings(name, settings)
+    return method(settings)
+
+
+def _registered_method(name: str) -> type[DenseMethod[Any]]:
     if name not in DENSE_METHODS:
         raise ConfigError(f"unknown dense method {name!r}; choose one of {', '.join(DENSE_METHODS)}")
-    method = DENSE_METHODS[name]
-    if isinstance(settings, Mapping):
-        fields = {field.name for field in dataclasses.fields(method.settings_type)}
-        unknown = sorted(set(settings) - fields)
-        if unknown:
-            raise ConfigError(
-                f"unknown setting(s) {', '.join(unknown)} for the {name} method; it takes {', '.join(sorted(fields))}"
-            )
-        settings = method.settings_type(**settings)
-    return method(settings)
+    return DENSE_METHODS[name]
+
+
+def dense_method_settings(name: str, values: Mapping[str, Any]) -> Any:
+    """The settings dataclass of the method ``name`` from a mapping of its fields, type-checked.
+
+    Whole numbers take ints, real numbers ints or floats, switches only booleans; a field that may be ``None`` also takes
+    the text ``"none"`` (any case), since TOML and command-line values have no null.
+    """
+    settings_type = _registered_method(name).settings_type
+    hints = typing.get_type_hints(settings_type)
+    fields = {field.name for field in dataclasses.fields(settings_type)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(unknown)} for the {name} method; it takes {', '.join(sorted(fields))}"
+        )
+    checked = {}
+    for key, value in values.items():
+        kinds = typing.get_args(hints[key]) or (hints[key],)
+        if type(None) in kinds and (value is None or (isinstance(value, str) and value.lower() == "none")):
+            checked[key] = None
+        elif bool in kinds and isinstance(value, bool):
+            checked[key] = value
+        elif not isinstance(value, bool) and (
+            (float in kinds and isinstance(value, (int, float))) or (int in kinds and isinstance(value, int))
+        ):
+            checked[key] = value
+        else:
+            wanted = " or ".join("none" if kind is type(None) else kind.__name__ for kind in kinds)
+            raise ConfigError(f"the {name} method's {key} must be {wanted}, not {value!r}")
+    return settings_type(**checked)
 
 
 # GEM

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 from rich.console import Console
 
 from tagseg.cli import options as opt
 from tagseg.cli.options import reported_errors
+from tagseg.config import DENSE_METHOD_NAMES
 
 console = Console(highlight=False)
 
@@ -78,6 +79,10 @@ def eval_command(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, ..."),
     segmenter: opt.Segmenter = None,
     sam_model: opt.SamModel = None,
+    dense_method: Optional[Literal[DENSE_METHOD_NAMES]] = typer.Option(  # type: ignore[valid-type]
+        None, help="Dense CLIP method (replaces the preset's or --config's); one run per method gives comparable reports.",
+        show_default=False,
+    ),
     cache_dir: Optional[Path] = typer.Option(None, help="Prediction cache (default: $TAGSEG_CACHE/eval)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and store predictions per image."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: tagseg-eval/DATASET)."),
@@ -91,7 +96,7 @@ def eval_command(
         _run(
             dataset.value, root, split, protocol, text_model, threshold, template, _resolution(resolution, scoring),
             background is Background.count, scoring.value, limit, toy_images, preset, config,
-            {"device": device, "segmenter": segmenter, "sam_model": sam_model},
+            {"device": device, "segmenter": segmenter, "sam_model": sam_model, "dense_method": dense_method},
             (cache_dir or _default_cache()) if cache else None, out or Path("tagseg-eval") / dataset.value, progress,
         )
 

@@ -50,7 +50,7 @@ def _size(status: ModelStatus) -> str:
 
 def _table(statuses: list[ModelStatus], used_by: dict[str, list[str]] | None = None) -> Table:
     table = Table(show_lines=False)
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)  # ids are what users copy: never cut
     if used_by is not None:
         table.add_column("presets")
     table.add_column("status")

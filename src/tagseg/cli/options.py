@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import tomllib
 import typing
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,6 +132,8 @@ def _flag_value(name: str, value: Any) -> Any:
         return _clusters(value)
     if name == "crf":
         return value
+    if name == "method_settings":
+        return _method_settings(value)
     kind = {item.name: item.type for item in CLI_SETTINGS}[name]
     if typing.get_origin(kind) in (list, dict):
         from tagseg.controls import read_aliases, read_words
@@ -146,6 +149,20 @@ def _clusters(value: str) -> int | str:
     if value.isdigit() and int(value) >= 1:
         return int(value)
     raise typer.BadParameter(f"{value!r} is neither a positive number nor 'auto'.", param_hint="--num-clusters")
+
+
+def _method_settings(value: str) -> dict[str, Any]:
+    """``--method-settings``: ``name=value`` pairs, comma-separated; values read as TOML (``3.0``, ``true``), else text."""
+    settings: dict[str, Any] = {}
+    for pair in filter(None, (part.strip() for part in value.split(","))):
+        name, equals, text = (piece.strip() for piece in pair.partition("="))
+        if not equals or not name:
+            raise typer.BadParameter(f"{pair!r} is not name=value, e.g. gaussian_std=3.0", param_hint="--method-settings")
+        try:
+            settings[name] = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError:
+            settings[name] = text
+    return settings
 
 
 @contextmanager

@@ -56,6 +56,19 @@ def _segmenter(pipeline: dict[str, Any]) -> str:
     return f"Segment Anything ({pipeline.get('sam_model')}, uncovered pixels: {pipeline.get('uncovered')})"
 
 
+def embedding_label(pipeline: dict[str, Any]) -> str:
+    """How the patch embeddings of a run were made, from its pipeline settings: ``gem (depth 6)``,
+    ``naclip, gaussian_std=3.0``, ``proxyclip, windows 336/112``; ``-`` when not recorded."""
+    method = pipeline.get("dense_method")
+    if method is None:
+        return "-"
+    parts = [f"{method} (depth {pipeline.get('gem_depth')})" if method == "gem" else str(method)]
+    parts += [f"{name}={value}" for name, value in sorted((pipeline.get("method_settings") or {}).items())]
+    if pipeline.get("window_size"):
+        parts.append(f"windows {pipeline['window_size']}/{pipeline['window_stride']}")
+    return ", ".join(parts)
+
+
 def _percent(value: float) -> str:
     return "-" if math.isnan(value) else f"{100 * value:.1f}"
 
@@ -76,11 +89,18 @@ class EvaluationReport:
                 return result.scores
         raise KeyError(f"no protocol {protocol!r}; have {[r.name for r in self.protocols]}")
 
+    @property
+    def dense_method(self) -> str:
+        """The run's dense CLIP method with its settings (:func:`embedding_label`)."""
+        return embedding_label(self.settings.get("pipeline") or {})
+
     def to_dict(self, top_names: int = 10) -> dict[str, Any]:
-        """JSON-ready: settings, then per protocol its summary, per-class IoU/accuracy, confusion and mapping."""
+        """JSON-ready: settings, the dense method, then per protocol its summary, per-class IoU/accuracy,
+        confusion and mapping."""
         return {
             "units": UNITS,
             "settings": self.settings,
+            "dense_method": self.dense_method,
             "class_names": self.class_names,
             "protocols": {
                 r.name: {
@@ -105,23 +125,28 @@ class EvaluationReport:
         }
 
     def to_markdown(self, top_names: int = 5) -> str:
-        """Summary table, per-class IoU table (one column per protocol) and the naming report."""
+        """Summary table, per-class IoU table (one column per protocol) and the naming report.
+
+        The summary table has a column for the dense method, so the rows of runs with different
+        methods paste into one comparison table.
+        """
         s = self.settings
         lines = [
             f"# Evaluation on {s['dataset']}",
             "",
             f"{s['images']} images, {s['classes']} classes, background {s['background'] or 'n/a'}, "
-            f"ignore label {s['ignore_index']}, evaluated at {s['resolution']}, {s.get('scoring', 'tagseg')} scoring; "
+            f"ignore label {s['ignore_index']}, evaluated at {s['resolution']}, {s.get('scoring', 'tagseg')} scoring, "
+            f"dense CLIP {self.dense_method}; "
             f"segments from {_segmenter(s.get('pipeline', {}))}.",
             *([f"Note: {s['note']}"] if s.get("note") else []),
             "",
-            "| protocol | mIoU | pixel acc. | mean acc. | classes scored |",
-            "|---|---:|---:|---:|---:|",
+            "| dense method | protocol | mIoU | pixel acc. | mean acc. | classes scored |",
+            "|---|---|---:|---:|---:|---:|",
         ]
         for r in self.protocols:
             sc = r.scores
             lines.append(
-                f"| {r.name} | {_percent(sc.miou)} | {_percent(sc.pixel_accuracy)} | "
+                f"| {self.dense_method} | {r.name} | {_percent(sc.miou)} | {_percent(sc.pixel_accuracy)} | "
                 f"{_percent(sc.mean_accuracy)} | {sc.num_scored_classes} |"
             )
         lines += ["", "## IoU per class (%)", "", "| class | " + " | ".join(r.name for r in self.protocols) + " |"]

@@ -11,7 +11,10 @@ from PIL import Image
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tagseg.config import DENSE_METHOD_NAMES
 from tagseg.serve.service import SegmentOptions
+
+DenseMethodName = Literal[DENSE_METHOD_NAMES]  # type: ignore[valid-type]
 
 
 _MAX_FORMATS = 8
@@ -35,6 +38,9 @@ class SegmentSettings(BaseModel):
         description="Stage 1: `kmeans` (DINOv2 k-means) or `sam` (Segment Anything's masks; the server loads its "
         "`sam_model` on the first such request unless it started with `--segmenter sam`).",
     )
+    dense_method: DenseMethodName | None = Field(
+        None, description="Dense CLIP method of the patch embeddings (docs/dense_methods.md); default: the server's."
+    )
     masks: bool = Field(True, description="Include each segment's mask (uncompressed COCO RLE).")
     formats: list[Literal["overlay", "labels"]] = Field(
         default_factory=list,
@@ -49,6 +55,7 @@ class SegmentSettings(BaseModel):
             crf=self.crf,
             names=self.names,
             segmenter=self.segmenter,
+            dense_method=self.dense_method,
             masks=self.masks,
             overlay="overlay" in self.formats,
             labels="labels" in self.formats,
@@ -86,9 +93,11 @@ MULTIPART_SCHEMA: dict[str, Any] = {
         "crf": {"type": "boolean"},
         "names": {"type": "string", "enum": ["words", "phrases"]},
         "segmenter": {"type": "string", "enum": ["kmeans", "sam"]},
+        "dense_method": {"type": "string", "enum": list(DENSE_METHOD_NAMES)},
         "masks": {"type": "boolean", "default": True},
         "formats": {"type": "array", "maxItems": _MAX_FORMATS, "items": {"type": "string", "enum": ["overlay", "labels"]}},
     },
+    "additionalProperties": False,  # unknown form fields are refused (422)
 }
 
 SEGMENT_EXAMPLE: dict[str, Any] = {

@@ -37,6 +37,7 @@ class SegmentOptions:
     crf: bool | None = None
     names: str | None = None
     segmenter: str | None = None
+    dense_method: str | None = None
     masks: bool = True
     overlay: bool = False
     labels: bool = False
@@ -46,6 +47,7 @@ class SegmentOptions:
         values = {
             "num_clusters": self.num_clusters, "top_k": self.top_k, "crf": self.crf, "names": self.names,
             "segmenter": self.segmenter,
+            "dense_method": self.dense_method,
         }
         return {key: value for key, value in values.items() if value is not None}
 
