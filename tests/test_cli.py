@@ -237,3 +237,12 @@ def test_max_pixels_from_the_flag_and_the_settings_file(photos: Path, tmp_path: 
     settings.write_text("[models]\nmax_pixels = 4000\n")
     from_file = run("segment", str(image), "--out", str(tmp_path / "file"), "--config", str(settings), *TOY)
     assert from_file.exit_code == 1 and "more than the limit of 4,000" in from_file.output
+
+
+def test_the_command_line_starts_without_importing_torch() -> None:
+    # Every preset is validated at import (the proxyclip one has sliding windows): none may pull torch in.
+    import subprocess
+    import sys
+
+    code = "import sys, tagseg.cli, tagseg.config; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

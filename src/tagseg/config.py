@@ -293,7 +293,12 @@ class EmbeddingSettings(_Section):
     def _invalid(self) -> list[str]:
         if self.window_stride and not self.window_size:
             return ["window_size", "window_stride"]
-        if self.method_settings or self.window_size:
+        if self.window_size and not 1 <= self.window_stride <= self.window_size:
+            raise ConfigError(
+                f"Invalid embedding settings: sliding windows need 1 <= stride <= size, "
+                f"not window_size={self.window_size}, window_stride={self.window_stride}."
+            )
+        if self.method_settings:  # checked against the method's settings dataclass (imports torch)
             try:
                 self.dense_options()
             except ConfigError as error:
