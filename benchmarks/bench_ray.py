@@ -31,7 +31,8 @@ from tagseg.batch import BatchListener, ImageOutcome, segment_files
 from tagseg.backbones.clip import CLIPTextEncoder
 from tagseg.config import preset
 from tagseg.database import build_database
-from tagseg.engines.ray import build_database_with_ray, segment_with_ray
+from tagseg.engines.ray import segment_with_ray
+from tagseg.engines.ray_database import build_database_with_ray
 from tagseg.testing import save_random_clip, save_random_dinov2
 from tagseg.toy import toy_scene
 

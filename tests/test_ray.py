@@ -180,7 +180,7 @@ def _texts(count: int) -> list[str]:
 @pytest.mark.ray
 def test_db_build_on_ray_gives_the_local_builds_database(ray_runtime, tmp_path):
     from tagseg.builder import text_encoder_for
-    from tagseg.engines.ray import build_database_with_ray
+    from tagseg.engines.ray_database import build_database_with_ray
     from tagseg.testing import save_random_clip
 
     model = save_random_clip(tmp_path / "clip")

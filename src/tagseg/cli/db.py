@@ -74,7 +74,7 @@ def build(
     options = dict(column=column, template=template, index=index, resume=resume, overwrite=overwrite)
     with reported_errors():
         if engine is eng.EngineName.ray:
-            from tagseg.engines.ray import build_database_with_ray
+            from tagseg.engines.ray_database import build_database_with_ray
 
             run = build_database_with_ray(
                 path, inputs, text_model, workers=workers, batch_size=batch_size, cpus_per_worker=cpus_per_worker,
