@@ -64,3 +64,16 @@ def test_failures_are_listed_in_the_output_folder_and_cleared_once_fixed(tmp_pat
     again = segment_files([scene_file, broken], out, config=preset("toy"))
     assert again.ok and [o.status for o in again.outcomes] == ["skipped", "done"]
     assert not (out / FAILURES_FILE).exists()
+
+
+def test_writing_an_image_again_removes_what_an_interrupted_write_of_it_left(tmp_path: Path, scene_file: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    killed = [out / ".scene.json.0123456789ab.tmp", out / ".scene.overlay.png.ba9876543210.tmp"]  # a worker killed mid-write
+    other = out / ".other.json.0123456789ab.tmp"  # another image's: left alone
+    for path in (*killed, other):
+        path.write_bytes(b"partial")
+    [done] = segment_files([scene_file], out, config=preset("toy")).outcomes
+    assert done.status == "done"
+    assert not any(path.exists() for path in killed) and other.exists()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [other.name]

@@ -25,7 +25,7 @@ from PIL.PngImagePlugin import PngInfo
 from tagseg.config import TAGConfig, preset
 from tagseg.errors import ConfigError, TagsegError
 from tagseg.exports import RESULTS_FILE, CategoryTable, CocoWriter, ExportOptions, RunExporter
-from tagseg.files import write_bytes_atomically
+from tagseg.files import remove_interrupted_writes, write_bytes_atomically
 from tagseg.image import ImageSource, load_image
 from tagseg.render import label_image, overlay
 from tagseg.result import Segmentation
@@ -318,8 +318,14 @@ def write_image_outputs(
 def write_result_outputs(
     rgb: np.ndarray, result: Segmentation, image_path: str | Path, name: str, out: Path, wanted: frozenset[str], alpha: float
 ) -> list[Path]:
-    """Write one segmented image's outputs ``out/<name>.*``, each atomically, the JSON last; returns their paths."""
+    """Write one segmented image's outputs ``out/<name>.*``, each atomically, the JSON last; returns their paths.
+
+    Temporary files an interrupted earlier write of these outputs left (a killed run or worker)
+    are removed first: the image is being written again, by this call alone.
+    """
     paths = _per_image_paths(out, name, wanted)
+    for path in paths:
+        remove_interrupted_writes(path)
     if "overlay" in wanted:
         _write_png(overlay(rgb, result, alpha=alpha), out / f"{name}.overlay.png")
     if "labels" in wanted:

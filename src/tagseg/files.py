@@ -8,6 +8,7 @@ leaves a partial file that a resumed run would take for a finished one.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import uuid
@@ -23,6 +24,16 @@ except ImportError:  # Windows: writers are not serialised between processes the
 def temporary_name(target: Path) -> Path:
     """A unique hidden name in ``target``'s folder (a rename within one folder is atomic)."""
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def remove_interrupted_writes(target: Path) -> int:
+    """Delete the temporary files that interrupted writes of ``target`` left beside it (a killed
+    process cannot clean up after itself); returns how many. Call it only when no other writer of
+    ``target`` is running."""
+    leftovers = list(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"))
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return len(leftovers)
 
 
 def fsync_directory(directory: Path) -> None:
