@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -193,32 +194,42 @@ def segment_files(
         tag = TAG.from_pretrained(config or preset("paper"))
         model_seconds = time.perf_counter() - loading
     pending_names = {job.name for job in pending}
-    run_file = CocoWriter.for_run(out) if "coco" in wanted else None
     stream = segment_stream(tag, [job.path for job in pending], batch_size=batch_size, ahead=ahead) if tag is not None else None
     try:
-        last = time.perf_counter()
-        for job in jobs:
-            if job.name in pending_names:
-                listener.image_started(job.path)
-                outcome = _write_one(next(stream), job, out, wanted, alpha, run_file, exporter)  # type: ignore[arg-type]
-                now = time.perf_counter()
-                outcome.seconds, last = now - last, now
-            else:
-                outcome = ImageOutcome(job.path, "skipped", job.name, outputs=_per_image_paths(out, job.name, wanted))
-                _add_existing(out / f"{job.name}.json", job.name, run_file, exporter)
-            outcomes.append(outcome)
-            listener.image_finished(outcome)
+        with run_files(out, wanted, exporter) as run_file:
+            last = time.perf_counter()
+            for job in jobs:
+                if job.name in pending_names:
+                    listener.image_started(job.path)
+                    outcome = _write_one(next(stream), job, out, wanted, alpha, run_file, exporter)  # type: ignore[arg-type]
+                    now = time.perf_counter()
+                    outcome.seconds, last = now - last, now
+                else:
+                    outcome = ImageOutcome(job.path, "skipped", job.name, outputs=_per_image_paths(out, job.name, wanted))
+                    _add_existing(out / f"{job.name}.json", job.name, run_file, exporter)
+                outcomes.append(outcome)
+                listener.image_finished(outcome)
+    finally:
+        if stream is not None:
+            stream.close()
+    write_failures(out, outcomes)
+    return BatchReport(outcomes, out, model_seconds, time.perf_counter() - started_at)
+
+
+@contextmanager
+def run_files(out: Path, wanted: frozenset[str], exporter: RunExporter | None) -> Iterator[CocoWriter | None]:
+    """The run's ``results.coco.json`` writer (None without ``coco`` in ``wanted``) for the block to feed;
+    it and ``exporter`` are finished when the block ends normally, and the spool is dropped either way."""
+    run_file = CocoWriter.for_run(out) if "coco" in wanted else None
+    try:
+        yield run_file
         if run_file is not None:
             run_file.finish()
         if exporter is not None:
             exporter.finish()
     finally:
-        if stream is not None:
-            stream.close()
         if run_file is not None:
             run_file.close()
-    write_failures(out, outcomes)
-    return BatchReport(outcomes, out, model_seconds, time.perf_counter() - started_at)
 
 
 def write_failures(out: Path, outcomes: Iterable[ImageOutcome]) -> Path | None:

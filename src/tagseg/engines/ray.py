@@ -45,10 +45,10 @@ from tagseg.batch import (
     _per_image_paths,
     _plan,
     failure_reason,
+    run_files,
     write_failures,
     write_image_outputs,
 )
-from tagseg.exports.coco import CocoWriter
 from tagseg.files import write_bytes_atomically
 from tagseg.config import TAGConfig, preset
 from tagseg.errors import ConfigError, TagsegError
@@ -379,18 +379,10 @@ def _write_run_files(
     out: Path, rows: list[dict[str, Any]], wanted: frozenset[str], exporter: Any, unplanned: list[ImageOutcome]
 ) -> None:
     """``results.coco.json`` and exports from the per-image JSON files (the local engine's code), then the manifest."""
-    run_file = CocoWriter.for_run(out) if "coco" in wanted else None
-    try:
+    with run_files(out, wanted, exporter) as run_file:
         for row in rows:
             if row["status"] != "failed":
                 _add_existing(out / f"{row['name']}.json", row["name"], run_file, exporter)
-        if run_file is not None:
-            run_file.finish()
-        if exporter is not None:
-            exporter.finish()
-    finally:
-        if run_file is not None:
-            run_file.close()
     failures = [_row(str(o.path), "", "failed", reason=o.reason) for o in unplanned]
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(failures + rows, schema=MANIFEST_SCHEMA), buffer)
