@@ -13,7 +13,6 @@ import jsonschema
 import numpy as np
 import pytest
 import skimage.data
-import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
@@ -28,13 +27,7 @@ from tagseg.toy import toy_scene
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One OpenMP/torch thread: faiss k-means on tiny inputs busy-waits badly on shared CPUs otherwise."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TOY = ["--preset", "toy", "--image-size", "128"]
 
 

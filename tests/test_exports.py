@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
@@ -23,12 +22,7 @@ from tagseg.result import Segmentation
 from tagseg.toy import PALETTE, toy_scene
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def two_red_squares() -> np.ndarray:

@@ -19,7 +19,6 @@ import imgviz
 import numpy as np
 import pytest
 import skimage.data
-import torch
 from PIL import Image, ImageDraw
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
@@ -30,12 +29,7 @@ from tagseg.errors import ConfigError
 from tagseg.result import Segment, Segmentation
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def read_yolo_labels(path: Path, classes: int) -> list[tuple[int, np.ndarray]]:

@@ -27,16 +27,6 @@ from tagseg.testing import TINY_VOCABULARY_WORDS, save_random_clip, save_random_
 UNKNOWN_ID = "tagseg-tests/no-such-model"
 
 
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random_clip(tmp_path_factory.mktemp("clip"))
-
-
-@pytest.fixture(scope="module")
-def dinov2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random_dinov2(tmp_path_factory.mktemp("dinov2"))
-
-
 def test_resolve_device() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected

@@ -21,19 +21,9 @@ from tagseg.backbones.dinov2 import Dinov2Features
 from tagseg.config import TAGConfig
 from tagseg.database import InMemoryTextDatabase
 from tagseg.errors import ConfigError
-from tagseg.testing import TINY_VOCABULARY_WORDS, save_random_clip, save_random_dinov2
+from tagseg.testing import TINY_VOCABULARY_WORDS, save_random_dinov2
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random_clip(tmp_path_factory.mktemp("clip"))
-
-
-@pytest.fixture(scope="module")
-def dinov2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random_dinov2(tmp_path_factory.mktemp("dinov2"))
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -10,7 +10,6 @@ import jsonschema
 import numpy as np
 import pytest
 import skimage.data
-import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from pycocotools.coco import COCO
@@ -35,13 +34,7 @@ runner = CliRunner()
 _UNFILTERED = {"points_per_side": 3, "pred_iou_threshold": 0.0, "stability_threshold": 0.0, "box_nms_threshold": 1.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: faiss k-means on tiny inputs busy-waits badly on shared CPUs otherwise."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
