@@ -24,18 +24,9 @@ from tagseg.cli import app
 from tagseg.config import DENSE_METHOD_NAMES, config_toml, load_config, preset, resolve_config
 from tagseg.database import InMemoryTextDatabase
 from tagseg.serve import ServeSettings, create_app
-from tagseg.testing import save_random_clip, save_random_dinov2
+from tagseg.testing import TINY_CAPTIONS, save_random_clip, save_random_dinov2
 
-CAPTIONS = [
-    "a cat sleeping on a red sofa",
-    "a black cat on the sofa",
-    "a dog running in the green grass",
-    "the dog and the grass in a park",
-    "a red car parked on the street",
-    "a car on a wet street at night",
-    "a person riding a horse",
-    "a horse standing in a field",
-]
+CAPTIONS = TINY_CAPTIONS
 CAPTION_WORDS = {word for caption in CAPTIONS for word in caption.split()}
 runner = CliRunner()
 

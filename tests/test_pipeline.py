@@ -13,18 +13,9 @@ from tagseg import TAG, ConfigError, ModelNotAvailableError, Segmentation
 from tagseg.config import ClusterSettings, ControlSettings, CRFSettings, ModelSettings
 from tagseg.backbones.clip import CLIPTextEncoder
 from tagseg.database import InMemoryTextDatabase
-from tagseg.testing import save_random_clip, save_random_dinov2
+from tagseg.testing import TINY_CAPTIONS, save_random_clip, save_random_dinov2
 
-CAPTIONS = [
-    "a cat sleeping on a red sofa",
-    "a black cat on the sofa",
-    "a dog running in the green grass",
-    "the dog and the grass in a park",
-    "a red car parked on the street",
-    "a car on a wet street at night",
-    "a person riding a horse",
-    "a horse standing in a field",
-]
+CAPTIONS = TINY_CAPTIONS
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from transformers import (
 from tagseg.backbones.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from tagseg.backbones.dinov2 import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["save_random_clip", "save_random_dinov2", "save_random_sam", "TINY_VOCABULARY_WORDS"]
+__all__ = ["save_random_clip", "save_random_dinov2", "save_random_sam", "TINY_CAPTIONS", "TINY_VOCABULARY_WORDS"]
 
 DinoSize = Literal["tiny", "small", "base"]
 ClipSize = Literal["tiny", "base-16", "large-14"]
@@ -71,6 +71,18 @@ _CLIP_SIZES: dict[str, dict[str, Any]] = {
     },
 }
 _CLIP_REAL_VOCAB_SIZE = 49408
+
+TINY_CAPTIONS = [
+    "a cat sleeping on a red sofa",
+    "a black cat on the sofa",
+    "a dog running in the green grass",
+    "the dog and the grass in a park",
+    "a red car parked on the street",
+    "a car on a wet street at night",
+    "a person riding a horse",
+    "a horse standing in a field",
+]
+"""A small caption database for tests with tiny models: each concept in two captions (CaSED's min-count rule)."""
 
 TINY_VOCABULARY_WORDS = (
     "a an the of and in on with photo picture image cat dog person people car tree sky road grass "
