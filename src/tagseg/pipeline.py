@@ -142,7 +142,7 @@ class TAG:
                 rgb, working, config, timings,
                 features=lambda: patch_features()[0].float().cpu(), embeddings=embeddings,
             )
-        return self.finish(self.forward([image], **overrides)[0], **overrides)
+        return self._finish_forwarded(self._forward([image], config)[0], config)
 
     def forward(self, images: Sequence[ImageSource], **overrides: Any) -> list["Forwarded"]:
         """The backbone part of :meth:`__call__` for several images: decoding, resizing and both forwards.
@@ -153,7 +153,10 @@ class TAG:
         ``overrides`` as for :meth:`__call__` (the ``embedding`` section chooses the dense method);
         a method that uses proxy features gets the batch's patch features (no second forward).
         """
-        embedder = self._embedder_for(self.settings_for(**overrides))
+        return self._forward(images, self.settings_for(**overrides))
+
+    def _forward(self, images: Sequence[ImageSource], config: TAGConfig) -> list["Forwarded"]:
+        embedder = self._embedder_for(config)
         prepared = []
         for image in images:
             timings: dict[str, float] = {}
@@ -180,7 +183,9 @@ class TAG:
     def finish(self, forwarded: "Forwarded", **overrides: Any) -> Segmentation:
         """The CPU part of :meth:`__call__` on one image's :meth:`forward` output: Stage 1 after the
         DINOv2 forward (k-means, CRF, small regions), pooling, naming and the result."""
-        config = self.settings_for(**overrides)
+        return self._finish_forwarded(forwarded, self.settings_for(**overrides))
+
+    def _finish_forwarded(self, forwarded: "Forwarded", config: TAGConfig) -> Segmentation:
         timings = dict(forwarded.timings)
         if config.clusters.segmenter == "sam":
             return self._segment_with_proposer(
@@ -217,7 +222,6 @@ class TAG:
                 f"not {regions.dtype} of shape {regions.shape}"
             )
         region_map, region_ids = seg.compact_labels(regions)
-        embedder = self._embedder_for(config)
         proxy_features = None
         if _uses_proxy_features(embedder):  # no Stage 1 here: the patch features only when the method needs them
             with _timed(timings, "features"):
