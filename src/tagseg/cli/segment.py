@@ -31,6 +31,7 @@ from tagseg.cli import options as opt
 from tagseg.config import TAGConfig
 from tagseg.errors import ConfigError
 from tagseg.exports import CategoryTable
+from tagseg.image import check_inputs
 
 console = Console(highlight=False)
 
@@ -122,8 +123,22 @@ def _summary(report: BatchReport) -> None:
     console.print(table)
     for outcome in report.failed:
         opt.errors.print(f"[red]failed:[/red] {escape(outcome.reason or str(outcome.path))}")
-    if report.failed:
+    if report.failed and (report.done or report.skipped):
         opt.errors.print("Fix or remove the failed files and run the same command again: finished images are skipped.")
+    elif report.failed:
+        opt.errors.print("Nothing was segmented: fix the inputs listed above and run the command again.")
+
+
+def _check_inputs(paths: list[str], settings: TAGConfig) -> None:
+    """Refuse, before any model loads and with nothing written, a run none of whose inputs can be segmented;
+    when only some cannot, the batch reports them with the rest."""
+    problems = check_inputs(paths, max_pixels=settings.models.max_pixels)
+    if len(problems) < len(paths):
+        return
+    for problem in problems:
+        opt.errors.print(f"[red]failed:[/red] {escape(problem.reason)}: {escape(problem.fix)}")
+    opt.errors.print("Nothing to segment: no model was loaded and nothing was written.")
+    raise typer.Exit(1)
 
 
 @opt.with_settings
@@ -180,6 +195,7 @@ def segment(
         paths = _read_inputs(inputs)
         if not paths:
             raise typer.BadParameter("no image paths were given on standard input", param_hint="INPUTS")
+        _check_inputs(paths, settings)
         columns = (
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
