@@ -17,7 +17,7 @@ from tagseg.config import PRESETS
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="Download models into the Hugging Face cache ahead of time and check what is there (never online).",
+    help="Check what the local cache holds for a run (offline), download models into it (online), pack and unpack them for machines without internet.",
 )
 console = Console(highlight=False)
 

@@ -178,6 +178,7 @@ def segment(
 ) -> None:
     """Segment images and name their segments; write pictures and JSON to the output folder.
 
+    \b
     For each image NAME the output folder gets:
     NAME.overlay.png: the photo with segment colours, names and a legend sorted by area;
     NAME.labels.png: pixel value = segment id, with a colour palette;
