@@ -343,16 +343,22 @@ def read_model_json(source: ModelSource, filename: str) -> dict[str, Any] | None
         if not path.is_file():
             return None
     else:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-        offline = _hub_unreachable() is not None  # then the cache is all there is, as with HF_HUB_OFFLINE
-        try:
-            path = Path(hf_hub_download(name, filename, local_files_only=offline))
-        except (EntryNotFoundError, LocalEntryNotFoundError):
-            return None
-        except OSError as error:
-            raise _missing(name, f"cannot read {filename} ({error})") from None
+        cached = try_to_load_from_cache(name, filename)
+        if isinstance(cached, str):
+            path = Path(cached)
+        elif cached is not None or isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return None  # known absent, or the model is cached without it (downloads take every JSON file)
+        else:
+            offline = _hub_unreachable() is not None  # then the cache is all there is, as with HF_HUB_OFFLINE
+            try:
+                path = Path(hf_hub_download(name, filename, local_files_only=offline))
+            except (EntryNotFoundError, LocalEntryNotFoundError):
+                return None
+            except OSError as error:
+                raise _missing(name, f"cannot read {filename} ({error})") from None
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -437,7 +443,10 @@ def _local_status(model: str) -> ModelStatus:
 
 
 def _hub_status(model: str, repo: Any, verify: bool) -> ModelStatus:
-    fetch = f"run `tagseg models download {model}` on a machine with internet access"
+    fetch = (
+        f"run `tagseg models download {model}` on a machine with internet access and copy its Hugging Face cache "
+        "here, or `tagseg models pack ARCHIVE` there and `tagseg models unpack ARCHIVE` here"
+    )
     if repo is None:
         return ModelStatus(model, "hub", problem=f"not in the Hugging Face cache; {fetch}")
     revision = _current_revision(repo)
