@@ -259,3 +259,17 @@ def test_the_command_line_starts_without_importing_torch() -> None:
 
     code = "import sys, tagseg.cli, tagseg.config; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_progress_shows_rate_and_time_left_from_the_first_finished_image() -> None:
+    from rich.progress import Task, TaskID
+
+    from tagseg.cli.segment import _RateColumn, _TimeLeftColumn
+
+    now = [100.0]
+    task = Task(TaskID(0), "images", total=10, completed=0, _get_time=lambda: now[0])
+    task.start_time = 100.0
+    now[0] = 104.0
+    assert str(_RateColumn().render(task)) == "-- img/s" and str(_TimeLeftColumn().render(task)) == "ETA -:--:--"
+    task.completed = 1  # the first image took 4 s: 9 more take 36 s
+    assert str(_RateColumn().render(task)) == "4.0 s/img" and str(_TimeLeftColumn().render(task)) == "ETA 0:00:36"

@@ -20,7 +20,6 @@ from rich.progress import (
     Task,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
@@ -36,15 +35,34 @@ from tagseg.image import check_inputs
 console = Console(highlight=False)
 
 
+def _images_per_second(task: Task) -> float | None:
+    """Images finished per second since the first image started: known from the first finished image on
+    (rich's own estimate waits for a second one and forgets the start)."""
+    if not task.completed or not task.elapsed:
+        return None
+    return task.completed / task.elapsed
+
+
 class _RateColumn(ProgressColumn):
     """Images per second, or seconds per image when slower than one a second."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        speed = _images_per_second(task)
         if not speed:
             return Text("-- img/s", style="progress.data.speed")
         text = f"{speed:.1f} img/s" if speed >= 1 else f"{1 / speed:.1f} s/img"
         return Text(text, style="progress.data.speed")
+
+
+class _TimeLeftColumn(ProgressColumn):
+    """Time left at the rate so far, from the first finished image on."""
+
+    def render(self, task: Task) -> Text:
+        speed = _images_per_second(task)
+        if not speed or task.total is None:
+            return Text("ETA -:--:--", style="progress.remaining")
+        seconds = int(max(task.total - task.completed, 0) / speed)
+        return Text(f"ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}", style="progress.remaining")
 
 
 class _ProgressBar(BatchListener):
@@ -199,7 +217,7 @@ def segment(
         _check_inputs(paths, settings)
         columns = (
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            _RateColumn(), TimeElapsedColumn(), _TimeLeftColumn(),
         )
         try:
             with Progress(*columns, console=opt.errors, transient=True) as progress:
