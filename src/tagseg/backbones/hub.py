@@ -186,10 +186,11 @@ def require_available(statuses: Iterable[ModelStatus]) -> None:
             f"Fetch them all on a machine with internet access with `tagseg models download {listed}` and copy "
             "its Hugging Face cache (~/.cache/huggingface, or $HF_HOME) here, or with "
             "`tagseg models pack models.tar` there (same preset and flags as this run) and "
-            "`tagseg models unpack models.tar` here; or pass local model folders (--feature-model, --clip-model).",
+            "`tagseg models unpack models.tar` here; or pass the local directories the models were saved to "
+            "(feature_model, clip_model, sam_model; --feature-model ... on the command line).",
         ]
     else:
-        lines.append("Pass the folder a model was saved to (config.json plus weights, as written by `save_pretrained`).")
+        lines.append("Pass the directory a model was saved to (config.json plus weights, as written by `save_pretrained`).")
     raise ModelNotAvailableError("\n".join(lines))
 
 
