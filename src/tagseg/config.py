@@ -25,15 +25,16 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Collection, Mapping, TypeVar
 
+from tagseg.dense_registry import DENSE_METHODS, SlidingWindow, dense_method_settings
 from tagseg.errors import ConfigError
 
 __all__ = [
     "CRFSettings",
     "ClusterSettings",
     "ControlSettings",
-    "DENSE_METHOD_NAMES",
+    "DTYPES",
     "EmbeddingSettings",
     "ModelSettings",
     "NamingSettings",
@@ -56,7 +57,7 @@ def setting(
     default: Any,
     help: str,
     *,
-    choices: tuple[str, ...] = (),
+    choices: Collection[str] = (),
     check: Callable[[Any], bool] | None = None,
     cli: bool = True,
     short: str | None = None,
@@ -184,6 +185,10 @@ class SamSettings(_Section):
     )
 
 
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+"""The dtype names a configuration accepts; ``auto`` is bfloat16 where it runs natively, else float32."""
+
+
 @dataclass(frozen=True)
 class ModelSettings(_Section):
     """Which models run, on what input and where; fixed once a TAG is built (not per call)."""
@@ -219,7 +224,7 @@ class ModelSettings(_Section):
         "auto",
         "Floating-point type of the backbones: auto (bfloat16 where the CPU or GPU runs it natively, else "
         "float32; the resolved type is recorded in each result's models), or float32 for exact reproduction.",
-        choices=("auto", "float32", "float16", "bfloat16"),
+        choices=DTYPES,
     )
 
 
@@ -261,16 +266,12 @@ class ClusterSettings(_Section):
         return [] if self.min_clusters <= self.max_clusters else ["min_clusters", "max_clusters"]
 
 
-DENSE_METHOD_NAMES = ("gem", "maskclip", "sclip", "clearclip", "naclip", "proxyclip")
-"""The dense CLIP methods of :mod:`tagseg.backbones.dense_methods` (kept here so that settings import no torch)."""
-
-
 @dataclass(frozen=True)
 class EmbeddingSettings(_Section):
     """Stage 2: the dense CLIP method that embeds every patch, its hyper-parameters and sliding windows."""
 
     dense_method: str = setting(
-        "gem", "Dense CLIP method of the patch embeddings (docs/dense_methods.md).", choices=DENSE_METHOD_NAMES
+        "gem", "Dense CLIP method of the patch embeddings (docs/dense_methods.md).", choices=DENSE_METHODS
     )
     gem_depth: int = setting(
         6, "Number of last CLIP vision blocks run as GEM (self-self attention) blocks (dense_method gem).",
@@ -298,7 +299,7 @@ class EmbeddingSettings(_Section):
                 f"Invalid embedding settings: sliding windows need 1 <= stride <= size, "
                 f"not window_size={self.window_size}, window_stride={self.window_stride}."
             )
-        if self.method_settings:  # checked against the method's settings dataclass (imports torch)
+        if self.method_settings:  # checked against the method's settings dataclass
             try:
                 self.dense_options()
             except ConfigError as error:
@@ -307,9 +308,7 @@ class EmbeddingSettings(_Section):
 
     def dense_options(self) -> dict[str, Any]:
         """What :class:`~tagseg.backbones.clip.DenseCLIP` takes: ``method``, ``method_settings`` (the
-        method's settings dataclass) and ``sliding_window`` (``None`` when off). Imports torch."""
-        from tagseg.backbones.dense_methods import SlidingWindow, dense_method_settings
-
+        method's settings dataclass) and ``sliding_window`` (``None`` when off)."""
         if self.dense_method == "gem":
             if "depth" in self.method_settings:
                 raise ConfigError("GEM's depth is the gem_depth setting, not method_settings.depth")
@@ -632,7 +631,7 @@ class Setting:
     type: Any
     default: Any
     help: str
-    choices: tuple[str, ...]
+    choices: Collection[str]
     cli: bool
     short: str | None
     old_flags: tuple[str, ...]

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from tagseg.cli import options as opt
 from tagseg.cli.options import reported_errors
-from tagseg.config import DENSE_METHOD_NAMES
+from tagseg.dense_registry import DENSE_METHODS
 
 console = Console(highlight=False)
 
@@ -79,7 +79,7 @@ def eval_command(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, ..."),
     segmenter: opt.Segmenter = None,
     sam_model: opt.SamModel = None,
-    dense_method: Optional[Literal[DENSE_METHOD_NAMES]] = typer.Option(  # type: ignore[valid-type]
+    dense_method: Optional[Literal[tuple(DENSE_METHODS)]] = typer.Option(  # type: ignore[valid-type]
         None, help="Dense CLIP method (replaces the preset's or --config's); one run per method gives comparable reports.",
         show_default=False,
     ),

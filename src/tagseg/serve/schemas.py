@@ -11,10 +11,10 @@ from PIL import Image
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tagseg.config import DENSE_METHOD_NAMES
+from tagseg.dense_registry import DENSE_METHODS
 from tagseg.serve.service import SegmentOptions
 
-DenseMethodName = Literal[DENSE_METHOD_NAMES]  # type: ignore[valid-type]
+DenseMethodName = Literal[tuple(DENSE_METHODS)]  # type: ignore[valid-type]
 
 
 _MAX_FORMATS = 8
@@ -93,7 +93,7 @@ MULTIPART_SCHEMA: dict[str, Any] = {
         "crf": {"type": "boolean"},
         "names": {"type": "string", "enum": ["words", "phrases"]},
         "segmenter": {"type": "string", "enum": ["kmeans", "sam"]},
-        "dense_method": {"type": "string", "enum": list(DENSE_METHOD_NAMES)},
+        "dense_method": {"type": "string", "enum": list(DENSE_METHODS)},
         "masks": {"type": "boolean", "default": True},
         "formats": {"type": "array", "maxItems": _MAX_FORMATS, "items": {"type": "string", "enum": ["overlay", "labels"]}},
     },
