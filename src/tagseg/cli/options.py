@@ -136,7 +136,7 @@ def _flag_value(name: str, value: Any) -> Any:
         return _method_settings(value)
     kind = {item.name: item.type for item in CLI_SETTINGS}[name]
     if typing.get_origin(kind) in (list, dict):
-        from tagseg.controls import read_aliases, read_words
+        from tagseg.label_space import read_aliases, read_words
 
         return read_words(value) if typing.get_origin(kind) is list else read_aliases(value)
     return value

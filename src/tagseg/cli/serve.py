@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -31,7 +30,7 @@ def serve(
     label_studio_url: Annotated[Optional[str], typer.Option(envvar="LABEL_STUDIO_URL", help="Label Studio's address, for task images under /data/.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
     label_studio_api_key: Annotated[Optional[str], typer.Option(envvar="LABEL_STUDIO_API_KEY", help="Label Studio API key (legacy token) for those images.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
     label_mode: Annotated[str, typer.Option(help="auto, map (onto the project's labels) or free (segment names as they are).", rich_help_panel=LABEL_STUDIO)] = "auto",
-    label_aliases: Annotated[Optional[Path], typer.Option(help="JSON object mapping segment names to project labels.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
+    label_aliases: Annotated[Optional[Path], typer.Option(help="File of alias lines 'kitten, kitty -> cat' mapping segment names to project labels.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
     label_abstain_below: Annotated[float, typer.Option(help="In map mode, drop segments whose best label similarity is lower.", rich_help_panel=LABEL_STUDIO)] = 0.5,
     model_version: Annotated[Optional[str], typer.Option(help="Model version shown in Label Studio (default: from the models).", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
     *,
@@ -46,6 +45,7 @@ def serve(
 
         import uvicorn
 
+        from tagseg.label_space import read_aliases
         from tagseg.pipeline import TAG
 
         serve_settings = ServeSettings(
@@ -60,8 +60,8 @@ def serve(
             label_studio_url=label_studio_url,
             label_studio_api_key=label_studio_api_key,
             label_mode=label_mode,  # type: ignore[arg-type]  (checked by ServeSettings)
-            label_aliases=_read_aliases(label_aliases),
-            abstain_threshold=label_abstain_below,
+            label_aliases=read_aliases(label_aliases) if label_aliases is not None else {},
+            label_min_similarity=label_abstain_below,
             model_version=model_version,
         )
         if host not in ("127.0.0.1", "localhost", "::1") and database_writes and not token:
@@ -71,16 +71,3 @@ def serve(
     opt.errors.print(f"Serving on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops.")
     uvicorn.run(create_app(tag, serve_settings), host=host, port=port, log_level=os.environ.get("TAGSEG_LOG_LEVEL", "info"))
 
-
-def _read_aliases(path: Optional[Path]) -> dict[str, str]:
-    if path is None:
-        return {}
-    from tagseg.errors import ConfigError
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"Cannot read the alias table {path}: {error}") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise ConfigError(f"The alias table {path} must be a JSON object of name -> label strings.")
-    return data

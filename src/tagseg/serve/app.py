@@ -161,7 +161,7 @@ def create_app(tag: TAG, settings: ServeSettings | None = None) -> FastAPI:
         removed = await _run_blocking(service, lambda: service.database.remove(body.texts))
         return {"removed": removed, "size": len(tag.database)}
 
-    app.include_router(labelstudio.router(service))
+    app.include_router(labelstudio.LabelStudioBackend(service).router())
     return app
 
 

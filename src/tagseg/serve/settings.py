@@ -34,7 +34,7 @@ class ServeSettings:
     label_studio_api_key: str | None = None
     label_mode: LabelMode = "auto"
     label_aliases: dict[str, str] = field(default_factory=dict)
-    abstain_threshold: float = 0.5
+    label_min_similarity: float = 0.5
     model_version: str | None = None
 
     def __post_init__(self) -> None:
@@ -46,7 +46,7 @@ class ServeSettings:
             "fetch_timeout": self.fetch_timeout > 0,
             "retry_after": self.retry_after >= 1,
             "label_mode": self.label_mode in ("auto", "map", "free"),
-            "abstain_threshold": -1.0 <= self.abstain_threshold <= 1.0,
+            "label_min_similarity": -1.0 <= self.label_min_similarity <= 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
