@@ -162,3 +162,13 @@ def test_the_settings_and_the_package_import_no_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
+
+
+def test_only_the_command_line_draws_progress() -> None:
+    drawing = []
+    for name, path in module_names().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(module.split(".")[0] in ("rich", "tqdm") for module in modules) and unit_of(name) != "tagseg.cli":
+                drawing.append(name)
+    assert drawing == [], "modules below the command line that import rich or tqdm (report to tagseg.progress instead)"

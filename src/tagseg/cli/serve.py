@@ -45,6 +45,7 @@ def serve(
 
         import uvicorn
 
+        from tagseg.cli.progress import item_columns, progress_bars
         from tagseg.label_space import read_aliases
         from tagseg.pipeline import TAG
 
@@ -67,7 +68,8 @@ def serve(
         if host not in ("127.0.0.1", "localhost", "::1") and database_writes and not token:
             opt.errors.print("[yellow]Warning:[/yellow] database writes are on without a token on a public address.")
         opt.errors.print("Loading models…")
-        tag = TAG.from_pretrained(settings)
+        with progress_bars(item_columns("texts")):  # the shipped vocabulary is embedded on first use
+            tag = TAG.from_pretrained(settings)
     opt.errors.print(f"Serving on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops.")
     uvicorn.run(create_app(tag, serve_settings), host=host, port=port, log_level=os.environ.get("TAGSEG_LOG_LEVEL", "info"))
 
