@@ -631,7 +631,7 @@ class Setting:
     type: Any
     default: Any
     help: str
-    choices: Collection[str]
+    choices: tuple[str, ...]
     cli: bool
     short: str | None
     old_flags: tuple[str, ...]
@@ -652,7 +652,7 @@ def declared_settings() -> list[Setting]:
             meta = item.metadata
             found.append(
                 Setting(
-                    item.name, section, hints[item.name], getattr(defaults, item.name), meta["help"], meta["choices"],
+                    item.name, section, hints[item.name], getattr(defaults, item.name), meta["help"], tuple(meta["choices"]),
                     meta["cli"], meta["short"], meta["old_flags"],
                 )
             )

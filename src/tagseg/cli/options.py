@@ -58,7 +58,7 @@ def _option(item: Setting, flags: tuple[str, ...], hidden: bool = False) -> Any:
         kind: Any = bool
         flags = (f"{flags[0]}/--no-{flags[0].removeprefix('--')}", *flags[1:])
     elif item.choices:
-        kind = Literal[tuple(item.choices)]  # type: ignore[valid-type]  (typer lists and checks the choices)
+        kind = Literal[item.choices]  # type: ignore[valid-type]  (typer lists and checks the choices)
     elif item.type in (int, float, Path):
         kind = item.type
     else:  # text, and the values read from text: 'auto' or k, word lists, alias files
