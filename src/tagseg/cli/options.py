@@ -18,12 +18,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tagseg.config import PRESETS, Setting, TAGConfig, declared_settings, resolve_config
+from tagseg.config import PRESETS, Setting, TAGConfig, declared_in, declared_settings, resolve_config
 from tagseg.errors import TagsegError
 
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 SETTINGS = "Settings (override the preset and --config)"
 
@@ -52,8 +53,8 @@ def setting_panel(section: str) -> str:
     return f"Settings: {section}"
 
 
-def _option(item: Setting, flags: tuple[str, ...], hidden: bool = False) -> Any:
-    """The typer annotation of one declared setting's flag(s)."""
+def _option(item: Setting, flags: tuple[str, ...], hidden: bool = False, default_of: str = "paper") -> Any:
+    """The typer annotation of one declared setting's flag(s); its help ends with ``[default_of: default]``."""
     if item.type is bool or dataclasses.is_dataclass(item.type):  # a switch; the CRF table switches on and off
         kind: Any = bool
         flags = (f"{flags[0]}/--no-{flags[0].removeprefix('--')}", *flags[1:])
@@ -61,32 +62,75 @@ def _option(item: Setting, flags: tuple[str, ...], hidden: bool = False) -> Any:
         kind = Literal[item.choices]  # type: ignore[valid-type]  (typer lists and checks the choices)
     elif item.type in (int, float, Path):
         kind = item.type
+    elif typing.get_origin(item.type) is tuple:  # a repeatable flag
+        kind = list[str]
     else:  # text, and the values read from text: 'auto' or k, word lists, alias files
         kind = str
     shown = ("on" if item.default else "off") if isinstance(item.default, bool) else item.default
-    default = "" if item.default in ([], {}) or dataclasses.is_dataclass(item.default) else f" [paper: {shown}]"
+    empty = item.default in ([], {}, (), None) or dataclasses.is_dataclass(item.default)
+    default = "" if empty else f" [{default_of}: {shown}]"
     option = typer.Option(
         *flags,
         help=escape(item.help + default),  # rich markup: brackets are text
-        rich_help_panel=setting_panel(item.section),
+        rich_help_panel=item.panel or setting_panel(item.section),
         show_default=False,
         hidden=hidden,
+        envvar=item.envvar,
     )
     return Annotated[Optional[kind], option]
+
+
+def _old_flags(items: list[Setting], default_of: str = "paper") -> dict[str, tuple[str, Any]]:
+    """``old_<name>`` -> (name, hidden option) for every earlier spelling of a flag."""
+    return {
+        f"old_{item.name}": (item.name, _option(item, item.old_flags, hidden=True, default_of=default_of))
+        for item in items if item.old_flags
+    }
 
 
 CLI_SETTINGS = [item for item in declared_settings() if item.cli]
 """The declared settings that have flags: ``--field-name`` (and a short flag, and hidden old spellings)."""
 
 _FLAGS = {item.name: _option(item, (item.flag, *([item.short] if item.short else []))) for item in CLI_SETTINGS}
-_OLD_FLAGS = {
-    f"old_{item.name}": (item.name, _option(item, item.old_flags, hidden=True)) for item in CLI_SETTINGS if item.old_flags
-}
+_OLD_FLAGS = _old_flags(CLI_SETTINGS)
 
 FeatureModel = _FLAGS["feature_model"]
 ClipModel = _FLAGS["clip_model"]
 SamModel = _FLAGS["sam_model"]
 Segmenter = _FLAGS["segmenter"]
+
+
+def _with_flags(
+    command: Callable[..., T], parameter: str, flags: dict[str, Any], build: Callable[[dict[str, Any]], Any]
+) -> Callable[..., T]:
+    """``command`` with the typer ``flags`` (name -> annotation) in place of its ``parameter``, which
+    receives ``build(values of the flags)``."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [value for name, value in signature.parameters.items() if name != parameter]
+    parameters = own + [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None)
+        for name, annotation in flags.items()
+    ]
+
+    @functools.wraps(command)
+    def run(**values: Any) -> T:
+        given = {name: values.pop(name) for name in flags}
+        with reported_errors():
+            built = build(given)
+        return command(**{parameter: built}, **values)
+
+    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    run.__annotations__ = {value.name: value.annotation for value in parameters}
+    return run
+
+
+def _newest(values: dict[str, Any], old: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """Flag values with each old spelling's folded into its setting's (the new spelling wins)."""
+    for old_name, (name, _) in old.items():
+        value = values.pop(old_name)
+        if values[name] is None:
+            values[name] = value
+    return values
 
 
 def with_settings(command: Callable[..., T]) -> Callable[..., T]:
@@ -95,29 +139,43 @@ def with_settings(command: Callable[..., T]) -> Callable[..., T]:
     The command declares a ``settings: TAGConfig`` parameter and receives the effective settings
     (preset, then the TOML file, then the flags given) instead of the flags themselves.
     """
-    signature = inspect.signature(command, eval_str=True)
-    own = [parameter for name, parameter in signature.parameters.items() if name != "settings"]
+
+    def build(values: dict[str, Any]) -> TAGConfig:
+        values = _newest(values, _OLD_FLAGS)
+        return build_config(values.pop("preset"), values.pop("config"), **values)
+
     added = {"preset": Preset, "config": ConfigFile, **_FLAGS, **{name: option for name, (_, option) in _OLD_FLAGS.items()}}
-    parameters = own + [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None)
-        for name, annotation in added.items()
-    ]
+    return _with_flags(command, "settings", added, build)
 
-    @functools.wraps(command)
-    def run(**values: Any) -> T:
-        flags = {name: values.pop(name) for name in _FLAGS}
-        for old, (name, _) in _OLD_FLAGS.items():
-            if flags[name] is None:
-                flags[name] = values.pop(old)
-            else:
-                values.pop(old)
-        with reported_errors():
-            settings = build_config(values.pop("preset"), values.pop("config"), **flags)
-        return command(settings=settings, **values)
 
-    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-    run.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
-    return run
+def with_declared(kind: type[D], parameter: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Give a typer command one flag per :func:`~tagseg.config.setting` of the dataclass ``kind``
+    (e.g. :class:`~tagseg.serve_settings.ServeSettings`); its ``parameter`` receives the ``kind``
+    built from the flags given, the declared defaults standing for the rest."""
+    items = [item for item in declared_in(kind, parameter) if item.cli]
+    flags = {item.name: _option(item, (item.flag,), default_of="default") for item in items}
+    old = _old_flags(items, default_of="default")
+    types = {item.name: item.type for item in items}
+
+    def build(values: dict[str, Any]) -> D:
+        values = _newest(values, old)
+        return kind(**{name: _declared_value(types[name], value) for name, value in values.items() if value is not None})
+
+    def decorate(command: Callable[..., T]) -> Callable[..., T]:
+        return _with_flags(command, parameter, {**flags, **{name: option for name, (_, option) in old.items()}}, build)
+
+    return decorate
+
+
+def _declared_value(kind: Any, value: Any) -> Any:
+    """A setting from its flag's value: repeated flags as a tuple, alias tables read from their file."""
+    if typing.get_origin(kind) is tuple:
+        return tuple(value)
+    if typing.get_origin(kind) is dict:
+        from tagseg.label_space import read_aliases
+
+        return read_aliases(value)
+    return value
 
 
 def build_config(preset: Optional[str], config: Optional[Path], **flags: Any) -> TAGConfig:

@@ -28,7 +28,7 @@ from tagseg.serve import labelstudio
 from tagseg.serve.errors import ApiError, error_body, error_responses, install_error_handlers, logger
 from tagseg.serve.schemas import SEGMENT_EXAMPLE, SEGMENT_REQUEST_BODY, SegmentJSON, SegmentSettings, TextsRequest
 from tagseg.serve.service import Service
-from tagseg.serve.settings import ServeSettings
+from tagseg.serve_settings import ServeSettings
 
 STATIC = resources.files("tagseg.serve") / "static"
 _FORM_FIELDS = frozenset({"image", *SegmentSettings.model_fields})

@@ -23,7 +23,7 @@ from tagseg.serve.errors import ApiError
 from tagseg.serve.fetch import FetchPolicy, fetch_image_bytes
 from tagseg.serve.metrics import Metrics
 from tagseg.serve.queue import InferenceQueue, QueueFull
-from tagseg.serve.settings import ServeSettings
+from tagseg.serve_settings import ServeSettings
 
 T = TypeVar("T")
 
