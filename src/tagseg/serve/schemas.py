@@ -18,7 +18,7 @@ from tagseg.serve.service import SegmentOptions
 
 _MAX_FORMATS = 8
 """Entries of ``formats`` a request may give (repeats included): a form then stays within the
-server's field limit, one of each field plus eight (``app._read_segment_request``)."""
+server's field limit, one of each field plus eight (``routes.segment._read_segment_request``)."""
 
 
 @dataclass(frozen=True)
