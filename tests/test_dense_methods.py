@@ -414,6 +414,8 @@ def test_window_stride_between_one_and_the_window(size: int, stride: int) -> Non
 
 def test_registry_names_and_errors() -> None:
     assert tuple(DENSE_METHODS) == METHODS
+    for name in METHODS:  # the torch-free listing agrees with the classes it imports
+        assert DENSE_METHODS[name].name == name and DENSE_METHODS[name].settings_type is DENSE_METHODS.settings_type(name)
     with pytest.raises(ConfigError, match="choose one of gem, maskclip, sclip, clearclip, naclip, proxyclip"):
         dense_method("bestclip")
     with pytest.raises(ConfigError, match="unknown setting.*gaussian_sd.*gaussian_std"):
