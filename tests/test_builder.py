@@ -1,16 +1,14 @@
-"""The model-spec registry: custom backends built through ``TAG.from_pretrained``, and the old import paths."""
+"""The model-spec registry: custom backends built through ``TAG.from_pretrained``."""
 
 from __future__ import annotations
 
-import importlib
-import warnings
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from tagseg import TAG, ConfigError, DatabaseError, preset, toy
-from tagseg.backbones import base, clip, dinov2, hub
+from tagseg.backbones import clip
 from tagseg.builder import Backend, build, download_models, model_status, register_backend, unregister_backend
 from tagseg.config import TAGConfig
 from tagseg.testing import save_random_clip
@@ -114,44 +112,3 @@ def test_a_missing_database_folder_is_refused_before_a_registered_backend_builds
     with pytest.raises(DatabaseError, match="does not exist"):
         TAG.from_pretrained("toy", feature_model="shades:a", database=tmp_path / "none")
     assert shades_backend == []
-
-
-@pytest.mark.parametrize(
-    ("old", "name", "home"),
-    [
-        ("tagseg.models", "load_pretrained", hub),
-        ("tagseg.models", "resolve_device", hub),
-        ("tagseg.models", "check_pixels", base),
-        ("tagseg.models", "image_normalization", base),
-        ("tagseg.features", "Dinov2Features", dinov2),
-        ("tagseg.features", "IMAGENET_MEAN", dinov2),
-        ("tagseg.clip_dense", "GEMDenseCLIP", clip),
-        ("tagseg.clip_dense", "CLIPTextEncoder", clip),
-    ],
-)
-def test_old_import_paths_still_work_and_warn(old: str, name: str, home) -> None:  # type: ignore[no-untyped-def]
-    module = importlib.import_module(old)
-    with pytest.warns(DeprecationWarning, match=f"{old}.{name} moved to {home.__name__}.{name}") as caught:
-        value = getattr(module, name)
-    assert value is getattr(home, name)
-    assert caught[0].filename == __file__  # the warning points at the caller's line
-    assert name in dir(module)
-
-
-def test_old_paths_refuse_names_that_never_existed() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with pytest.raises(ImportError):
-            exec("from tagseg.features import NoSuchThing")
-
-
-def test_api_keeps_the_model_cache_names() -> None:
-    import tagseg.api as api
-    import tagseg.builder as builder
-
-    warnings.simplefilter("ignore", DeprecationWarning)  # the shim warns on every name; test_result checks that
-    assert (api.model_status, api.download_models) == (builder.model_status, builder.download_models)
-    assert (api.ModelStatus, api.config_models) == (hub.ModelStatus, hub.config_models)
-    paper = preset("paper")
-    assert api.config_models(paper) == [paper.feature_model, paper.clip_model]
-    assert api.config_models(preset("toy")) == ["toy"]  # one spec for both models, listed once

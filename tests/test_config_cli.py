@@ -112,3 +112,29 @@ def test_the_schema_describes_each_recorded_setting_as_declared() -> None:
     for item in declared_settings():
         assert properties[item.name]["description"] == item.help
         assert properties[item.name].get("enum", list(item.choices)) == list(item.choices)
+
+
+def test_the_serve_flags_are_the_service_settings_declaration(tmp_path: Path) -> None:
+    from tagseg.cli import options as opt
+    from tagseg.config import declared_in
+    from tagseg.serve_settings import ServeSettings
+
+    by_flag = {flag: option for option in options_of(("serve",)) for flag in (*option.opts, *option.secondary_opts)}
+    for item in declared_in(ServeSettings, "service"):
+        if not item.cli:
+            assert item.flag not in by_flag
+            continue
+        option = by_flag[item.flag]
+        assert option.name == item.name and (option.help or "").startswith(item.help)
+        assert option.envvar == item.envvar and option.default is None
+    received: list[ServeSettings] = []
+    command = typer.Typer()
+    command.command()(opt.with_declared(ServeSettings, "service")(lambda *, service: received.append(service)))
+    (tmp_path / "aliases.txt").write_text("automobile, car -> Car\n", encoding="utf-8")
+    flags = ["--allow-host", "a.org", "--allow-host", "b.org", "--timeout", "5", "--label-abstain-below", "0.3",
+             "--label-aliases", str(tmp_path / "aliases.txt")]
+    assert runner.invoke(command, flags).exit_code == 0
+    assert received == [ServeSettings(allow_hosts=("a.org", "b.org"), request_timeout=5.0, label_min_similarity=0.3,
+                                      label_aliases={"automobile": "Car", "car": "Car"})]
+    refused = runner.invoke(command, ["--workers", "0"])
+    assert refused.exit_code == 1 and "workers=0" in refused.output

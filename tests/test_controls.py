@@ -8,7 +8,8 @@ import torch
 
 from tagseg import TAG
 from tagseg.config import preset
-from tagseg.controls import apply_controls, controls_active, read_aliases, read_words
+from tagseg.controls import apply_controls, controls_active
+from tagseg.label_space import read_aliases, read_words
 from tagseg.database.memory import InMemoryTextDatabase
 from tagseg.errors import ConfigError
 from tagseg.naming import CandidateEmbeddings, Naming
@@ -110,7 +111,6 @@ def test_word_lists_alias_files_and_validation(tmp_path) -> None:
 
 
 def test_a_missing_word_list_file_is_an_error_not_a_name(tmp_path) -> None:
-    from tagseg.controls import read_aliases, read_words
     from tagseg.errors import ConfigError
 
     with pytest.raises(ConfigError, match="my_colours.txt: no such file"):

@@ -288,25 +288,24 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_first_text_or_column(
         assert sorted(PersistentTextDatabase.open(database).texts()) == ["a red car", "tabby cat"]
 
 
-def test_build_progress_counts_embedded_texts_with_an_estimated_total(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from rich.progress import Progress
-
+def test_build_progress_counts_embedded_texts_with_an_estimated_total(tmp_path: Path) -> None:
     from tagseg.database import build
+    from tagseg.progress import ProgressListener
 
     seen: list[tuple[float, float | None]] = []
-    original = Progress.update
+    tasks: list[str] = []
 
-    def update(self: Progress, task, **fields) -> None:  # type: ignore[no-untyped-def]
-        original(self, task, **fields)
-        state = self.tasks[0]
-        seen.append((state.completed, state.total))
+    class Recorder(ProgressListener):
+        def begin(self, description: str, total: int | None) -> None:
+            tasks.append(description)
 
-    monkeypatch.setattr(Progress, "update", update)
+        def update(self, done: int, total: int | None) -> None:
+            seen.append((done, total))
+
     source = tmp_path / "texts.txt"
     source.write_text("".join(f"text number {i:03d}\n" for i in range(100)))  # equal lengths: bytes track texts
-    build.build_database(tmp_path / "db", [source], HashingEncoder(), batch_size=25, progress=True)
+    build.build_database(tmp_path / "db", [source], HashingEncoder(), batch_size=25, progress=Recorder())
+    assert tasks == ["Embedding texts.txt"]
     assert [completed for completed, _ in seen] == [25, 50, 75, 100, 100]
     estimates = [total for _, total in seen]
     assert all(total is not None and abs(total - 100) <= 4 for total in estimates)  # texts, not bytes

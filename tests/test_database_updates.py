@@ -327,10 +327,10 @@ def test_the_landmarks_vocabulary_adds_wordnet_places_to_the_default(tmp_path: P
     shipped = {default_module.DEFAULT_VOCABULARY: tiny, default_module.LANDMARK_VOCABULARY: landmarks}
     monkeypatch.setattr(default_module, "default_vocabulary_path", lambda file=default_module.DEFAULT_VOCABULARY: shipped[file])
     monkeypatch.setenv("TAGSEG_CACHE", str(tmp_path / "cache"))
-    from tagseg.builder import check_database, open_database
+    from tagseg.builder import check_database, database_from_spec
 
     check_database("landmarks")
-    database = open_database("landmarks", HashingEncoder(model_id="test/landmarks"))
+    database = database_from_spec("landmarks", HashingEncoder(model_id="test/landmarks"))
     assert sorted(database.texts()) == sorted({"cat", "tower", *places})
     assert database.path.name.startswith("landmarks-")
     assert database.path != default_database(HashingEncoder(model_id="test/landmarks"), progress=False).path

@@ -30,6 +30,7 @@ from tagseg.backbones.dense_methods import (
     window_starts,
 )
 from tagseg.backbones.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, DenseCLIP, GEMDenseCLIP
+from tagseg.config import preset
 from tagseg.errors import ConfigError
 from tagseg.backbones.dinov2 import Dinov2Features
 from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor
@@ -413,6 +414,8 @@ def test_window_stride_between_one_and_the_window(size: int, stride: int) -> Non
 
 def test_registry_names_and_errors() -> None:
     assert tuple(DENSE_METHODS) == METHODS
+    for name in METHODS:  # the torch-free listing agrees with the classes it imports
+        assert DENSE_METHODS[name].name == name and DENSE_METHODS[name].settings_type is DENSE_METHODS.settings_type(name)
     with pytest.raises(ConfigError, match="choose one of gem, maskclip, sclip, clearclip, naclip, proxyclip"):
         dense_method("bestclip")
     with pytest.raises(ConfigError, match="unknown setting.*gaussian_sd.*gaussian_std"):
@@ -441,8 +444,9 @@ def test_gem_depth_beyond_the_model(clip_dir: Path) -> None:
         DenseCLIP.from_pretrained(clip_dir, method_settings={"depth": 7})
 
 
-def test_a_registered_method_is_selectable(clip_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dense_methods, "DENSE_METHODS", dict(DENSE_METHODS))
+def test_a_registered_method_is_selectable_in_the_settings_too(clip_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="dense_method='key-query'"):
+        preset("toy", dense_method="key-query")
 
     @register_dense_method
     class KeyQuery(FinalBlockMethod[dense_methods.ClearCLIPSettings]):
@@ -452,10 +456,15 @@ def test_a_registered_method_is_selectable(clip_dir: Path, monkeypatch: pytest.M
         def attend(self, queries, keys, values, grid, proxy_features):  # type: ignore[no-untyped-def]
             return F.scaled_dot_product_attention(keys[:, :, 1:], queries, values)
 
-    pixels = _pixels(1, 64, 64)
-    output = DenseCLIP.from_pretrained(clip_dir, method="key-query")(pixels)
-    assert output.shape == (1, 4, 4, DIM)
-    assert not torch.allclose(output, DenseCLIP.from_pretrained(clip_dir, method="clearclip")(pixels), atol=1e-3)
+    try:
+        assert preset("toy", dense_method="key-query").embedding.dense_options()["method"] == "key-query"
+        pixels = _pixels(1, 64, 64)
+        output = DenseCLIP.from_pretrained(clip_dir, method="key-query")(pixels)
+        assert output.shape == (1, 4, 4, DIM)
+        assert not torch.allclose(output, DenseCLIP.from_pretrained(clip_dir, method="clearclip")(pixels), atol=1e-3)
+    finally:
+        DENSE_METHODS.unregister("key-query")
+    assert "key-query" not in DENSE_METHODS
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -54,3 +54,13 @@ def test_serve_without_the_extra_names_it_and_exits_1(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     imported = run_without_serve("import tagseg.serve\n", tmp_path)
     assert "MissingDependencyError" in imported.stderr and "tagseg[serve]" in imported.stderr
+
+
+def test_the_version_is_the_installed_distributions_which_is_pyprojects() -> None:
+    import tomllib
+    from importlib.metadata import version
+
+    import tagseg
+
+    declared = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert tagseg.__version__ == version("tagseg") == declared

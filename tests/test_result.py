@@ -59,17 +59,3 @@ def test_the_record_follows_the_schema_and_reads_back_to_the_same_result(toy_res
         assert [r.text for r in read.retrieved] == [r.text for r in segment.retrieved]
         assert read.embedding is None and read.score == round(segment.score, 6)
     assert "path" not in toy_result.to_record()["image"]
-
-
-def test_the_old_api_names_still_work_and_warn(toy_result: Segmentation) -> None:
-    import tagseg.api as api
-    from tagseg import batch, masks
-
-    with pytest.warns(DeprecationWarning, match="tagseg.batch.segment_files"):
-        assert api.segment_files is batch.segment_files
-    with pytest.warns(DeprecationWarning, match="tagseg.masks"):
-        assert api.coco_rle_string is masks.coco_rle_string
-    with pytest.warns(DeprecationWarning, match="to_record"):
-        assert api.image_record(toy_result, "a.png") == toy_result.to_record("a.png")
-    with pytest.warns(DeprecationWarning, match="tagseg.config.resolve_config"):
-        assert api.resolve_config("toy").feature_model == "toy"

@@ -228,3 +228,25 @@ def test_polygon_labels_get_polygons_that_fill_back_to_the_segments(
         outline = binary_fill_holes(expected[label])  # Label Studio's polygons have no holes
         iou = (mask & outline).sum() / (mask | outline).sum()
         assert iou > 0.9, (label, iou)
+
+
+def test_the_backend_keeps_a_bounded_number_of_label_spaces_and_project_configs() -> None:
+    from tagseg.serve.labelstudio import LabelStudioBackend, LabelTarget
+    from tagseg.serve.service import Service
+
+    service = Service(toy_tag(), ServeSettings(label_mode="map"))
+    try:
+        backend = LabelStudioBackend(service)
+        backend.label_spaces.size = 2  # a small bound for the test
+        targets = [LabelTarget("tag", "image", "image", (f"label {i}", "Car")) for i in range(3)]
+        first = backend.label_space(targets[0])
+        assert backend.label_space(targets[0]) is first  # the labels' embeddings are reused
+        for target in targets[1:]:
+            backend.label_space(target)
+        assert list(backend.label_spaces) == ["label 1\nCar", "label 2\nCar"]  # the oldest went first
+        assert backend.label_space(targets[0]) is not first
+        for project in range(backend.MAX_PROJECTS + 5):
+            backend.setup({"project": f"{project}.1712345678", "schema": MAPPED_CONFIG})
+        assert len(backend.project_configs) == backend.MAX_PROJECTS and "0" not in backend.project_configs
+    finally:
+        service.queue.shutdown()

@@ -12,6 +12,7 @@ Heavy modules (torch, transformers, faiss) load on first use of a name that need
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from tagseg.config import CRFSettings, TAGConfig, load_config, preset
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
     from tagseg.pipeline import TAG
     from tagseg.result import Candidate, Retrieved, Segment, Segmentation
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("tagseg")
+    """The installed distribution's version (``pyproject.toml`` is its one home)."""
+except PackageNotFoundError:  # sources on the path without an installed distribution
+    __version__ = "0+unknown"
 
 _LAZY = {
     "TAG": "tagseg.pipeline",

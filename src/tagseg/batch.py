@@ -28,6 +28,7 @@ from tagseg.errors import ConfigError, TagsegError
 from tagseg.exports import RESULTS_FILE, CategoryTable, CocoWriter, ExportOptions, RunExporter
 from tagseg.files import remove_interrupted_writes, write_bytes_atomically
 from tagseg.image import ImageSource, load_image
+from tagseg.progress import ProgressListener
 from tagseg.render import label_image, overlay
 from tagseg.result import Segmentation
 from tagseg.stream import Streamed, segment_stream
@@ -109,20 +110,34 @@ class BatchReport:
         return not self.failed
 
 
-class BatchListener:
-    """Hooks :func:`segment_files` calls as it goes (a progress bar subclasses this); all do nothing here."""
+class BatchListener(ProgressListener):
+    """Hooks :func:`segment_files` calls as it goes. Each reports through the
+    :class:`~tagseg.progress.ProgressListener` hooks (which do nothing here): a progress listener
+    that also subclasses this shows the images to segment; skipped ones leave the total."""
+
+    _done = 0
+    _total: int | None = None
 
     def started(self, total: int) -> None:
         """The inputs were expanded into ``total`` images (and failures of inputs that named none)."""
+        self._done, self._total = 0, total
+        self.begin("starting", total)
 
     def loading_models(self) -> None:
         """Models are about to load (only when some image needs segmenting)."""
+        self.note("loading models")
 
     def image_started(self, path: Path) -> None:
         """``path`` is about to be segmented."""
+        self.note(path.name[-40:])
 
     def image_finished(self, outcome: ImageOutcome) -> None:
         """One input is done, skipped or failed."""
+        if outcome.status == "skipped" and self._total:
+            self._total -= 1
+        else:
+            self._done += 1
+        self.update(self._done, self._total)
 
 
 @dataclass

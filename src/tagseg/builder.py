@@ -50,9 +50,9 @@ __all__ = [
     "build_text_encoder",
     "check_database",
     "check_models",
+    "database_from_spec",
     "download_models",
     "model_status",
-    "open_database",
     "register_backend",
     "unregister_backend",
 ]
@@ -192,7 +192,7 @@ def build(config: TAGConfig, *, database: TextDatabase | None = None) -> Seams:
     embedder = build_embedder(config)
     text_encoder = build_text_encoder(config)
     if database is None:
-        database = open_database(config.database, text_encoder)
+        database = database_from_spec(config.database, text_encoder)
     proposer = build_proposer(config) if config.segmenter == "sam" else None
     return Seams(features, embedder, text_encoder, database, proposer)
 
@@ -231,15 +231,15 @@ def check_database(spec: str | os.PathLike[str]) -> None:
         raise DatabaseError(f"No database at {spec}: the folder does not exist.")
 
 
-def open_database(spec: str | os.PathLike[str], text_encoder: TextEncoder) -> TextDatabase:
+def database_from_spec(spec: str | os.PathLike[str], text_encoder: TextEncoder) -> TextDatabase:
     """The database a config value names: ``default`` (the shipped vocabulary), ``landmarks`` (it plus
     WordNet's landmarks and places), ``toy`` or a folder."""
     opener = _DATABASES.get(os.fspath(spec))
     if opener is not None:
         return opener(text_encoder)
-    from tagseg.database import open_database as open_folder
+    from tagseg.database import open_database
 
-    return open_folder(Path(spec), encoder=text_encoder)
+    return open_database(Path(spec), encoder=text_encoder)
 
 
 # ----------------------------------------------------------------------------- model cache

@@ -25,15 +25,16 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Collection, Mapping, TypeVar
 
+from tagseg.dense_registry import DENSE_METHODS, SlidingWindow, dense_method_settings
 from tagseg.errors import ConfigError
 
 __all__ = [
     "CRFSettings",
     "ClusterSettings",
     "ControlSettings",
-    "DENSE_METHOD_NAMES",
+    "DTYPES",
     "EmbeddingSettings",
     "ModelSettings",
     "NamingSettings",
@@ -41,8 +42,10 @@ __all__ = [
     "SECTIONS",
     "SamSettings",
     "Setting",
+    "SettingsSection",
     "TAGConfig",
     "config_toml",
+    "declared_in",
     "declared_settings",
     "load_config",
     "preset",
@@ -56,30 +59,38 @@ def setting(
     default: Any,
     help: str,
     *,
-    choices: tuple[str, ...] = (),
+    choices: Collection[str] = (),
     check: Callable[[Any], bool] | None = None,
     cli: bool = True,
     short: str | None = None,
     old_flags: tuple[str, ...] = (),
+    flag: str | None = None,
+    envvar: str | None = None,
+    panel: str | None = None,
 ) -> Any:
     """Declare one setting: a dataclass field whose metadata says everything about it.
 
     ``help`` is the one description (command line, ``config show`` comments, docs table);
     ``choices`` and ``check`` say which values are valid; ``cli`` whether the commands that build
-    settings get a ``--field-name`` flag for it, ``short`` a short flag, and ``old_flags`` earlier
-    spellings that still work, hidden from ``--help``.
+    settings get a ``--field-name`` flag for it (``flag`` another name), ``short`` a short flag,
+    ``old_flags`` earlier spellings that still work, hidden from ``--help``, ``envvar`` an environment
+    variable the flag reads, and ``panel`` the ``--help`` panel it is shown in (default: its section's).
     """
-    metadata = {"help": help, "choices": choices, "check": check, "cli": cli, "short": short, "old_flags": old_flags}
+    metadata = {
+        "help": help, "choices": choices, "check": check, "cli": cli, "short": short, "old_flags": old_flags,
+        "flag": flag, "envvar": envvar, "panel": panel,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)  # frozen sections (the CRF table) are safe to share
 
 
-S = TypeVar("S", bound="_Section")
+S = TypeVar("S", bound="SettingsSection")
 
 
-class _Section:
-    """Validation shared by the sections: every field's declared check, then :meth:`_invalid`."""
+class SettingsSection:
+    """Validation shared by frozen dataclasses of :func:`setting` fields (the sections, the service's
+    settings): every field's declared check, then :meth:`_invalid`."""
 
     _prefix: ClassVar[str] = ""
 
@@ -120,7 +131,7 @@ def _is_words(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class CRFSettings(_Section):
+class CRFSettings(SettingsSection):
     """Dense CRF refinement of the segment map (reference constants by default)."""
 
     _prefix: ClassVar[str] = "crf."
@@ -143,7 +154,7 @@ def _is_fraction(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class SamSettings(_Section):
+class SamSettings(SettingsSection):
     """Segment Anything's automatic mask generation (segment-anything's defaults but points_per_side)."""
 
     _prefix: ClassVar[str] = "sam."
@@ -184,8 +195,12 @@ class SamSettings(_Section):
     )
 
 
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+"""The dtype names a configuration accepts; ``auto`` is bfloat16 where it runs natively, else float32."""
+
+
 @dataclass(frozen=True)
-class ModelSettings(_Section):
+class ModelSettings(SettingsSection):
     """Which models run, on what input and where; fixed once a TAG is built (not per call)."""
 
     feature_model: str = setting("facebook/dinov2-base", "Patch feature model (DINOv2): Hugging Face id or local directory.")
@@ -219,12 +234,12 @@ class ModelSettings(_Section):
         "auto",
         "Floating-point type of the backbones: auto (bfloat16 where the CPU or GPU runs it natively, else "
         "float32; the resolved type is recorded in each result's models), or float32 for exact reproduction.",
-        choices=("auto", "float32", "float16", "bfloat16"),
+        choices=DTYPES,
     )
 
 
 @dataclass(frozen=True)
-class ClusterSettings(_Section):
+class ClusterSettings(SettingsSection):
     """Stage 1: k-means segment candidates (or SAM's masks), their number per image, small regions and the CRF."""
 
     segmenter: str = setting(
@@ -261,16 +276,12 @@ class ClusterSettings(_Section):
         return [] if self.min_clusters <= self.max_clusters else ["min_clusters", "max_clusters"]
 
 
-DENSE_METHOD_NAMES = ("gem", "maskclip", "sclip", "clearclip", "naclip", "proxyclip")
-"""The dense CLIP methods of :mod:`tagseg.backbones.dense_methods` (kept here so that settings import no torch)."""
-
-
 @dataclass(frozen=True)
-class EmbeddingSettings(_Section):
+class EmbeddingSettings(SettingsSection):
     """Stage 2: the dense CLIP method that embeds every patch, its hyper-parameters and sliding windows."""
 
     dense_method: str = setting(
-        "gem", "Dense CLIP method of the patch embeddings (docs/dense_methods.md).", choices=DENSE_METHOD_NAMES
+        "gem", "Dense CLIP method of the patch embeddings (docs/dense_methods.md).", choices=DENSE_METHODS
     )
     gem_depth: int = setting(
         6, "Number of last CLIP vision blocks run as GEM (self-self attention) blocks (dense_method gem).",
@@ -298,7 +309,7 @@ class EmbeddingSettings(_Section):
                 f"Invalid embedding settings: sliding windows need 1 <= stride <= size, "
                 f"not window_size={self.window_size}, window_stride={self.window_stride}."
             )
-        if self.method_settings:  # checked against the method's settings dataclass (imports torch)
+        if self.method_settings:  # checked against the method's settings dataclass
             try:
                 self.dense_options()
             except ConfigError as error:
@@ -307,9 +318,7 @@ class EmbeddingSettings(_Section):
 
     def dense_options(self) -> dict[str, Any]:
         """What :class:`~tagseg.backbones.clip.DenseCLIP` takes: ``method``, ``method_settings`` (the
-        method's settings dataclass) and ``sliding_window`` (``None`` when off). Imports torch."""
-        from tagseg.backbones.dense_methods import SlidingWindow, dense_method_settings
-
+        method's settings dataclass) and ``sliding_window`` (``None`` when off)."""
         if self.dense_method == "gem":
             if "depth" in self.method_settings:
                 raise ConfigError("GEM's depth is the gem_depth setting, not method_settings.depth")
@@ -325,7 +334,7 @@ class EmbeddingSettings(_Section):
 
 
 @dataclass(frozen=True)
-class NamingSettings(_Section):
+class NamingSettings(SettingsSection):
     """Stage 3: texts retrieved per segment and the rules that turn them into candidate names."""
 
     top_k: int = setting(10, "Texts retrieved per segment.", check=lambda v: _is_int(v) and v >= 1)
@@ -352,7 +361,7 @@ class NamingSettings(_Section):
 
 
 @dataclass(frozen=True)
-class ControlSettings(_Section):
+class ControlSettings(SettingsSection):
     """Naming controls applied after Stage 3 (tagseg.controls), all off by default."""
 
     vocabulary: list[str] = setting(
@@ -381,7 +390,7 @@ class ControlSettings(_Section):
     )
 
 
-SECTIONS: dict[str, type[_Section]] = {
+SECTIONS: dict[str, type[SettingsSection]] = {
     "models": ModelSettings,
     "clusters": ClusterSettings,
     "embedding": EmbeddingSettings,
@@ -472,7 +481,7 @@ def _changed(section: Any, changes: Mapping[str, Any]) -> Any:
     changes = dict(changes)
     for name, value in changes.items():
         current = getattr(section, name, None)
-        if isinstance(current, _Section):
+        if isinstance(current, SettingsSection):
             changes[name] = _section_from(type(current), current, value, name)
     try:
         return dataclasses.replace(section, **changes)
@@ -636,28 +645,35 @@ class Setting:
     cli: bool
     short: str | None
     old_flags: tuple[str, ...]
+    own_flag: str | None = None
+    envvar: str | None = None
+    panel: str | None = None
 
     @property
     def flag(self) -> str:
-        """The command-line flag: the name with dashes (``--num-clusters``)."""
-        return "--" + self.name.replace("_", "-")
+        """The command-line flag: the name with dashes (``--num-clusters``) unless declared otherwise."""
+        return self.own_flag or "--" + self.name.replace("_", "-")
+
+
+def declared_in(kind: type, section: str) -> list[Setting]:
+    """Every :func:`setting` field of the dataclass ``kind`` (which builds with no arguments), from its metadata."""
+    hints = typing.get_type_hints(kind)
+    defaults = kind()
+    found = []
+    for item in dataclasses.fields(kind):
+        meta = item.metadata
+        found.append(
+            Setting(
+                item.name, section, hints[item.name], getattr(defaults, item.name), meta["help"], tuple(meta["choices"]),
+                meta["cli"], meta["short"], meta["old_flags"], meta["flag"], meta["envvar"], meta["panel"],
+            )
+        )
+    return found
 
 
 def declared_settings() -> list[Setting]:
     """Every top-level setting of :class:`TAGConfig`, section by section, from the field metadata."""
-    found = []
-    for section, kind in SECTIONS.items():
-        hints = typing.get_type_hints(kind)
-        defaults = kind()
-        for item in dataclasses.fields(kind):
-            meta = item.metadata
-            found.append(
-                Setting(
-                    item.name, section, hints[item.name], getattr(defaults, item.name), meta["help"], meta["choices"],
-                    meta["cli"], meta["short"], meta["old_flags"],
-                )
-            )
-    return found
+    return [item for section, kind in SECTIONS.items() for item in declared_in(kind, section)]
 
 
 def settings_markdown() -> str:

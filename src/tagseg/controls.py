@@ -5,7 +5,8 @@ Their settings are :class:`tagseg.config.ControlSettings` (the ``controls`` sect
 In order, per segment:
 
 1. **Vocabulary** (``vocabulary``): with ``vocabulary_mode="closest"`` retrieval runs as usual
-   and every candidate name becomes the allowed word closest to it by text embedding; with
+   and every candidate name becomes the allowed word closest to it by text embedding
+   (:class:`tagseg.label_space.LabelSpace`; a word of the list, in any case, maps to itself); with
    ``"direct"`` the retrieved candidates are ignored and the allowed words themselves compete.
 2. **Aliases** (``aliases``, name -> canonical name; applied before the vocabulary) and the
    **blocklist** (``blocklist``: names never given, before or after aliasing or mapping).
@@ -21,17 +22,15 @@ In order, per segment:
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from tagseg.config import ControlSettings
-from tagseg.errors import ConfigError
+from tagseg.label_space import LabelSpace
 from tagseg.naming import CandidateEmbeddings, Naming
 from tagseg.result import Candidate
 
-__all__ = ["SCENE_WORDS", "apply_controls", "controls_active", "read_aliases", "read_words"]
+__all__ = ["SCENE_WORDS", "apply_controls", "controls_active"]
 
 SCENE_WORDS = frozenset(
     "room scene view background foreground image picture photo photograph area place space setting "
@@ -62,9 +61,11 @@ def apply_controls(
         _scored(vocabulary, query, candidate_embeddings) if direct else naming.candidates
         for query, naming in zip(queries, namings)
     ]
-    closest = _closest_words(
-        {controls.aliases.get(c.name, c.name) for candidates in sources for c in candidates}, vocabulary, candidate_embeddings
-    ) if vocabulary and not direct else {}
+    closest: dict[str, str] = {}
+    if vocabulary and not direct:
+        names = sorted({controls.aliases.get(c.name, c.name) for candidates in sources for c in candidates})
+        matches = LabelSpace(vocabulary, candidate_embeddings).map(names)
+        closest = {name: match.label or name for name, match in zip(names, matches)}
     results = []
     for naming, candidates in zip(namings, sources):
         merged: dict[str, Candidate] = {}
@@ -84,17 +85,6 @@ def apply_controls(
             label, score = controls.unknown_label, candidates[0].score if candidates else 0.0
         results.append(dataclasses.replace(naming, label=label, score=score, candidates=candidates))
     return results
-
-
-def _closest_words(names: set[str], vocabulary: list[str], candidate_embeddings: CandidateEmbeddings) -> dict[str, str]:
-    """Each name's allowed word of highest text-embedding cosine (allowed words map to themselves)."""
-    ordered = sorted(names)
-    if not ordered:
-        return {}
-    similarity = candidate_embeddings(ordered) @ candidate_embeddings(vocabulary).T
-    best = similarity.argmax(dim=1).tolist()
-    allowed = set(vocabulary)
-    return {name: name if name in allowed else vocabulary[i] for name, i in zip(ordered, best)}
 
 
 def _scored(names: list[str], query: torch.Tensor, candidate_embeddings: CandidateEmbeddings) -> list[Candidate]:
@@ -119,45 +109,3 @@ def _prefer_objects(candidates: list[Candidate], margin: float) -> list[Candidat
 def _is_scene_word(name: str) -> bool:
     words = name.split()
     return bool(words) and words[-1].lower() in SCENE_WORDS
-
-
-def read_words(source: str | Path | Sequence[str]) -> list[str]:
-    """A word list: a file (one name a line, ``#`` comments), a comma-separated string, or a sequence."""
-    if isinstance(source, (list, tuple)):
-        return [str(w).strip() for w in source if str(w).strip()]
-    path = Path(source)
-    if path.is_file():
-        lines = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        return [line for line in lines if line]
-    _refuse_missing_file(str(source), separator=",")
-    return [part.strip() for part in str(source).split(",") if part.strip()]
-
-
-_LIST_FILE_SUFFIXES = frozenset({".txt", ".csv", ".tsv", ".lst", ".list", ".names"})
-
-
-def _refuse_missing_file(text: str, separator: str) -> None:
-    """A value that names a file which is not there must not be read as a list of names."""
-    looks_like_path = "/" in text or "\\" in text or Path(text).suffix.lower() in _LIST_FILE_SUFFIXES
-    if separator not in text and looks_like_path:
-        raise ConfigError(f"{text}: no such file (give a file, or the names themselves separated by '{separator}').")
-
-
-def read_aliases(source: str | Path) -> dict[str, str]:
-    """Aliases from a file or a ``;``-separated string of lines ``kitten, kitty -> cat`` (many names -> one)."""
-    path = Path(source)
-    if not path.is_file():
-        _refuse_missing_file(str(source), separator="->")
-    text = path.read_text(encoding="utf-8") if path.is_file() else str(source).replace(";", "\n")
-    aliases: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        names, arrow, target = line.partition("->")
-        if not arrow or not target.strip():
-            raise ConfigError(f"Alias line {number} {line!r} is not of the form 'kitten, kitty -> cat'.")
-        for name in names.split(","):
-            if name.strip():
-                aliases[name.strip()] = target.strip()
-    return aliases

@@ -1,7 +1,7 @@
 """Many images through one :class:`~tagseg.TAG`, the next ones decoded and forwarded while the current one finishes.
 
-:func:`segment_stream` is the runner behind ``tagseg segment`` on folders (:mod:`tagseg.batch`)
-and ``tagseg eval``. A background thread decodes images and runs the backbone forwards
+:func:`segment_stream` is the runner behind ``tagseg segment`` on files and folders
+(:mod:`tagseg.batch`). A background thread decodes images and runs the backbone forwards
 (:meth:`TAG.forward`, ``batch_size`` images per forward) up to ``ahead`` batches in advance; the
 caller's thread runs the CPU stages (:meth:`TAG.finish`: k-means, CRF, naming). Results come in
 input order and are the same as ``tag(image)`` one at a time; a failing image becomes an

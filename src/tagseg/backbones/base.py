@@ -25,10 +25,10 @@ from tagseg.backbones.hub import (
     source_name,
     tensors_read_one_by_one,
 )
+from tagseg.config import DTYPES
 from tagseg.errors import ModelNotAvailableError
 
 __all__ = [
-    "DTYPES",
     "ImageBackbone",
     "check_pixels",
     "checked_model_config",
@@ -40,10 +40,6 @@ __all__ = [
 ]
 
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-"""The dtype names a configuration accepts; ``auto`` is bfloat16 where it runs natively, else float32."""
-
 
 @cache
 def _cpu_has_bfloat16() -> bool:

@@ -6,8 +6,8 @@ CLIP's text tower. A method takes the tokens after the tower's pre-layer-norm, `
 width)`` with the class token first, and returns the patch tokens before the post-layer-norm,
 ``(B, h * w, width)``; :class:`tagseg.backbones.clip.DenseCLIP` adds the embedding and the projection.
 
-Registered by name (:data:`DENSE_METHODS`, :func:`dense_method`), each with one frozen settings
-dataclass whose defaults are the hyper-parameters of the method's official code:
+Registered by name (:data:`~tagseg.dense_registry.DENSE_METHODS`, :func:`dense_method`), each with one frozen settings
+dataclass (in :mod:`tagseg.dense_registry`, which imports no torch) whose defaults are the hyper-parameters of the method's official code:
 
 - ``gem`` (:class:`GEMSettings`): a parallel self-self attention stream through the last 6 blocks;
 - ``maskclip`` (:class:`MaskCLIPSettings`): the last attention replaced by the identity;
@@ -30,17 +30,25 @@ inference of these methods' evaluations.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 from transformers.models.clip.modeling_clip import CLIPAttention, CLIPEncoderLayer
 
+from tagseg.dense_registry import (
+    DENSE_METHODS,
+    ClearCLIPSettings,
+    GEMSettings,
+    MaskCLIPSettings,
+    NACLIPSettings,
+    ProxyCLIPSettings,
+    SCLIPSettings,
+    SlidingWindow,
+    dense_method_settings,
+)
 from tagseg.errors import ConfigError
 
 __all__ = [
@@ -79,109 +87,6 @@ class FinalBlockSettings(Protocol):
 
 
 FinalSettingsT = TypeVar("FinalSettingsT", bound=FinalBlockSettings)
-
-
-# Settings, one frozen dataclass per method
-
-
-@dataclass(frozen=True)
-class GEMSettings:
-    """GEM: ``depth`` final blocks carry the self-self attention stream (official code: 6, its
-    ``depth=7`` counting one past the last block). ``depth=0`` gives the plain final tokens."""
-
-    depth: int = 6
-
-    def __post_init__(self) -> None:
-        if self.depth < 0:
-            raise ConfigError(f"gem_depth must be 0 or more, got {self.depth}")
-
-
-@dataclass(frozen=True)
-class MaskCLIPSettings:
-    """MaskCLIP: ``keep_residual`` adds the block input back, ``keep_mlp`` runs the feed-forward
-    network after the identity attention (both kept in the official code)."""
-
-    keep_residual: bool = True
-    keep_mlp: bool = True
-
-
-@dataclass(frozen=True)
-class SCLIPSettings:
-    """SCLIP: ``keep_residual`` and ``keep_mlp`` keep the last block's residual connection and
-    feed-forward network around the correlative attention (both kept in the official code)."""
-
-    keep_residual: bool = True
-    keep_mlp: bool = True
-
-
-@dataclass(frozen=True)
-class ClearCLIPSettings:
-    """ClearCLIP: ``keep_residual`` and ``keep_mlp`` put back the residual connection and the
-    feed-forward network the method removes (official default ``ignore_residual=True``: neither)."""
-
-    keep_residual: bool = False
-    keep_mlp: bool = False
-
-
-@dataclass(frozen=True)
-class NACLIPSettings:
-    """NACLIP: ``gaussian_std`` is the standard deviation, in patches, of the Gaussian neighbourhood
-    added to the key-key scores (official 5.0; ``None`` drops the neighbourhood: plain key-key
-    attention); ``keep_residual``/``keep_mlp`` as for ClearCLIP (official "reduced" block: neither)."""
-
-    gaussian_std: float | None = 5.0
-    keep_residual: bool = False
-    keep_mlp: bool = False
-
-    def __post_init__(self) -> None:
-        if self.gaussian_std is not None and not self.gaussian_std > 0:
-            raise ConfigError(f"NACLIP's gaussian_std must be positive or None, got {self.gaussian_std}")
-
-
-@dataclass(frozen=True)
-class ProxyCLIPSettings:
-    """ProxyCLIP: proxy similarities ``S`` become attention scores ``gamma * (S - beta * mean(S))``,
-    negative ones masked out (official ``beta=1.2``, ``gamma=3.0``); ``keep_residual``/``keep_mlp``
-    as for ClearCLIP (official: neither)."""
-
-    beta: float = 1.2
-    gamma: float = 3.0
-    keep_residual: bool = False
-    keep_mlp: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.gamma > 0:
-            raise ConfigError(f"ProxyCLIP's gamma must be positive, got {self.gamma}")
-
-
-@dataclass(frozen=True)
-class SlidingWindow:
-    """Sliding-window inference: square windows of ``size`` pixels every ``stride`` pixels.
-
-    Windows are laid out as in the methods' official evaluations (mmsegmentation's slide mode):
-    along each side, starts ``0, stride, 2 * stride, ...`` with the last window flush with the
-    end, and a side shorter than ``size`` taken whole. Official settings: SCLIP and NACLIP
-    224/112, ClearCLIP 448/224, ProxyCLIP 336/112 (on images resized to a short side of 336 or 448).
-    Both numbers must be multiples of the model's patch size.
-    """
-
-    size: int
-    stride: int
-
-    def __post_init__(self) -> None:
-        if self.size < 1 or not 1 <= self.stride <= self.size:
-            raise ConfigError(
-                f"a sliding window needs size >= 1 and 1 <= stride <= size, got size {self.size}, stride {self.stride}"
-            )
-
-    def check(self, patch_size: int) -> None:
-        """Refuse a window or stride that is not a whole number of patches."""
-        if self.size % patch_size or self.stride % patch_size:
-            raise ConfigError(
-                f"sliding window size {self.size} and stride {self.stride} must be multiples of the patch size "
-                f"{patch_size}; try size {max(1, round(self.size / patch_size)) * patch_size}, "
-                f"stride {max(1, round(self.stride / patch_size)) * patch_size}"
-            )
 
 
 # Shared pieces of a block
@@ -240,16 +145,11 @@ class DenseMethod(ABC, Generic[SettingsT]):
         """
 
 
-DENSE_METHODS: dict[str, type[DenseMethod[Any]]] = {}
-"""The registered methods by name."""
-
-
 def register_dense_method(method: MethodT) -> MethodT:
-    """Register a :class:`DenseMethod` subclass under its ``name`` (usable as a class decorator)."""
-    if method.name in DENSE_METHODS:
-        raise ConfigError(f"a dense method named {method.name!r} is already registered")
-    DENSE_METHODS[method.name] = method
-    return method
+    """Register a :class:`DenseMethod` subclass under its ``name`` (usable as a class decorator); the
+    name is then a valid ``dense_method`` setting. The built-in methods are listed in
+    :mod:`tagseg.dense_registry`."""
+    return DENSE_METHODS.register(method)
 
 
 def dense_method(name: str, settings: object | Mapping[str, Any] | None = None) -> DenseMethod[Any]:
@@ -266,37 +166,6 @@ def _registered_method(name: str) -> type[DenseMethod[Any]]:
     if name not in DENSE_METHODS:
         raise ConfigError(f"unknown dense method {name!r}; choose one of {', '.join(DENSE_METHODS)}")
     return DENSE_METHODS[name]
-
-
-def dense_method_settings(name: str, values: Mapping[str, Any]) -> Any:
-    """The settings dataclass of the method ``name`` from a mapping of its fields, type-checked.
-
-    Whole numbers take ints, real numbers ints or floats, switches only booleans; a field that may be ``None`` also takes
-    the text ``"none"`` (any case), since TOML and command-line values have no null.
-    """
-    settings_type = _registered_method(name).settings_type
-    hints = typing.get_type_hints(settings_type)
-    fields = {field.name for field in dataclasses.fields(settings_type)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ConfigError(
-            f"unknown setting(s) {', '.join(unknown)} for the {name} method; it takes {', '.join(sorted(fields))}"
-        )
-    checked = {}
-    for key, value in values.items():
-        kinds = typing.get_args(hints[key]) or (hints[key],)
-        if type(None) in kinds and (value is None or (isinstance(value, str) and value.lower() == "none")):
-            checked[key] = None
-        elif bool in kinds and isinstance(value, bool):
-            checked[key] = value
-        elif not isinstance(value, bool) and (
-            (float in kinds and isinstance(value, (int, float))) or (int in kinds and isinstance(value, int))
-        ):
-            checked[key] = value
-        else:
-            wanted = " or ".join("none" if kind is type(None) else kind.__name__ for kind in kinds)
-            raise ConfigError(f"the {name} method's {key} must be {wanted}, not {value!r}")
-    return settings_type(**checked)
 
 
 # GEM
@@ -325,7 +194,6 @@ def gem_self_self_attention(
     return assigned.view(3, batch, heads, tokens, head_dim).mean(dim=0)
 
 
-@register_dense_method
 class GEM(DenseMethod[GEMSettings]):
     """GEM ("Grounding Everything", Bousselham et al. 2024; github.com/WalBouss/GEM).
 
@@ -427,7 +295,6 @@ class FinalBlockMethod(DenseMethod[FinalSettingsT]):
         """Attended values of the patch tokens, ``(B, heads, h * w, head_dim)``; inputs have the class token first."""
 
 
-@register_dense_method
 class MaskCLIP(FinalBlockMethod[MaskCLIPSettings]):
     """MaskCLIP (Zhou, Loy and Dai, ECCV 2022; github.com/chongzhou96/MaskCLIP).
 
@@ -452,7 +319,6 @@ class MaskCLIP(FinalBlockMethod[MaskCLIPSettings]):
         return values[:, :, 1:]
 
 
-@register_dense_method
 class SCLIP(FinalBlockMethod[SCLIPSettings]):
     """SCLIP (Wang, Mei and Yuille, ECCV 2024; github.com/wangf3014/SCLIP).
 
@@ -478,7 +344,6 @@ class SCLIP(FinalBlockMethod[SCLIPSettings]):
         return query_query + key_key
 
 
-@register_dense_method
 class ClearCLIP(FinalBlockMethod[ClearCLIPSettings]):
     """ClearCLIP (Lan et al., ECCV 2024; github.com/mc-lan/ClearCLIP).
 
@@ -510,7 +375,6 @@ def neighbourhood_bias(grid: Grid, std: float) -> torch.Tensor:
     return F.pad(torch.exp(-squared / (2 * std**2)), (1, 0, 1, 0))
 
 
-@register_dense_method
 class NACLIP(FinalBlockMethod[NACLIPSettings]):
     """NACLIP (Hajimiri, Ben Ayed and Dolz, WACV 2025; github.com/sinahmr/NACLIP).
 
@@ -544,7 +408,6 @@ class NACLIP(FinalBlockMethod[NACLIPSettings]):
         return F.scaled_dot_product_attention(keys[:, :, 1:], keys, values, attn_mask=self._biases[key])
 
 
-@register_dense_method
 class ProxyCLIP(FinalBlockMethod[ProxyCLIPSettings]):
     """ProxyCLIP (Lan et al., ECCV 2024; github.com/mc-lan/ProxyCLIP).
 

@@ -69,10 +69,11 @@ def build(
     gpus_per_worker: eng.GpusPerWorker = 0.0,
 ) -> None:
     """Embed texts from files into a new database (with --engine ray, on the workers of a Ray cluster)."""
+    from tagseg.cli.progress import item_columns, progress_bars
     from tagseg.database import build_database
 
     options = dict(column=column, template=template, index=index, resume=resume, overwrite=overwrite)
-    with reported_errors():
+    with reported_errors(), progress_bars(item_columns("texts")):
         if engine is eng.EngineName.ray:
             from tagseg.engines.ray_database import build_database_with_ray
 
@@ -183,11 +184,13 @@ def default(
     ),
 ) -> None:
     """Embed a shipped vocabulary now (otherwise done on first use) and print where it is cached."""
+    from tagseg.cli.progress import item_columns, progress_bars
     from tagseg.database import default_database, default_database_path
 
     with reported_errors():
         encoder = _load_encoder(text_model)
-        database = default_database(encoder, vocabulary=vocabulary)
+        with progress_bars(item_columns("texts")):
+            database = default_database(encoder, vocabulary=vocabulary)
         location = default_database_path(encoder, vocabulary=vocabulary)
         console.print(f"{len(database)} names embedded with {encoder.model_id}: {location}")
 

@@ -124,6 +124,7 @@ def _run(
     out: Path,
     progress: bool,
 ) -> None:
+    from tagseg.cli.progress import ProgressBars, item_columns, progress_bars
     from tagseg.eval import (
         LazyTAG,
         OracleProtocol,
@@ -143,17 +144,18 @@ def _run(
         "oracle-dataset": lambda: OracleProtocol("dataset"),
     }
     protocols = [factories[name]() for name in dict.fromkeys(protocol_names)]
-    report = evaluate(
-        data,
-        protocols,
-        segmenter=segmenter,
-        cache_dir=cache_dir,
-        limit=limit,
-        resolution=resolution,
-        count_background=count_background,
-        scoring=scoring,
-        progress=progress,
-    )
+    with progress_bars(item_columns("images"), enabled=progress, transient=True) as bars:
+        report = evaluate(
+            data,
+            protocols,
+            segmenter=segmenter,
+            cache_dir=cache_dir,
+            limit=limit,
+            resolution=resolution,
+            count_background=count_background,
+            scoring=scoring,
+            progress=ProgressBars(bars),
+        )
     markdown, json_path = report.write(out)
     console.print(report.to_markdown().split("\n## ")[0].rstrip(), soft_wrap=True, markup=False)
     cached = report.settings["cache"]

@@ -18,12 +18,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tagseg.config import PRESETS, Setting, TAGConfig, declared_settings, resolve_config
+from tagseg.config import PRESETS, Setting, TAGConfig, declared_in, declared_settings, resolve_config
 from tagseg.errors import TagsegError
 
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 SETTINGS = "Settings (override the preset and --config)"
 DEFAULT_PRESET = "paper"
@@ -48,6 +49,11 @@ ConfigFile = Annotated[
 ]
 
 
+def setting_panel(section: str) -> str:
+    """The ``--help`` panel of a section's flags, named after its TOML table ``[section]``."""
+    return f"Settings: {section}"
+
+
 def preset_defaults(item: Setting) -> str:
     """A setting's default as ``--help`` shows it: the default preset's value, then the presets that differ.
 
@@ -69,13 +75,9 @@ def preset_defaults(item: Setting) -> str:
     return f"  [default: {default or 'none'} ({DEFAULT_PRESET}){'; ' + ', '.join(others) if others else ''}]"
 
 
-def setting_panel(section: str) -> str:
-    """The ``--help`` panel of a section's flags, named after its TOML table ``[section]``."""
-    return f"Settings: {section}"
-
-
-def _option(item: Setting, flags: tuple[str, ...], hidden: bool = False) -> Any:
-    """The typer annotation of one declared setting's flag(s)."""
+def _option(item: Setting, flags: tuple[str, ...], hidden: bool = False, per_preset: bool = True) -> Any:
+    """The typer annotation of one declared setting's flag(s); its help ends with its default: per preset
+    for pipeline settings (:func:`preset_defaults`), else the declared one."""
     if item.type is bool or dataclasses.is_dataclass(item.type):  # a switch; the CRF table switches on and off
         kind: Any = bool
         flags = (f"{flags[0]}/--no-{flags[0].removeprefix('--')}", *flags[1:])
@@ -83,30 +85,80 @@ def _option(item: Setting, flags: tuple[str, ...], hidden: bool = False) -> Any:
         kind = Literal[item.choices]  # type: ignore[valid-type]  (typer lists and checks the choices)
     elif item.type in (int, float, Path):
         kind = item.type
+    elif typing.get_origin(item.type) is tuple:  # a repeatable flag
+        kind = list[str]
     else:  # text, and the values read from text: 'auto' or k, word lists, alias files
         kind = str
     option = typer.Option(
         *flags,
-        help=f"{item.help}{preset_defaults(item)}",
-        rich_help_panel=setting_panel(item.section),
+        help=f"{item.help}{preset_defaults(item) if per_preset else _declared_default(item)}",
+        rich_help_panel=item.panel or setting_panel(item.section),
         show_default=False,
         hidden=hidden,
+        envvar=item.envvar,
     )
     return Annotated[Optional[kind], option]
+
+
+def _declared_default(item: Setting) -> str:
+    """``  [default: value]`` of a setting declared outside the presets; nothing for empty defaults."""
+    if item.default in ([], {}, (), None) or dataclasses.is_dataclass(item.default):
+        return ""
+    shown = ("on" if item.default else "off") if isinstance(item.default, bool) else item.default
+    return f"  [default: {shown}]"
+
+
+def _old_flags(items: list[Setting], per_preset: bool = True) -> dict[str, tuple[str, Any]]:
+    """``old_<name>`` -> (name, hidden option) for every earlier spelling of a flag."""
+    return {
+        f"old_{item.name}": (item.name, _option(item, item.old_flags, hidden=True, per_preset=per_preset))
+        for item in items if item.old_flags
+    }
 
 
 CLI_SETTINGS = [item for item in declared_settings() if item.cli]
 """The declared settings that have flags: ``--field-name`` (and a short flag, and hidden old spellings)."""
 
 _FLAGS = {item.name: _option(item, (item.flag, *([item.short] if item.short else []))) for item in CLI_SETTINGS}
-_OLD_FLAGS = {
-    f"old_{item.name}": (item.name, _option(item, item.old_flags, hidden=True)) for item in CLI_SETTINGS if item.old_flags
-}
+_OLD_FLAGS = _old_flags(CLI_SETTINGS)
 
 FeatureModel = _FLAGS["feature_model"]
 ClipModel = _FLAGS["clip_model"]
 SamModel = _FLAGS["sam_model"]
 Segmenter = _FLAGS["segmenter"]
+
+
+def _with_flags(
+    command: Callable[..., T], parameter: str, flags: dict[str, Any], build: Callable[[dict[str, Any]], Any]
+) -> Callable[..., T]:
+    """``command`` with the typer ``flags`` (name -> annotation) in place of its ``parameter``, which
+    receives ``build(values of the flags)``."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [value for name, value in signature.parameters.items() if name != parameter]
+    parameters = own + [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None)
+        for name, annotation in flags.items()
+    ]
+
+    @functools.wraps(command)
+    def run(**values: Any) -> T:
+        given = {name: values.pop(name) for name in flags}
+        with reported_errors():
+            built = build(given)
+        return command(**{parameter: built}, **values)
+
+    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    run.__annotations__ = {value.name: value.annotation for value in parameters}
+    return run
+
+
+def _newest(values: dict[str, Any], old: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """Flag values with each old spelling's folded into its setting's (the new spelling wins)."""
+    for old_name, (name, _) in old.items():
+        value = values.pop(old_name)
+        if values[name] is None:
+            values[name] = value
+    return values
 
 
 def with_settings(command: Callable[..., T]) -> Callable[..., T]:
@@ -118,36 +170,51 @@ def with_settings(command: Callable[..., T]) -> Callable[..., T]:
     dataset) declares ``settings: Callable[[str], TAGConfig]`` instead and calls it with that
     default, which applies when neither ``--preset`` nor ``--config`` is given.
     """
-    signature = inspect.signature(command, eval_str=True)
-    deferred = signature.parameters["settings"].annotation is not TAGConfig
-    own = [parameter for name, parameter in signature.parameters.items() if name != "settings"]
-    added = {"preset": Preset, "config": ConfigFile, **_FLAGS, **{name: option for name, (_, option) in _OLD_FLAGS.items()}}
-    parameters = own + [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None)
-        for name, annotation in added.items()
-    ]
+    deferred = inspect.signature(command, eval_str=True).parameters["settings"].annotation is not TAGConfig
 
-    @functools.wraps(command)
-    def run(**values: Any) -> T:
-        flags = {name: values.pop(name) for name in _FLAGS}
-        for old, (name, _) in _OLD_FLAGS.items():
-            if flags[name] is None:
-                flags[name] = values.pop(old)
-            else:
-                values.pop(old)
+    def build(values: dict[str, Any]) -> TAGConfig | Callable[[str], TAGConfig]:
+        values = _newest(values, _OLD_FLAGS)
         preset, config = values.pop("preset"), values.pop("config")
         if deferred:
             def settings_for(default: str) -> TAGConfig:
-                return build_config(preset or (None if config else default), config, **flags)
+                with reported_errors():
+                    return build_config(preset or (None if config else default), config, **values)
 
-            return command(settings=settings_for, **values)
-        with reported_errors():
-            settings = build_config(preset, config, **flags)
-        return command(settings=settings, **values)
+            return settings_for
+        return build_config(preset, config, **values)
 
-    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-    run.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
-    return run
+    added = {"preset": Preset, "config": ConfigFile, **_FLAGS, **{name: option for name, (_, option) in _OLD_FLAGS.items()}}
+    return _with_flags(command, "settings", added, build)
+
+
+def with_declared(kind: type[D], parameter: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Give a typer command one flag per :func:`~tagseg.config.setting` of the dataclass ``kind``
+    (e.g. :class:`~tagseg.serve_settings.ServeSettings`); its ``parameter`` receives the ``kind``
+    built from the flags given, the declared defaults standing for the rest."""
+    items = [item for item in declared_in(kind, parameter) if item.cli]
+    flags = {item.name: _option(item, (item.flag,), per_preset=False) for item in items}
+    old = _old_flags(items, per_preset=False)
+    types = {item.name: item.type for item in items}
+
+    def build(values: dict[str, Any]) -> D:
+        values = _newest(values, old)
+        return kind(**{name: _declared_value(types[name], value) for name, value in values.items() if value is not None})
+
+    def decorate(command: Callable[..., T]) -> Callable[..., T]:
+        return _with_flags(command, parameter, {**flags, **{name: option for name, (_, option) in old.items()}}, build)
+
+    return decorate
+
+
+def _declared_value(kind: Any, value: Any) -> Any:
+    """A setting from its flag's value: repeated flags as a tuple, alias tables read from their file."""
+    if typing.get_origin(kind) is tuple:
+        return tuple(value)
+    if typing.get_origin(kind) is dict:
+        from tagseg.label_space import read_aliases
+
+        return read_aliases(value)
+    return value
 
 
 def build_config(preset: Optional[str], config: Optional[Path], **flags: Any) -> TAGConfig:
@@ -166,7 +233,7 @@ def _flag_value(name: str, value: Any) -> Any:
         return _method_settings(value)
     kind = {item.name: item.type for item in CLI_SETTINGS}[name]
     if typing.get_origin(kind) in (list, dict):
-        from tagseg.controls import read_aliases, read_words
+        from tagseg.label_space import read_aliases, read_words
 
         return read_words(value) if typing.get_origin(kind) is list else read_aliases(value)
     return value

@@ -14,7 +14,6 @@ from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     ProgressColumn,
     SpinnerColumn,
     Task,
@@ -24,9 +23,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from tagseg.batch import FORMATS, BatchListener, BatchReport, ImageOutcome, segment_files
+from tagseg.batch import FORMATS, BatchListener, BatchReport, segment_files
 from tagseg.cli import engine as eng
 from tagseg.cli import options as opt
+from tagseg.cli.progress import ProgressBars, progress_bars
 from tagseg.config import TAGConfig
 from tagseg.errors import ConfigError
 from tagseg.exports import CategoryTable
@@ -65,30 +65,13 @@ class _TimeLeftColumn(ProgressColumn):
         return Text(f"ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}", style="progress.remaining")
 
 
-class _ProgressBar(BatchListener):
-    """Shows the batch on stderr: the bar counts images to segment; skipped ones leave the total."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task = progress.add_task("finding images", total=None, start=False)
-
-    def started(self, total: int) -> None:
-        self.progress.update(self.task, total=total, description="starting")
-
-    def loading_models(self) -> None:
-        self.progress.update(self.task, description="loading models")
+class _BatchBars(BatchListener, ProgressBars):
+    """The batch on stderr: the bar counts images to segment; skipped ones leave the total."""
 
     def image_started(self, path: Path) -> None:
-        if not self.progress.tasks[self.task].started:
-            self.progress.start_task(self.task)
-        self.progress.update(self.task, description=escape(path.name[-40:]))
-
-    def image_finished(self, outcome: ImageOutcome) -> None:
-        if outcome.status == "skipped":
-            total = self.progress.tasks[self.task].total or 1
-            self.progress.update(self.task, total=total - 1)
-        else:
-            self.progress.advance(self.task)
+        super().image_started(path)
+        if self.task is not None and not self.bars.tasks[self.task].started:  # the rate counts from the first image
+            self.bars.start_task(self.task)
 
 
 def _read_inputs(inputs: list[str]) -> list[str]:
@@ -220,10 +203,12 @@ def segment(
             _RateColumn(), TimeElapsedColumn(), _TimeLeftColumn(),
         )
         try:
-            with Progress(*columns, console=opt.errors, transient=True) as progress:
+            with progress_bars(columns, transient=True) as bars:
+                listener = _BatchBars(bars)
+                listener.begin("finding images", None)
                 run = dict(
                     config=settings, formats=_formats(formats), overwrite=overwrite, alpha=alpha,
-                    listener=_ProgressBar(progress), exports=_formats(export), categories=table,
+                    listener=listener, exports=_formats(export), categories=table,
                 )
                 if engine is eng.EngineName.ray:
                     from tagseg.engines.ray import segment_with_ray

@@ -22,6 +22,7 @@ from tagseg.database.store import MANIFEST, PersistentTextDatabase, read_manifes
 from tagseg.errors import DatabaseError
 from tagseg.files import exclusive_lock
 from tagseg.interfaces import TextEncoder
+from tagseg.progress import ProgressListener
 
 CACHE_ENV = "TAGSEG_CACHE"
 DEFAULT_VOCABULARY = "imagenet21k_lemmas.txt.gz"
@@ -75,7 +76,7 @@ def default_database_path(
 
 
 def default_database(
-    encoder: TextEncoder, *, cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+    encoder: TextEncoder, *, cache_dir: str | os.PathLike[str] | None = None, progress: bool | ProgressListener = True,
     vocabulary: str = "default",
 ) -> PersistentTextDatabase:
     """A shipped vocabulary (``default``, or ``landmarks``) embedded with ``encoder``, built on first use and cached.

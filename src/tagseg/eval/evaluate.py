@@ -18,6 +18,7 @@ from tagseg.eval.protocols import ImageOverlap, MappingProtocol, name_totals
 from tagseg.eval.report import EvaluationReport, ProtocolResult
 from tagseg.interfaces import TextEncoder
 from tagseg.pipeline import working_image, working_size
+from tagseg.progress import ProgressListener, listener_for
 from tagseg.result import Segmentation
 
 Segmenter = Callable[[np.ndarray], Segmentation]
@@ -112,7 +113,7 @@ def collect_overlaps(
     limit: int | None = None,
     resolution: int | None = 448,
     working: ModelSettings | None = None,
-    progress: bool = False,
+    progress: bool | ProgressListener = False,
 ) -> list[ImageOverlap]:
     """Predict (or read from ``cache``) every image and tabulate its overlaps with the ground truth.
 
@@ -122,7 +123,9 @@ def collect_overlaps(
     """
     ids = dataset.ids()[:limit] if limit is not None else dataset.ids()
     overlaps = []
-    for index in _progress(range(len(ids)), len(ids), f"{dataset.name}", progress):
+    listener = listener_for(progress)
+    listener.begin(dataset.name, len(ids))
+    for index in range(len(ids)):
         image_id = ids[index]
         truth = class_table[dataset.label(index)]
         if working is not None:
@@ -141,6 +144,7 @@ def collect_overlaps(
             if cache is not None:
                 cache.put(dataset.name, image_id, prediction)
         overlaps.append(image_overlap(image_id, prediction, truth, num_classes, None if working is not None else resolution))
+        listener.update(index + 1, len(ids))
     return overlaps
 
 
@@ -189,7 +193,7 @@ def evaluate(
     resolution: int | None = 448,
     count_background: bool = False,
     scoring: str = "tagseg",
-    progress: bool = False,
+    progress: bool | ProgressListener = False,
 ) -> EvaluationReport:
     """Segment ``dataset`` (at most ``limit`` images) and score it under every protocol.
 
@@ -280,11 +284,3 @@ def _resolution_text(resolution: int | None, working: ModelSettings | None) -> s
     if working is not None:
         return f"working size ({_working_text(working)}), prediction unresized, ground truth nearest"
     return "native" if resolution is None else f"{resolution}x{resolution} nearest"
-
-
-def _progress(items: range, total: int, description: str, enabled: bool) -> Iterable[int]:
-    if not enabled:
-        return items
-    from rich.progress import track
-
-    return track(items, total=total, description=description, transient=True)

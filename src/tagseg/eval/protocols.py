@@ -15,6 +15,7 @@ import numpy as np
 
 from tagseg.errors import ConfigError, ModelNotAvailableError
 from tagseg.interfaces import TextEncoder
+from tagseg.label_space import LabelSpace
 
 DEFAULT_SENTENCE_MODEL = "sentence-transformers/all-mpnet-base-v2"
 UNASSIGNED = -1
@@ -71,7 +72,8 @@ def name_totals(images: Sequence[ImageOverlap], num_classes: int) -> tuple[list[
 
 
 class NearestClassProtocol:
-    """Each name goes to the class name with the highest cosine of their text embeddings.
+    """Each name goes to the class of the same name (ignoring case), else to the class name with the
+    highest cosine of their text embeddings (:class:`~tagseg.label_space.LabelSpace`).
 
     ``encode`` returns L2-normalised embeddings; with ``threshold`` set, names whose best cosine is
     below it stay unassigned (their pixels count as misses; the reference scoring drops them).
@@ -102,16 +104,13 @@ class NearestClassProtocol:
         self.encode(list(class_names[:1]))
 
     def assign(self, names: Sequence[str], class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Class index (or -1) and best cosine of every name."""
+        """Class index (or -1) and best cosine of every name (:class:`~tagseg.label_space.LabelSpace`)."""
         if not names:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        vectors = np.asarray(self.encode([*class_names, *names]), dtype=np.float64)
-        similarity = vectors[len(class_names) :] @ vectors[: len(class_names)].T
-        best = similarity.argmax(axis=1)
-        cosine = similarity[np.arange(len(names)), best]
-        if self.threshold is not None:
-            best = np.where(cosine >= self.threshold, best, UNASSIGNED)
-        return best, cosine
+        matches = LabelSpace(class_names, self.encode, min_similarity=self.threshold).map(names)
+        index = {name: i for i, name in reversed(list(enumerate(class_names)))}
+        best = np.array([UNASSIGNED if m.label is None else index[m.label] for m in matches], dtype=np.int64)
+        return best, np.array([m.similarity for m in matches])
 
     def confusion(self, images: Sequence[ImageOverlap], class_names: Sequence[str]) -> np.ndarray:
         names, _ = name_totals(images, len(class_names))

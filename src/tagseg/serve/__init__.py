@@ -19,6 +19,6 @@ if _missing:
     )
 
 from tagseg.serve.app import create_app  # noqa: E402  (after the check, so a missing package gets the message above)
-from tagseg.serve.settings import ServeSettings  # noqa: E402
+from tagseg.serve_settings import ServeSettings  # noqa: E402
 
 __all__ = ["SERVE_PACKAGES", "ServeSettings", "create_app"]

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import xml.etree.ElementTree as ElementTree
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
@@ -23,11 +24,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
-from tagseg.interfaces import TextEncoder
+from tagseg.label_space import LabelSpace
 from tagseg.masks import connected_components, mask_to_brush_rle, outer_polygon
 from tagseg.result import Instance, Segmentation
 from tagseg.serve.errors import ApiError, error_responses
-from tagseg.serve.fetch import FetchPolicy
 from tagseg.serve.service import SegmentOptions, Service
 
 logger = logging.getLogger("tagseg.serve")
@@ -159,47 +159,22 @@ def _jwt_claims(token: str) -> dict[str, Any] | None:
     return claims if isinstance(header, dict) and "alg" in header and isinstance(claims, dict) else None
 
 
-class LabelMapper:
-    """Maps free-form segment names onto a project's labels: alias table, exact match, then the
-    most similar label by text embedding; below ``threshold`` it abstains (``None``)."""
-
-    def __init__(
-        self, labels: Sequence[str], encoder: TextEncoder, template: str, aliases: dict[str, str], threshold: float
-    ) -> None:
-        self.labels = list(labels)
-        self.encoder = encoder
-        self.template = template
-        self.threshold = threshold
-        by_lower = {label.lower(): label for label in self.labels}
-        self.exact = dict(by_lower)
-        self.exact.update({k.lower(): by_lower[v.lower()] for k, v in aliases.items() if v.lower() in by_lower})
-        self.vectors = encoder.encode([template.format(label) for label in self.labels]).numpy()
-
-    def __call__(self, name: str) -> tuple[str | None, float]:
-        """The project label for ``name`` and the similarity it was chosen with."""
-        if name.lower() in self.exact:
-            return self.exact[name.lower()], 1.0
-        vector = self.encoder.encode([self.template.format(name)]).numpy()[0]
-        similarities = self.vectors @ vector
-        best = int(np.argmax(similarities))
-        if similarities[best] < self.threshold:
-            return None, float(similarities[best])
-        return self.labels[best], float(similarities[best])
-
-
 def to_predictions(
-    result: Segmentation, target: LabelTarget, mapper: LabelMapper | None, model_version: str
+    result: Segmentation, target: LabelTarget, labels: LabelSpace | None, model_version: str
 ) -> dict[str, Any]:
     """One Label Studio prediction: a region per (mapped) label, with scores.
 
     Brush targets get one ``brushlabels`` region per label, and one per SAM mask (scored by its
     predicted IoU) when the segments came from ``segmenter="sam"``; polygon targets one
     ``polygonlabels`` region per connected part of those (points in percent of the image, at pixel centres).
+    With ``labels``, segment names are mapped onto the project's labels; a segment whose name maps
+    to none is left out.
     """
     height, width = result.image_size
+    names = [segment.label for segment in result.segments]
+    mapped = names if labels is None else [match.label for match in labels.map(names)]
     regions: dict[tuple[str, int | None], tuple[np.ndarray, float, int]] = {}
-    for segment in result.segments:
-        label = segment.label if mapper is None else mapper(segment.label)[0]
+    for segment, label in zip(result.segments, mapped):
         if label is None or segment.area == 0:
             continue
         parts = segment.instances() if segment.regions else [Instance(segment.mask, segment.score)]
@@ -264,150 +239,183 @@ PREDICT_EXAMPLE: dict[str, Any] = {
 }
 
 
-def router(service: Service) -> APIRouter:
-    """The Label Studio ML backend routes for ``service``."""
-    settings = service.settings
-    routes = APIRouter(tags=["label studio"])
-    configs: dict[str, str] = {}
-    mappers: dict[str, LabelMapper] = {}
-    ls_url = (settings.label_studio_url or "").rstrip("/")
-    auth = (
-        LabelStudioAuth(ls_url, settings.label_studio_api_key, settings.fetch_timeout)
-        if ls_url and settings.label_studio_api_key
-        else None
-    )
-    naming_lock = asyncio.Lock()
-    trusted_policy = FetchPolicy(
-        allow_hosts=settings.allow_hosts,
-        allow_private=settings.allow_private,
-        timeout=settings.fetch_timeout,
-        max_bytes=settings.max_upload_bytes,
-        trusted_origin=ls_url or None,
-    )
+class _Bounded(OrderedDict[str, Any]):
+    """A dict that forgets its least recently stored entries beyond ``size``."""
 
-    def mapper_for(label_config: str, target: LabelTarget) -> LabelMapper | None:
-        mode = settings.label_mode
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class LabelStudioBackend:
+    """The Label Studio ML backend of a service; :meth:`router` gives its routes.
+
+    It holds the labelling config of each project that called ``/setup`` (the latest
+    :attr:`MAX_PROJECTS`), the label space of each project label set it mapped names onto (the
+    latest :attr:`MAX_LABEL_SPACES`, each with its labels' embeddings) and the connection to Label
+    Studio (its address, the API key's authorisation, the fetch policy that trusts its origin).
+    """
+
+    MAX_PROJECTS = 1024
+    MAX_LABEL_SPACES = 64
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.settings = settings = service.settings
+        self.url = (settings.label_studio_url or "").rstrip("/")
+        self.auth = (
+            LabelStudioAuth(self.url, settings.label_studio_api_key, settings.fetch_timeout)
+            if self.url and settings.label_studio_api_key
+            else None
+        )
+        self.fetch_policy = replace(service.fetch_policy, trusted_origin=self.url or None)
+        self.project_configs: _Bounded = _Bounded(self.MAX_PROJECTS)
+        self.label_spaces: _Bounded = _Bounded(self.MAX_LABEL_SPACES)
+        self._naming_lock = asyncio.Lock()
+
+    def label_space(self, target: LabelTarget) -> LabelSpace | None:
+        """The project's labels to map segment names onto, or ``None`` to keep the names (label mode)."""
+        mode = self.settings.label_mode
         if mode == "free" or (mode == "auto" and not target.labels):
             return None
         if not target.labels:
             raise ApiError(422, "no_labels", "label mode 'map' needs <Label> values under the labels tag.")
-        if label_config not in mappers:
-            if len(mappers) >= 64:
-                mappers.clear()
-            mappers[label_config] = LabelMapper(
+        key = "\n".join(target.labels)
+        if key not in self.label_spaces:
+            encoder, template = self.service.tag.text_encoder, self.service.tag.config.prompt_template
+            self.label_spaces[key] = LabelSpace(
                 target.labels,
-                service.tag.text_encoder,
-                service.tag.config.prompt_template,
-                settings.label_aliases,
-                settings.abstain_threshold,
+                lambda texts: encoder.encode([template.format(text) for text in texts]),
+                aliases=self.settings.label_aliases,
+                min_similarity=self.settings.label_min_similarity,
             )
-        return mappers[label_config]
+        return self.label_spaces[key]
 
-    async def task_image(reference: Any) -> bytes:
+    async def task_image(self, reference: Any) -> bytes:
+        """The bytes of a task's image: an http(s) URL or a Label Studio ``/data/`` path (with its key)."""
         if not isinstance(reference, str):
             raise ApiError(422, "invalid_task", "The task's image field is not a string.")
         if reference.startswith("/data/"):
-            if not ls_url:
+            if not self.url:
                 raise ApiError(
                     422, "label_studio_url_missing", "Task images under /data/ need --label-studio-url (and an API key)."
                 )
-            reference = ls_url + reference
+            reference = self.url + reference
         elif not reference.startswith(("http://", "https://")):
             raise ApiError(422, "invalid_task", "Task images must be http(s) URLs or Label Studio /data/ paths.")
-        own = bool(ls_url) and reference.startswith(ls_url + "/")
-        headers = (await auth.header(),) if auth is not None and own else ()
-        return await service.fetch(reference, replace(trusted_policy, trusted_headers=headers))
+        own = bool(self.url) and reference.startswith(self.url + "/")
+        headers = (await self.auth.header(),) if self.auth is not None and own else ()
+        return await self.service.fetch(reference, replace(self.fetch_policy, trusted_headers=headers))
 
-    async def predict_task(task: dict[str, Any], target: LabelTarget, mapper: LabelMapper | None) -> dict[str, Any]:
+    async def predict_task(self, task: dict[str, Any], target: LabelTarget, labels: LabelSpace | None) -> dict[str, Any]:
+        """One task's prediction."""
         data = task.get("data") if isinstance(task.get("data"), dict) else {}
-        image = await task_image(data.get(target.data_key))
-        return await service.segment(
+        image = await self.task_image(data.get(target.data_key))
+        return await self.service.segment(
             image,
             SegmentOptions(masks=False),
-            lambda rgb, result: to_predictions(result, target, mapper, service.model_version),
+            lambda rgb, result: to_predictions(result, target, labels, self.service.model_version),
         )
 
-    async def name_the_labels(project: str, target: LabelTarget, names: list[str]) -> None:
+    async def name_the_labels(self, project: str, target: LabelTarget, names: list[str]) -> None:
         """Add the predicted names as <Label>s of a project whose labels tag lists none, so that
         Label Studio shows them (it hides region labels its config does not list)."""
-        if auth is None:
+        if self.auth is None:
             return
         import httpx
 
-        async with naming_lock:
+        async with self._naming_lock:
             try:
-                async with httpx.AsyncClient(timeout=settings.fetch_timeout, trust_env=False) as client:
-                    endpoint = f"{ls_url}/api/projects/{project}/"
-                    current = await client.get(endpoint, headers=dict([await auth.header()]))
+                async with httpx.AsyncClient(timeout=self.settings.fetch_timeout, trust_env=False) as client:
+                    endpoint = f"{self.url}/api/projects/{project}/"
+                    current = await client.get(endpoint, headers=dict([await self.auth.header()]))
                     current.raise_for_status()
                     updated = add_labels(current.json()["label_config"], target.from_name, names)
                     if updated is not None:
-                        answer = await client.patch(endpoint, json={"label_config": updated}, headers=dict([await auth.header()]))
+                        answer = await client.patch(
+                            endpoint, json={"label_config": updated}, headers=dict([await self.auth.header()])
+                        )
                         answer.raise_for_status()
-                        configs[project] = updated
+                        self.project_configs[project] = updated
             except (httpx.HTTPError, ApiError, KeyError, ValueError, StopIteration) as error:
                 logger.warning("Could not add the names %s as labels of Label Studio project %s: %s", names, project, error)
 
-    @routes.post("/setup", summary="Label Studio: connect a project", responses=error_responses(400, 422))
-    async def setup(payload: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    def setup(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """``/setup``: remember the project's labelling config."""
         schema = payload.get("schema")
         if isinstance(schema, str):
             target = parse_label_config(schema)
-            if not target.labels and not target.dynamic and auth is None:
+            if not target.labels and not target.dynamic and self.auth is None:
                 logger.warning(
                     "Project %s: the labels tag lists no <Label>, so Label Studio will show tagseg's regions "
                     "unnamed; give --label-studio-url and --label-studio-api-key so tagseg adds the names as labels.",
                     _project_id(payload.get("project")),
                 )
-            if len(configs) >= 1024:
-                configs.clear()
-            configs[_project_id(payload.get("project"))] = schema
-        return {"model_version": service.model_version}
+            self.project_configs[_project_id(payload.get("project"))] = schema
+        return {"model_version": self.service.model_version}
 
-    @routes.post(
-        "/predict",
-        summary="Label Studio: pre-label tasks",
-        description=(
-            "One entry of `results` per task, in order: a prediction (`result`, `score`, `model_version`) or, "
-            "for a task that failed (its image could not be fetched or read), `{\"task\": id, \"error\": "
-            "{\"code\", \"message\"}}`, which Label Studio skips and logs."
-        ),
-        responses=error_responses(400, 422),
-    )
-    async def predict(request: PredictRequest = Body(..., examples=[PREDICT_EXAMPLE])) -> JSONResponse:
+    async def predict(self, request: PredictRequest) -> JSONResponse:
+        """``/predict``: a prediction (or an error) per task, in order."""
         payload = request.model_dump()
         tasks = payload.get("tasks")
         if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
             raise ApiError(422, "invalid_request", "'tasks' must be a list of task objects.")
         project = _project_id(payload.get("project"))
-        label_config = payload.get("label_config") or configs.get(project)
+        label_config = payload.get("label_config") or self.project_configs.get(project)
         if not isinstance(label_config, str):
             raise ApiError(422, "invalid_request", "Send 'label_config' (or call /setup for the project first).")
         target = parse_label_config(label_config)
-        mapper = mapper_for(label_config, target)
+        labels = self.label_space(target)
         results: list[dict[str, Any]] = []
         for task in tasks:
             try:
-                results.append(await predict_task(task, target, mapper))
+                results.append(await self.predict_task(task, target, labels))
             except ApiError as error:
                 logger.warning("Label Studio task %s failed: %s %s: %s", task.get("id"), error.status, error.code, error.message)
                 results.append({"task": task.get("id"), "error": {"code": error.code, "message": error.message}})
         names = [region["value"][target.region_type][0] for r in results for region in r.get("result", [])]
         background = None
         if names and not target.labels and not target.dynamic and project:
-            background = BackgroundTask(name_the_labels, project, target, names)
-        return JSONResponse({"results": results, "model_version": service.model_version}, background=background)
+            background = BackgroundTask(self.name_the_labels, project, target, names)
+        return JSONResponse({"results": results, "model_version": self.service.model_version}, background=background)
 
-    @routes.post(
-        "/webhook",
-        summary="Label Studio: training events (accepted and ignored)",
-        status_code=201,
-        responses=error_responses(400),
-    )
-    async def webhook(payload: dict[str, Any] = Body(default_factory=dict)) -> JSONResponse:
-        return JSONResponse({"status": "ignored", "action": payload.get("action")}, status_code=201)
+    def router(self) -> APIRouter:
+        """The routes ``/setup``, ``/predict`` and ``/webhook``."""
+        routes = APIRouter(tags=["label studio"])
 
-    return routes
+        @routes.post("/setup", summary="Label Studio: connect a project", responses=error_responses(400, 422))
+        async def setup(payload: dict[str, Any] = Body(...)) -> dict[str, Any]:
+            return self.setup(payload)
+
+        @routes.post(
+            "/predict",
+            summary="Label Studio: pre-label tasks",
+            description=(
+                "One entry of `results` per task, in order: a prediction (`result`, `score`, `model_version`) or, "
+                "for a task that failed (its image could not be fetched or read), `{\"task\": id, \"error\": "
+                "{\"code\", \"message\"}}`, which Label Studio skips and logs."
+            ),
+            responses=error_responses(400, 422),
+        )
+        async def predict(request: PredictRequest = Body(..., examples=[PREDICT_EXAMPLE])) -> JSONResponse:
+            return await self.predict(request)
+
+        @routes.post(
+            "/webhook",
+            summary="Label Studio: training events (accepted and ignored)",
+            status_code=201,
+            responses=error_responses(400),
+        )
+        async def webhook(payload: dict[str, Any] = Body(default_factory=dict)) -> JSONResponse:
+            return JSONResponse({"status": "ignored", "action": payload.get("action")}, status_code=201)
+
+        return routes
 
 
 def _project_id(project: Any) -> str:
@@ -415,4 +423,4 @@ def _project_id(project: Any) -> str:
     return str(project).split(".")[0] if project is not None else ""
 
 
-__all__ = ["LabelMapper", "LabelStudioAuth", "LabelTarget", "add_labels", "parse_label_config", "router", "to_predictions"]
+__all__ = ["LabelStudioAuth", "LabelStudioBackend", "LabelTarget", "add_labels", "parse_label_config", "to_predictions"]

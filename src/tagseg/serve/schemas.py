@@ -4,62 +4,92 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Any, Literal
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from PIL import Image
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
 
-from tagseg.config import DENSE_METHOD_NAMES
+from tagseg.config import Setting, declared_settings
 from tagseg.serve.service import SegmentOptions
-
-DenseMethodName = Literal[DENSE_METHOD_NAMES]  # type: ignore[valid-type]
-
 
 _MAX_FORMATS = 8
 """Entries of ``formats`` a request may give (repeats included): a form then stays within the
-server's field limit, one of each field plus eight (``app._read_segment_request``)."""
+server's field limit, one of each field plus eight (``routes.segment._read_segment_request``)."""
 
 
-class SegmentSettings(BaseModel):
-    """Optional per-request settings, as JSON fields or multipart form fields."""
+@dataclass(frozen=True)
+class RequestSetting:
+    """A pipeline setting a request may change: its request field, the request's own limits and,
+    where the request takes less than the setting does, its type and description."""
+
+    field: str
+    setting: str
+    limits: dict[str, Any] = dataclass_field(default_factory=dict)
+    kind: Any = None
+    help: str | None = None
+    note: str = ""
+
+
+REQUEST_SETTINGS = (
+    RequestSetting("k", "num_clusters", {"ge": 1, "le": 64}, int, "Number of k-means clusters (segment candidates)."),
+    RequestSetting("top_k", "top_k", {"ge": 1, "le": 200}),
+    RequestSetting("crf", "crf", kind=bool),
+    RequestSetting("names", "names"),
+    RequestSetting(
+        "segmenter", "segmenter",
+        note=" The server loads its `sam_model` on the first such request unless it started with `--segmenter sam`.",
+    ),
+    RequestSetting("dense_method", "dense_method", note=" Default: the server's."),
+)
+"""The per-request settings; type, choices and description come from the setting's declaration."""
+
+_DECLARED: dict[str, Setting] = {item.name: item for item in declared_settings()}
+
+
+def _request_type(request: RequestSetting) -> Any:
+    declared = _DECLARED[request.setting]
+    if request.kind is not None:
+        return request.kind
+    return Literal[declared.choices] if declared.choices else declared.type  # type: ignore[valid-type]
+
+
+def _request_field(request: RequestSetting) -> tuple[Any, Any]:
+    description = (request.help or _DECLARED[request.setting].help) + request.note
+    return (_request_type(request) | None, Field(None, description=description, **request.limits))
+
+
+class _RequestSettings(BaseModel):
+    """The behaviour of :data:`SegmentSettings` (its fields are generated below)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    k: int | None = Field(None, ge=1, le=64, description="Number of k-means clusters (segment candidates).")
-    top_k: int | None = Field(None, ge=1, le=200, description="Texts retrieved per segment.")
-    crf: bool | None = Field(None, description="Refine segment borders with a dense CRF.")
-    names: Literal["words", "phrases"] | None = Field(
-        None, description="Candidate names: `words` (the paper's single words) or `phrases` (multi-word names too)."
-    )
-    segmenter: Literal["kmeans", "sam"] | None = Field(
-        None,
-        description="Stage 1: `kmeans` (DINOv2 k-means) or `sam` (Segment Anything's masks; the server loads its "
-        "`sam_model` on the first such request unless it started with `--segmenter sam`).",
-    )
-    dense_method: DenseMethodName | None = Field(
-        None, description="Dense CLIP method of the patch embeddings (docs/dense_methods.md); default: the server's."
-    )
-    masks: bool = Field(True, description="Include each segment's mask (uncompressed COCO RLE).")
-    formats: list[Literal["overlay", "labels"]] = Field(
-        default_factory=list,
-        max_length=_MAX_FORMATS,
-        description="Extra pictures as base64 PNG: `overlay` (photo with names and legend), `labels` (label map).",
-    )
-
     def options(self) -> SegmentOptions:
-        return SegmentOptions(
-            num_clusters=self.k,
-            top_k=self.top_k,
-            crf=self.crf,
-            names=self.names,
-            segmenter=self.segmenter,
-            dense_method=self.dense_method,
-            masks=self.masks,
-            overlay="overlay" in self.formats,
-            labels="labels" in self.formats,
-        )
+        """The request's setting overrides (by setting name) and outputs."""
+        fields = self.model_dump()
+        overrides = {r.setting: fields[r.field] for r in REQUEST_SETTINGS if fields[r.field] is not None}
+        formats = fields["formats"]
+        return SegmentOptions(overrides, masks=fields["masks"], overlay="overlay" in formats, labels="labels" in formats)
+
+
+SegmentSettings = create_model(  # type: ignore[call-overload]
+    "SegmentSettings",
+    __base__=_RequestSettings,
+    __doc__="Optional per-request settings, as JSON fields or multipart form fields.",
+    **{request.field: _request_field(request) for request in REQUEST_SETTINGS},
+    masks=(bool, Field(True, description="Include each segment's mask (uncompressed COCO RLE).")),
+    formats=(
+        list[Literal["overlay", "labels"]],
+        Field(
+            default_factory=list,
+            max_length=_MAX_FORMATS,
+            description="Extra pictures as base64 PNG: `overlay` (photo with names and legend), `labels` (label map).",
+        ),
+    ),
+)
 
 
 class SegmentJSON(SegmentSettings):
@@ -88,12 +118,10 @@ MULTIPART_SCHEMA: dict[str, Any] = {
     "required": ["image"],
     "properties": {
         "image": {"type": "string", "format": "binary", "description": "The image file."},
-        "k": {"type": "integer", "minimum": 1, "maximum": 64},
-        "top_k": {"type": "integer", "minimum": 1, "maximum": 200},
-        "crf": {"type": "boolean"},
-        "names": {"type": "string", "enum": ["words", "phrases"]},
-        "segmenter": {"type": "string", "enum": ["kmeans", "sam"]},
-        "dense_method": {"type": "string", "enum": list(DENSE_METHOD_NAMES)},
+        **{
+            r.field: TypeAdapter(Annotated[_request_type(r), Field(**r.limits)]).json_schema()  # type: ignore[valid-type]
+            for r in REQUEST_SETTINGS
+        },
         "masks": {"type": "boolean", "default": True},
         "formats": {"type": "array", "maxItems": _MAX_FORMATS, "items": {"type": "string", "enum": ["overlay", "labels"]}},
     },

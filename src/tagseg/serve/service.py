@@ -7,8 +7,8 @@ import base64
 import io
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -23,33 +23,20 @@ from tagseg.serve.errors import ApiError
 from tagseg.serve.fetch import FetchPolicy, fetch_image_bytes
 from tagseg.serve.metrics import Metrics
 from tagseg.serve.queue import InferenceQueue, QueueFull
-from tagseg.serve.settings import ServeSettings
+from tagseg.serve_settings import ServeSettings
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    """Per-request settings: pipeline overrides and which outputs to return."""
+    """Per-request settings: overrides of the pipeline's settings by name (per-call overrides of
+    :meth:`TAG.__call__ <tagseg.pipeline.TAG.__call__>`) and which outputs to return."""
 
-    num_clusters: int | None = None
-    top_k: int | None = None
-    crf: bool | None = None
-    names: str | None = None
-    segmenter: str | None = None
-    dense_method: str | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
     masks: bool = True
     overlay: bool = False
     labels: bool = False
-
-    def overrides(self) -> dict[str, Any]:
-        """The settings this request changes, as per-call overrides of :meth:`TAG.__call__ <tagseg.pipeline.TAG.__call__>`."""
-        values = {
-            "num_clusters": self.num_clusters, "top_k": self.top_k, "crf": self.crf, "names": self.names,
-            "segmenter": self.segmenter,
-            "dense_method": self.dense_method,
-        }
-        return {key: value for key, value in values.items() if value is not None}
 
 
 class Service:
@@ -124,7 +111,7 @@ class Service:
     ) -> T:
         """Check, queue and segment one encoded image; ``then(rgb, result)`` runs on the worker too."""
         self.check_image(data)
-        overrides = options.overrides()
+        overrides = dict(options.overrides)
         try:
             self.tag.settings_for(**overrides)  # refuse bad settings before queueing
         except ConfigError as error:
