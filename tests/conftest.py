@@ -7,6 +7,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the hub client otherwise fetches an agent registry once per process (even for cache-only loads)
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 
 import pytest  # noqa: E402  (after the environment above is set)
@@ -37,3 +39,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, float | None]]:
+    """Every connection a socket of this process tries during the test: ``(address, timeout)``.
+
+    What a user waits for when a server cannot be reached is the number of tries and each one's
+    timeout; tests assert those instead of the wall clock.
+    """
+    import socket
+
+    tried: list[tuple[object, float | None]] = []
+    connect = socket.socket.connect
+
+    def recording(sock: socket.socket, address: object) -> None:
+        tried.append((address, sock.gettimeout()))
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", recording)
+    return tried

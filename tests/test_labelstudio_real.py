@@ -35,6 +35,9 @@ if not LS_ENV or not (Path(LS_ENV) / "bin" / "label-studio").exists():
     pytest.skip("set TAGSEG_LABEL_STUDIO to a virtual environment with label-studio installed", allow_module_level=True)
 
 LEGACY_TOKEN = secrets.token_hex(20)
+PATIENCE_S = 600.0
+"""How long the test waits for a server to come up or for Label Studio to show a change. Each wait
+ends as soon as its condition holds, so only a hang takes this long, however busy the machine."""
 SIZE = (96, 128)
 BRUSH_CONFIG = """<View><Image name="image" value="$image"/>
   <BrushLabels name="tag" toName="image">{labels}</BrushLabels></View>"""
@@ -62,8 +65,8 @@ def free_port() -> int:
 
 
 def wait_until_up(url: str, process: subprocess.Popen, log: Path, limit: float) -> None:
-    deadline = time.time() + limit
-    while time.time() < deadline:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"{url} exited early:\n{log.read_text()[-3000:]}")
         try:
@@ -117,8 +120,8 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     ]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
-        wait_until_up(f"{url}/health", process, log, 300)
-        client = httpx.Client(base_url=url, headers={"Authorization": f"Token {LEGACY_TOKEN}"}, timeout=120)
+        wait_until_up(f"{url}/health", process, log, PATIENCE_S)
+        client = httpx.Client(base_url=url, headers={"Authorization": f"Token {LEGACY_TOKEN}"}, timeout=PATIENCE_S)
         created = client.post("/api/token/")
         assert created.status_code == 201, created.text
         yield {"url": url, "client": client, "pat": created.json()["token"], "files": files, "log": log}
@@ -143,7 +146,7 @@ def backends(label_studio: dict[str, Any], tmp_path_factory: pytest.TempPathFact
         started[kind] = {"url": f"http://127.0.0.1:{port}", "process": process, "log": log}
     try:
         for backend in started.values():
-            wait_until_up(f"{backend['url']}/health", backend["process"], backend["log"], 180)
+            wait_until_up(f"{backend['url']}/health", backend["process"], backend["log"], PATIENCE_S)
         yield started
     finally:
         for backend in started.values():
@@ -244,8 +247,8 @@ def test_free_project_gets_its_names_as_labels_and_a_bad_task_fails_alone(
     assert_tiling(good, decode_brushes(good, tmp_path))
     names = {r["value"]["brushlabels"][0] for task in good for r in task["stored_predictions"][0]["result"]}
     assert names and names <= set(toy.PALETTE)
-    deadline = time.time() + 30
-    while time.time() < deadline:
+    deadline = time.monotonic() + PATIENCE_S
+    while time.monotonic() < deadline:
         config = label_studio["client"].get(f"/api/projects/{project}").json()["label_config"]
         if all(f'value="{name}"' in config for name in names):
             break

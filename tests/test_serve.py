@@ -23,6 +23,10 @@ from tagseg.masks import rle_to_mask
 from tagseg.serve import ServeSettings, create_app
 from tagseg.serve.fetch import address_is_public, host_allowed
 
+PATIENCE_S = 300.0
+"""How long a test waits for a thread or server to get somewhere: each wait ends as soon as it
+gets there, so only a hang takes this long, however busy the machine."""
+
 
 def toy_tag(tag_class: type[TAG] = TAG, **overrides: Any) -> TAG:
     """A small, fast toy pipeline (its own in-memory database)."""
@@ -42,11 +46,11 @@ def served(app: FastAPI) -> Iterator[str]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        _wait_for(lambda: server.started, 20)
+        _wait_for(lambda: server.started)
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
-        thread.join(10)
+        thread.join(PATIENCE_S)
         sock.close()
 
 
@@ -264,11 +268,11 @@ class GatedTAG(TAG):
     gate = threading.Event()
 
     def __call__(self, image: Any) -> Any:
-        assert self.gate.wait(30)
+        assert self.gate.wait(PATIENCE_S)
         return super().__call__(image)
 
 
-def _wait_for(condition: Any, seconds: float = 10.0) -> None:
+def _wait_for(condition: Any, seconds: float = PATIENCE_S) -> None:
     deadline = threading.Event()
     for _ in range(int(seconds / 0.01)):
         if condition():
@@ -294,8 +298,8 @@ def test_full_queue_answers_429_with_retry_after_and_recovers(image: bytes) -> N
         assert refused.headers["retry-after"] == "7"
         assert "tagseg_queue_depth 1" in gated.get("/metrics").text
         GatedTAG.gate.set()
-        first.join(30)
-        second.join(30)
+        first.join(PATIENCE_S)
+        second.join(PATIENCE_S)
         assert answers == [200, 200]
         assert gated.get("/health").json()["queue"] == {"running": 0, "waiting": 0}
         assert upload(gated, image).status_code == 200
@@ -442,8 +446,8 @@ def test_a_waiting_database_change_goes_before_later_segmentations() -> None:
     threading.Event().wait(0.05)
     assert order == []
     first_reader.__exit__(None, None, None)
-    writer.join(5)
-    reader.join(5)
+    writer.join(PATIENCE_S)
+    reader.join(PATIENCE_S)
     assert order == ["write", "read"]
 
 

@@ -142,7 +142,7 @@ def test_the_next_image_is_forwarded_while_the_current_one_finishes(tag: TAG) ->
 
         def finish(self, forwarded, **overrides):  # type: ignore[no-untyped-def]
             if Watching.forwards == 1:  # finishing the first image: the second must get forwarded meanwhile
-                assert forwarded_second.wait(timeout=30)
+                assert forwarded_second.wait(timeout=300)  # ends when it is set: only a hang waits this long
             return super().finish(forwarded, **overrides)
 
     watching = Watching(tag.features, tag.embedder, tag.text_encoder, tag.database, tag.config)
