@@ -30,8 +30,8 @@ __all__ = ["PermutohedralLattice", "crf_labels", "dense_crf", "unary_from_scores
 class PermutohedralLattice:
     """Splat, blur and slice operators of a permutohedral lattice over points with ``d``-dimensional features.
 
-    ``splat`` (M, P) and ``slice`` (P, M) are sparse: each point has ``d+1`` vertices with barycentric
-    weights. ``blurs`` are the ``d+1`` sparse (M, M) blur steps, one per lattice direction.
+    ``splat`` (M, P) and ``slice`` (P, M) are sparse CSR matrices: each point has ``d+1`` vertices with
+    barycentric weights. ``blurs`` are the ``d+1`` sparse (M, M) blur steps, one per lattice direction.
     """
 
     splat: torch.Tensor
@@ -48,39 +48,38 @@ class PermutohedralLattice:
         elevated = _elevate(features.float())
         rank, remainder0 = _enclosing_simplex(elevated)
         weights = _barycentric(elevated, remainder0, rank)  # (P, d+1)
-        offsets = torch.arange(d + 1, device=device)
-        canonical = torch.where(rank[:, None, :d] <= d - offsets[None, :, None], offsets[None, :, None], offsets[None, :, None] - d - 1)
+        offsets = torch.arange(d + 1, device=device)[None, :, None]
+        canonical = torch.where(rank[:, None, :d] <= d - offsets, offsets, offsets - d - 1)
         keys = remainder0[:, None, :d] + canonical  # (P, d+1, d): the vertices' first d coordinates
         keys = torch.cat([groups[:, None, None].expand(-1, d + 1, 1), keys], dim=2).reshape(-1, d + 1)
         low = keys.min(dim=0).values - (d + 1)  # room for the blur's neighbours
         spans = keys.max(dim=0).values + (d + 1) - low + 1
-        if sum(math.log2(int(s)) for s in spans) >= 62:
+        if float(torch.log2(spans.double()).sum()) >= 62:
             raise ValueError("PermutohedralLattice: features span too many lattice cells for 63-bit keys")
         radix = torch.cat([spans.new_ones(1), torch.cumprod(spans.flip(0), dim=0)[:-1]]).flip(0)
-        codes, vertex = torch.unique(((keys - low) * radix).sum(dim=1), return_inverse=True)
+        sorted_codes, order = ((keys - low) * radix).sum(dim=1).sort()
+        first = torch.ones_like(sorted_codes, dtype=torch.bool)
+        first[1:] = sorted_codes[1:] != sorted_codes[:-1]
+        codes = sorted_codes[first]  # (M,) one code per vertex, ascending
         size = codes.shape[0]
-        vertex_keys = (codes[:, None] // radix) % spans + low  # (M, 1+d) with the group first
-        rows = torch.arange(points, device=device).repeat_interleave(d + 1)
-        splat = _sparse(vertex.reshape(-1), rows, weights.reshape(-1), (size, points))
-        slice_ = _sparse(rows, vertex.reshape(-1), weights.reshape(-1), (points, size))
-        blurs = []
-        for axis in range(d + 1):
-            step = torch.full((d,), -1, device=device)
-            if axis < d:
-                step[axis] = d
-            neighbours = []
-            for sign in (1, -1):
-                moved = vertex_keys.clone()
-                moved[:, 1:] += sign * step
-                code = ((moved - low) * radix).sum(1)
-                found = torch.searchsorted(codes, code).clamp_max(size - 1)
-                neighbours.append((found, codes[found] == code))
-            own = torch.arange(size, device=device)
-            columns = torch.cat([own] + [found[hit] for found, hit in neighbours])
-            targets = torch.cat([own] + [own[hit] for _, hit in neighbours])
-            values = torch.cat([torch.ones(size, device=device)] + [torch.full((int(hit.sum()),), 0.5, device=device) for _, hit in neighbours])
-            blurs.append(_sparse(targets, columns, values, (size, size)))
-        return cls(splat, slice_, tuple(blurs), d)
+        vertex = torch.empty_like(order).scatter_(0, order, torch.cumsum(first, dim=0) - 1).reshape(points, d + 1)
+        counts = torch.bincount(vertex.reshape(-1), minlength=size)
+        splat = torch.sparse_csr_tensor(
+            F.pad(torch.cumsum(counts, dim=0), (1, 0)), order // (d + 1), weights.reshape(-1)[order], (size, points)
+        )
+        vertex, by_vertex = vertex.sort(dim=1)
+        slice_ = torch.sparse_csr_tensor(
+            torch.arange(0, points * (d + 1) + 1, d + 1, device=device), vertex.reshape(-1),
+            weights.gather(1, by_vertex).reshape(-1), (points, size),
+        )
+        steps = -torch.ones(d + 1, d + 1, dtype=torch.long, device=device)  # row j: direction j in key coordinates
+        steps[:, 0] = 0  # the group never changes
+        steps[torch.arange(d, device=device), torch.arange(1, d + 1, device=device)] = d
+        queries = codes + (steps @ radix)[:, None]  # (d+1, M): each vertex's neighbour ahead along each direction
+        found = torch.searchsorted(codes, queries).clamp_max(size - 1)
+        ahead_hit = codes[found] == queries
+        blurs = tuple(_blur_matrix(found[j], ahead_hit[j]) for j in range(d + 1))
+        return cls(splat, slice_, blurs, d)
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
         """Approximate Gaussian filtering of ``values`` (P, V): splat, blur along each direction, slice."""
@@ -91,10 +90,20 @@ class PermutohedralLattice:
         return alpha * (self.slice @ lattice_values)
 
 
-def _sparse(rows: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """A CSR matrix from coordinates (duplicates summed)."""
-    indices = torch.stack([rows, columns])
-    return torch.sparse_coo_tensor(indices, values.float(), size).coalesce().to_sparse_csr()
+def _blur_matrix(ahead: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
+    """CSR (M, M) of one blur step ``v + (v[ahead] + v[behind]) / 2``; ``hit`` marks vertices whose ``ahead`` exists.
+
+    The neighbour behind a vertex is the one whose neighbour ahead it is.
+    """
+    size = ahead.shape[0]
+    own = torch.arange(size, device=ahead.device)
+    behind = torch.full_like(own, size)
+    behind[ahead[hit]] = own[hit]
+    columns = torch.stack([own, torch.where(hit, ahead, size), behind], dim=1)  # size marks no neighbour
+    present = columns < size
+    values = torch.tensor([1.0, 0.5, 0.5], device=ahead.device).expand(size, 3)
+    rows = F.pad(torch.cumsum(present.sum(dim=1), dim=0), (1, 0))
+    return torch.sparse_csr_tensor(rows, columns[present], values[present], (size, size))
 
 
 def _elevate(features: torch.Tensor) -> torch.Tensor:
