@@ -17,6 +17,7 @@ The lattice of a batch is one lattice whose keys carry the image's index, so ima
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -151,26 +152,45 @@ def _barycentric(elevated: torch.Tensor, remainder0: torch.Tensor, rank: torch.T
 def _grid_features(height: int, width: int, sxy: float, device: torch.device) -> torch.Tensor:
     """(H*W, 2) pixel positions ``(x/sxy, y/sxy)`` in row-major order."""
     ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
-    return torch.stack([xs.reshape(-1) / sxy, ys.reshape(-1) / sxy], dim=1).float()
+    return torch.stack([xs.reshape(-1) / sxy, ys.reshape(-1) / sxy], dim=1).float()  # pydensecrf: i / sx
 
 
 @dataclass(frozen=True)
 class _Kernel:
-    """One pairwise term: its lattice, symmetric normalisation ``1/sqrt(K 1)`` (P, 1) and Potts weight."""
+    """One pairwise term: its lattice, symmetric normalisation ``1/sqrt(K 1)`` (P, 1) and Potts weight.
+
+    A ``shared`` kernel's lattice covers one image and serves every image of the batch (the
+    position-only kernel depends on the grid alone); otherwise it covers the whole batch.
+    """
 
     lattice: PermutohedralLattice
     normaliser: torch.Tensor
     compat: float
+    shared: bool
 
     @classmethod
-    def build(cls, features: torch.Tensor, groups: torch.Tensor, compat: float) -> _Kernel:
+    def build(cls, features: torch.Tensor, groups: torch.Tensor | None, compat: float, shared: bool) -> _Kernel:
         lattice = PermutohedralLattice.build(features, groups)
         ones = torch.ones(features.shape[0], 1, device=features.device)
-        return cls(lattice, (lattice.filter(ones) + 1e-20).rsqrt(), compat)
+        return cls(lattice, (lattice.filter(ones) + 1e-20).rsqrt(), compat, shared)
 
     def message(self, probabilities: torch.Tensor) -> torch.Tensor:
-        """``compat * n * K(n * Q)`` for ``Q`` (P, L)."""
-        return self.compat * self.normaliser * self.lattice.filter(self.normaliser * probabilities)
+        """``compat * n * K(n * Q)`` for ``Q`` (B, N, L)."""
+        batch, points, labels = probabilities.shape
+        if self.shared:
+            values = probabilities.permute(1, 0, 2).reshape(points, batch * labels)
+        else:
+            values = probabilities.reshape(batch * points, labels)
+        filtered = self.compat * self.normaliser * self.lattice.filter(self.normaliser * values)
+        if self.shared:
+            return filtered.reshape(points, batch, labels).permute(1, 0, 2)
+        return filtered.reshape(batch, points, labels)
+
+
+@functools.lru_cache(maxsize=8)
+def _position_kernel(height: int, width: int, sxy: float, compat: float, device: torch.device) -> _Kernel:
+    """The position-only (Gaussian) kernel of an ``height`` x ``width`` grid, built once per grid."""
+    return _Kernel.build(_grid_features(height, width, sxy, device), None, compat, shared=True)
 
 
 def dense_crf(
@@ -192,17 +212,17 @@ def dense_crf(
     batch, labels, height, width = unary.shape
     device = unary.device
     groups = torch.arange(batch, device=device).repeat_interleave(height * width)
-    positions = _grid_features(height, width, 1.0, device).repeat(batch, 1)
-    colours = images.reshape(-1, 3).to(device=device, dtype=torch.float32)
+    positions = _grid_features(height, width, bilateral_sxy, device).repeat(batch, 1)
+    colours = images.reshape(-1, 3).to(device=device, dtype=torch.float32) / bilateral_srgb
     kernels = [
-        _Kernel.build(positions / gaussian_sxy, groups, gaussian_compat),
-        _Kernel.build(torch.cat([positions / bilateral_sxy, colours / bilateral_srgb], dim=1), groups, bilateral_compat),
+        _position_kernel(height, width, float(gaussian_sxy), float(gaussian_compat), device),
+        _Kernel.build(torch.cat([positions, colours], dim=1), groups, bilateral_compat, shared=False),
     ]
-    energy = -unary.float().permute(0, 2, 3, 1).reshape(-1, labels)  # (P, L)
-    probabilities = torch.softmax(energy, dim=1)
+    energy = -unary.float().permute(0, 2, 3, 1).reshape(batch, height * width, labels)
+    probabilities = torch.softmax(energy, dim=2)
     for _ in range(iterations):
         logits = energy + sum(kernel.message(probabilities) for kernel in kernels)
-        probabilities = torch.softmax(logits, dim=1)
+        probabilities = torch.softmax(logits, dim=2)
     return probabilities.reshape(batch, height, width, labels).permute(0, 3, 1, 2)
 
 
