@@ -115,9 +115,15 @@ def _assign(points: torch.Tensor, norms: torch.Tensor, centres: torch.Tensor) ->
 def _refit(points: torch.Tensor, centres: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Centres (B, R, k, C) as the means of their points; an empty cluster takes the worst-fitted point."""
     batch, restarts, k, channels = centres.shape
-    onehot = torch.nn.functional.one_hot(labels, k).to(points.dtype)  # (B, R, N, k)
-    counts = onehot.sum(dim=2)  # (B, R, k)
-    sums = torch.bmm(onehot.transpose(2, 3).reshape(batch, restarts * k, -1), points).reshape(batch, restarts, k, channels)
+    counts = torch.nn.functional.one_hot(labels, k).sum(dim=2).to(points.dtype)  # (B, R, k)
+    if points.device.type == "cpu":  # sums in a fixed order at N*C cost
+        slots = (torch.arange(batch * restarts, device=points.device).reshape(batch, restarts, 1) * k + labels).reshape(-1)
+        sources = points[:, None].expand(-1, restarts, -1, -1).reshape(-1, channels)
+        sums = points.new_zeros(batch * restarts * k, channels).index_add_(0, slots, sources)
+    else:  # atomics would make GPU sums vary from run to run: a one-hot product instead
+        onehot = torch.nn.functional.one_hot(labels, k).to(points.dtype).transpose(2, 3)  # (B, R, k, N)
+        sums = torch.bmm(onehot.reshape(batch, restarts * k, -1), points)
+    sums = sums.reshape(batch, restarts, k, channels)
     updated = sums / counts.clamp_min(1)[..., None]
     empty = counts == 0
     if bool(empty.any()):
