@@ -151,10 +151,11 @@ def test_reduced_grid_has_a_floor_and_stays_close_to_the_full_grid(photo_scores:
     floored = crf_labels(small_scores, small_image, scale=0.5, min_side=224, iterations=3, **PAPER)
     full = dense_crf(unary_from_scores(small_scores), small_image, iterations=3, **PAPER).argmax(dim=1)
     assert torch.equal(floored, full)  # a 200 px image is below the floor: the CRF runs on its full grid
-    reduced = crf_labels(scores[:1], rgb[:1], scale=0.5, min_side=224, iterations=5, **PAPER)
+    reduced = crf_labels(scores[:1], rgb[:1], scale=0.5, min_side=224, iterations=10, **PAPER)
     reference = dense_crf(unary_from_scores(scores[:1]), rgb[:1], iterations=10, **PAPER).argmax(dim=1)
     assert reduced.shape == (1, 448, 448)
-    assert float((reduced == reference).double().mean()) >= 0.95
+    assert float((reduced == reference).double().mean()) >= 0.95  # 96.6 % on the astronaut
+    assert float((scores[0].argmax(dim=0) == reference[0]).double().mean()) < 0.85  # where no CRF would be
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
