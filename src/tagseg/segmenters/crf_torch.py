@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -65,11 +66,11 @@ class PermutohedralLattice:
         size = codes.shape[0]
         vertex = torch.empty_like(order).scatter_(0, order, torch.cumsum(first, dim=0) - 1).reshape(points, d + 1)
         counts = torch.bincount(vertex.reshape(-1), minlength=size)
-        splat = torch.sparse_csr_tensor(
+        splat = _csr(
             F.pad(torch.cumsum(counts, dim=0), (1, 0)), order // (d + 1), weights.reshape(-1)[order], (size, points)
         )
         vertex, by_vertex = vertex.sort(dim=1)
-        slice_ = torch.sparse_csr_tensor(
+        slice_ = _csr(
             torch.arange(0, points * (d + 1) + 1, d + 1, device=device), vertex.reshape(-1),
             weights.gather(1, by_vertex).reshape(-1), (points, size),
         )
@@ -104,7 +105,14 @@ def _blur_matrix(ahead: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
     present = columns < size
     values = torch.tensor([1.0, 0.5, 0.5], device=ahead.device).expand(size, 3)
     rows = F.pad(torch.cumsum(present.sum(dim=1), dim=0), (1, 0))
-    return torch.sparse_csr_tensor(rows, columns[present], values[present], (size, size))
+    return _csr(rows, columns[present], values[present], (size, size))
+
+
+def _csr(rows: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A sparse CSR matrix (built correct by construction, so torch's invariant checks are skipped)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(rows, columns, values, size, check_invariants=False)
 
 
 def _elevate(features: torch.Tensor) -> torch.Tensor:
