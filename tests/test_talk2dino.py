@@ -82,7 +82,7 @@ def test_other_layouts_are_refused_with_the_expected_one_named(tmp_path: Path, t
     folder = tmp_path / "folder"
     shutil.copytree(talk2dino_dir, folder)
     (folder / "model.safetensors").unlink()
-    with pytest.raises(ModelNotAvailableError, match="holds no config.json and model.safetensors"):
+    with pytest.raises(ModelNotAvailableError, match="no config.json and model.safetensors found in the directory"):
         load_projection(str(folder))
 
 

@@ -35,6 +35,7 @@ from tagseg.errors import ConfigError, ModelNotAvailableError
 
 __all__ = [
     "OPENAI_CLIP_IDS",
+    "ProjectionCheckpoint",
     "Talk2DINOEmbedder",
     "Talk2DINOProjection",
     "Talk2DINOTextEncoder",
@@ -84,7 +85,8 @@ class Talk2DINOProjection(nn.Module):
     @classmethod
     def from_state_dict(cls, state: Mapping[str, torch.Tensor], name: str) -> Talk2DINOProjection:
         """The projection with the official keys of ``state``; a :class:`ModelNotAvailableError` for any other layout."""
-        state = {("hidden_layers.0." + key[len("linear_layer2."):] if key.startswith("linear_layer2.") else key): value
+        old_name = "linear_layer2."  # the one hidden layer of older checkpoints
+        state = {key.replace(old_name, "hidden_layers.0.", 1) if key.startswith(old_name) else key: value
                  for key, value in state.items()}
         hidden = sorted({int(match.group(1)) for key in state if (match := _HIDDEN_KEY.fullmatch(key))})
         expected = {"linear_layer.weight", "linear_layer.bias"}
@@ -126,8 +128,8 @@ def load_projection(source: ModelSource) -> ProjectionCheckpoint:
     config = read_model_json(source, "config.json")
     weights = model_file(source, HUB_WEIGHTS)
     if config is None or weights is None:
-        where = "the directory" if looks_like_path(name) else "the local cache or the hub"
-        raise _missing(name, f"{where} holds no config.json and {HUB_WEIGHTS} ({_LAYOUT})")
+        where = "in the directory" if looks_like_path(name) else "in the local cache (nor on the hub, where reachable)"
+        raise _missing(name, f"no config.json and {HUB_WEIGHTS} found {where}; {_LAYOUT}")
     from safetensors import safe_open
 
     with safe_open(str(weights), framework="pt") as reader:
