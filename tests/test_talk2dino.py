@@ -205,3 +205,12 @@ def test_the_shipped_vocabulary_is_cached_apart_from_clips(talk2dino_dir: Path) 
     talk2dino = Talk2DINOTextEncoder.from_pretrained(str(talk2dino_dir), model_id=f"talk2dino:{talk2dino_dir}")
     clip = CLIPTextEncoder.from_pretrained(talk2dino_dir / TALK2DINO_CLIP_FOLDER)
     assert default_database_path(talk2dino, cache_dir="c") != default_database_path(clip, cache_dir="c")
+
+
+def test_the_official_pth_names_clip_b16_and_says_how_to_provide_it(tmp_path: Path) -> None:
+    from tagseg.builder import text_encoder_for
+
+    torch.save(_official_state(), tmp_path / "vitb_mlp_infonce.pth")
+    with pytest.raises(ModelNotAvailableError, match="openai/clip-vit-base-patch16") as caught:
+        text_encoder_for(f"talk2dino:{tmp_path / 'vitb_mlp_infonce.pth'}")
+    assert "tagseg models download openai/clip-vit-base-patch16" in str(caught.value)
