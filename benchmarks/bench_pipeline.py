@@ -14,14 +14,22 @@ images/s, once with the forwards of the next image overlapping the current one's
 once without (``--ahead``); ``--preset toy`` measures only that, with the toy world. Several presets
 (``--preset paper talk2dino``) run one after the other and end with each one's s/image relative to the first.
 
-    python benchmarks/bench_pipeline.py [--preset paper|fast|talk2dino|toy ...] [--runs 2] [--entries 100000] [--crf/--no-crf]
-        [--folder 20] [--batch-size 1] [--ahead 1 0] [--no-float32]
+    python benchmarks/bench_pipeline.py [--preset paper|fast|proxyclip|talk2dino|toy ...] [--runs 2] [--entries 100000]
+        [--crf/--no-crf] [--folder 20] [--batch-size 1] [--ahead 1 0] [--no-float32] [--json bench.json]
+
+``--json`` also writes the results with the command, the CPU (model and flags), the load average
+and the date, which ``python scripts/write_speed_section.py bench.json`` puts into the README (the
+first preset's; the others are under ``other_presets``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -191,6 +199,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="images per backbone forward in the folder run")
     parser.add_argument("--ahead", type=int, nargs="+", default=[1, 0], help="folder runs: 1 forwards ahead, 0 in turn")
     parser.add_argument("--float32", action=argparse.BooleanOptionalAction, default=True, help="also measure float32")
+    parser.add_argument("--json", type=Path, help="also write the results, the command and the machine to this file")
     parser.add_argument("--folder-dtype", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)  # set in the child processes
     parser.add_argument("--dinov2", help=argparse.SUPPRESS)
@@ -202,15 +211,18 @@ def main() -> None:
 
     from tagseg.config import TAGConfig
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu_model()}; presets {' '.join(args.preset)}, photos at 448x448")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; presets {' '.join(args.preset)}, photos at 448x448")
     default = TAGConfig().dtype
-    seconds: dict[tuple[str, str], float] = {}
+    machine = machine_description()
+    print(f"CPU: {machine['cpu']}; load average {machine['load_before']}")
+    results: dict[str, dict[str, dict]] = {}
     for preset in args.preset:
         if preset == "toy":
             result = measure(argparse.Namespace(**{**vars(args), "preset": "toy"}))
             print(f"toy world, {args.folder} photos")
             report_folder(result["folder"], 1 / result["single"])
             continue
+        results[preset] = {}
         with tempfile.TemporaryDirectory() as tmp:
             dinov2, clip = random_models(preset, Path(tmp))
             print(f"\nmodels: {dinov2.name}, {Path(clip.removeprefix('talk2dino:')).name} (random weights); database {args.entries} entries")
@@ -220,20 +232,33 @@ def main() -> None:
                            "--folder", str(args.folder), "--batch-size", str(args.batch_size), "--ahead", *map(str, args.ahead), "--folder-dtype", default,
                            "--crf" if args.crf else "--no-crf"]
                 output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-                seconds[preset, dtype] = report(json.loads(output.strip().splitlines()[-1]), dtype, preset)
-    first = args.preset[0]
+                results[preset][dtype] = json.loads(output.strip().splitlines()[-1])
+                report(results[preset][dtype], dtype, preset)
+    seconds = {(preset, dtype): sum(result["stages"].values()) for preset in results for dtype, result in results[preset].items()}
+    first = next(iter(results), None)
     for (preset, dtype), value in seconds.items():
         if (first, dtype) in seconds:
             print(f"{preset} {dtype}: {value:.2f} s/image, {value / seconds[first, dtype]:.2f}x {first}")
+    if args.json and first is not None:
+        command = "python benchmarks/bench_pipeline.py " + shlex.join(arg for arg in sys.argv[1:] if arg != str(args.json))
+        command = command.replace(" --json", "").rstrip()
+        record = {**machine, "load_after": os.getloadavg()[0], "command": command, "preset": first,
+                  "entries": args.entries, "folder": args.folder, "default_dtype": default, "results": results[first],
+                  "other_presets": {preset: by_dtype for preset, by_dtype in results.items() if preset != first}}
+        args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (``unknown`` elsewhere)."""
+def machine_description() -> dict:
+    """The CPU (model name and the flags that decide the speed), the date and the load average now."""
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
-        return "unknown"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+        info = ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor())
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if flag in flags]
+    return {"cpu": f"{model or 'unknown CPU'}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX2'}",
+            "torch": torch.__version__, "date": datetime.date.today().isoformat(), "load_before": os.getloadavg()[0]}
 
 
 if __name__ == "__main__":
