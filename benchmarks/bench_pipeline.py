@@ -1,6 +1,7 @@
-"""Time each TAG stage at the paper (or fast) preset with real-size architectures (random weights) on this machine.
+"""Time each TAG stage at the paper (fast, proxyclip, talk2dino) preset with real-size architectures (random weights) on this machine.
 
-Builds DINOv2 ViT-B/14 and CLIP ViT-L/14 with random weights in a temporary directory and a text
+Builds DINOv2 ViT-B/14 and CLIP ViT-L/14 (talk2dino: DINOv2 ViT-B/14 with registers, CLIP ViT-B/16's
+text tower and the projection) with random weights in a temporary directory and a text
 database of 100k random unit vectors with synthetic captions, then, for float32 and the
 configuration's default dtype, each in a fresh process: segments real photos (one warm-up, then
 ``--runs`` rounds over the photos) and prints milliseconds per stage (median), seconds per image,
@@ -10,13 +11,15 @@ carry the parent's peak across ``exec``) and the naming cost of the first image 
 In the default dtype's process it then runs ``tagseg segment``'s runner (:func:`tagseg.batch.segment_files`)
 on a folder of ``--folder`` real photos (skimage's, cycled, at their own sizes) and prints its
 images/s, once with the forwards of the next image overlapping the current one's CPU stages and
-once without (``--ahead``); ``--preset toy`` measures only that, with the toy world.
+once without (``--ahead``); ``--preset toy`` measures only that, with the toy world. Several presets
+(``--preset paper talk2dino``) run one after the other and end with each one's s/image relative to the first.
 
-    python benchmarks/bench_pipeline.py [--preset paper|fast|toy] [--runs 2] [--entries 100000] [--crf/--no-crf]
-        [--folder 20] [--batch-size 1] [--ahead 1 0] [--no-float32] [--json bench.json]
+    python benchmarks/bench_pipeline.py [--preset paper|fast|proxyclip|talk2dino|toy ...] [--runs 2] [--entries 100000]
+        [--crf/--no-crf] [--folder 20] [--batch-size 1] [--ahead 1 0] [--no-float32] [--json bench.json]
 
 ``--json`` also writes the results with the command, the CPU (model and flags), the load average
-and the date, which ``python scripts/write_speed_section.py bench.json`` puts into the README.
+and the date, which ``python scripts/write_speed_section.py bench.json`` puts into the README (the
+first preset's; the others are under ``other_presets``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import torch
 
 from tagseg import TAG
 from tagseg.database import InMemoryTextDatabase
-from tagseg.testing import save_random_clip, save_random_dinov2
+from tagseg.testing import save_random_clip, save_random_dinov2, save_random_talk2dino
 
 WORDS = (
     "cat dog car person horse sheep cow bird boat train bus bottle chair table sofa plant tree sky road "
@@ -47,8 +50,22 @@ WORDS = (
 ).split()
 
 
-ARCHITECTURES = {"paper": ("base", "large-14", 768), "fast": ("small", "base-16", 512)}
-"""Random-weight stand-ins of each preset's models: DINOv2 size, CLIP size, joint-space dimension."""
+ARCHITECTURES = {
+    "paper": ("base", "large-14", 768),
+    "proxyclip": ("base", "large-14", 768),
+    "fast": ("small", "base-16", 512),
+    "talk2dino": ("base", "base", 768),
+}
+"""Random-weight stand-ins of each preset's models: DINOv2 size, CLIP size (talk2dino: its own size), joint-space dimension."""
+
+
+def random_models(preset: str, folder: Path) -> tuple[Path, str]:
+    """The preset's random-weight stand-ins saved in ``folder``: the feature model and the clip_model spec."""
+    dinov2_size, clip_size, _ = ARCHITECTURES[preset]
+    if preset == "talk2dino":
+        dinov2 = save_random_dinov2(folder / f"dinov2-{dinov2_size}-registers", dinov2_size, registers=True)
+        return dinov2, f"talk2dino:{save_random_talk2dino(folder / 'talk2dino-base', clip_size)}"
+    return save_random_dinov2(folder / f"dinov2-{dinov2_size}", dinov2_size), str(save_random_clip(folder / f"clip-{clip_size}", clip_size))
 
 
 def synthetic_database(entries: int, dim: int, model_id: str, seed: int = 0) -> InMemoryTextDatabase:
@@ -123,14 +140,16 @@ def measure(args: argparse.Namespace) -> dict:
     stages = list(runs[0])
     median = {stage: statistics.median(run.get(stage, 0.0) for run in runs) for stage in stages}
     pixels = torch.rand(1, 3, tag.config.image_size, tag.config.image_size, generator=torch.Generator().manual_seed(0))
-    clip_input = tag.embedder.model_input(pixels)
 
     def plain_clip() -> None:
         with torch.inference_mode():
-            tag.embedder.model(pixel_values=clip_input, interpolate_pos_encoding=True)
+            tag.embedder.model(pixel_values=tag.embedder.model_input(pixels), interpolate_pos_encoding=True)
 
     forwards = {}
-    for name, work in (("dinov2", lambda: tag.features(pixels)), ("clip", plain_clip)):
+    backbones = [("dinov2", lambda: tag.features(pixels))]
+    if hasattr(tag.embedder, "model"):  # talk2dino has no CLIP image tower: Stage 1's features are its embeddings
+        backbones.append(("clip", plain_clip))
+    for name, work in backbones:
         times = []
         for _ in range(args.runs + 1):
             begin = time.perf_counter()
@@ -143,21 +162,25 @@ def measure(args: argparse.Namespace) -> dict:
     return result
 
 
-def report(result: dict, configured: str) -> None:
+def report(result: dict, configured: str, preset: str) -> float:
+    """Print one preset's run in one dtype; returns its seconds per image."""
     stages, forwards = result["stages"], result["forwards"]
     per_image = sum(stages.values())
-    print(f"\n== dtype {configured} (runs in {result['dtype']}) ==")
+    print(f"\n== preset {preset}, dtype {configured} (runs in {result['dtype']}) ==")
     print(f"{'stage':<12}{'ms':>10}{'share':>9}")
     for stage, seconds in stages.items():
         print(f"{stage:<12}{1000 * seconds:>10.1f}{seconds / per_image:>9.1%}")
-    plain = forwards["dinov2"] + forwards["clip"]
+    plain = forwards["dinov2"] + forwards.get("clip", 0.0)
     stage1 = sum(stages.get(stage, 0.0) for stage in ("kmeans", "crf", "regions"))
-    print(f"s/image {per_image:.2f}; plain forwards DINOv2 {forwards['dinov2']:.2f} s + CLIP {forwards['clip']:.2f} s = {plain:.2f} s")
-    print(f"end-to-end / plain forwards {per_image / plain:.2f} (target <= 1.15); GEM / plain CLIP {stages['embedder'] / forwards['clip']:.2f} (target <= 1.25)")
+    clip_text = f" + CLIP {forwards['clip']:.2f} s = {plain:.2f} s" if "clip" in forwards else " (no CLIP image forward)"
+    print(f"s/image {per_image:.2f}; plain forwards DINOv2 {forwards['dinov2']:.2f} s{clip_text}")
+    print(f"end-to-end / plain forwards {per_image / plain:.2f} (target <= 1.15)", end="")
+    print(f"; GEM / plain CLIP {stages['embedder'] / forwards['clip']:.2f} (target <= 1.25)" if "clip" in forwards else "")
     print(f"stage 1 outside DINOv2 (kmeans + crf + regions) {stage1:.2f} s (target <= 0.2)")
     print(f"peak RSS {result['peak_rss_gib']:.2f} GiB (target <= 1.6); first image {result['first']['seconds']:.2f} s, its naming {1000 * result['first']['naming']:.0f} ms")
     if "folder" in result:
         report_folder(result["folder"], 1 / per_image, 1 / (1.1 * plain))
+    return per_image
 
 
 def report_folder(rates: dict[str, float], single: float, target: float | None = None) -> None:
@@ -171,7 +194,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--preset", choices=[*sorted(ARCHITECTURES), "toy"], default="paper")
+    parser.add_argument("--preset", choices=[*sorted(ARCHITECTURES), "toy"], nargs="+", default=["paper"])
     parser.add_argument("--folder", type=int, default=20, help="photos in the folder throughput run (0: none)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per backbone forward in the folder run")
     parser.add_argument("--ahead", type=int, nargs="+", default=[1, 0], help="folder runs: 1 forwards ahead, 0 in turn")
@@ -182,40 +205,46 @@ def main() -> None:
     parser.add_argument("--dinov2", help=argparse.SUPPRESS)
     parser.add_argument("--clip", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.dtype:
-        print(json.dumps(measure(args)))
+    if args.dtype:  # a child process: one preset
+        print(json.dumps(measure(argparse.Namespace(**{**vars(args), "preset": args.preset[0]}))))
         return
 
     from tagseg.config import TAGConfig
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; preset {args.preset}, photos at 448x448")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; presets {' '.join(args.preset)}, photos at 448x448")
     default = TAGConfig().dtype
-    if args.preset == "toy":
-        result = measure(args)
-        print(f"toy world, {args.folder} photos")
-        report_folder(result["folder"], 1 / result["single"])
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        dinov2_size, clip_size, _ = ARCHITECTURES[args.preset]
-        dinov2 = save_random_dinov2(Path(tmp) / f"dinov2-{dinov2_size}", dinov2_size)
-        clip = save_random_clip(Path(tmp) / f"clip-{clip_size}", clip_size)
-        print(f"models: {dinov2.name}, {clip.name} (random weights); database {args.entries} entries")
-        machine = machine_description()
-        print(f"CPU: {machine['cpu']}; load average {machine['load_before']}")
-        results = {}
-        for dtype in dict.fromkeys(["float32"] * args.float32 + [default, "auto"]):
-            command = [sys.executable, __file__, "--dtype", dtype, "--dinov2", str(dinov2), "--clip", str(clip),
-                       "--runs", str(args.runs), "--entries", str(args.entries), "--preset", args.preset,
-                       "--folder", str(args.folder), "--batch-size", str(args.batch_size), "--ahead", *map(str, args.ahead), "--folder-dtype", default,
-                       "--crf" if args.crf else "--no-crf"]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            results[dtype] = json.loads(output.strip().splitlines()[-1])
-            report(results[dtype], dtype)
-    if args.json:
+    machine = machine_description()
+    print(f"CPU: {machine['cpu']}; load average {machine['load_before']}")
+    results: dict[str, dict[str, dict]] = {}
+    for preset in args.preset:
+        if preset == "toy":
+            result = measure(argparse.Namespace(**{**vars(args), "preset": "toy"}))
+            print(f"toy world, {args.folder} photos")
+            report_folder(result["folder"], 1 / result["single"])
+            continue
+        results[preset] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            dinov2, clip = random_models(preset, Path(tmp))
+            print(f"\nmodels: {dinov2.name}, {Path(clip.removeprefix('talk2dino:')).name} (random weights); database {args.entries} entries")
+            for dtype in dict.fromkeys(["float32"] * args.float32 + [default, "auto"]):
+                command = [sys.executable, __file__, "--dtype", dtype, "--dinov2", str(dinov2), "--clip", clip,
+                           "--runs", str(args.runs), "--entries", str(args.entries), "--preset", preset,
+                           "--folder", str(args.folder), "--batch-size", str(args.batch_size), "--ahead", *map(str, args.ahead), "--folder-dtype", default,
+                           "--crf" if args.crf else "--no-crf"]
+                output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                results[preset][dtype] = json.loads(output.strip().splitlines()[-1])
+                report(results[preset][dtype], dtype, preset)
+    seconds = {(preset, dtype): sum(result["stages"].values()) for preset in results for dtype, result in results[preset].items()}
+    first = next(iter(results), None)
+    for (preset, dtype), value in seconds.items():
+        if (first, dtype) in seconds:
+            print(f"{preset} {dtype}: {value:.2f} s/image, {value / seconds[first, dtype]:.2f}x {first}")
+    if args.json and first is not None:
         command = "python benchmarks/bench_pipeline.py " + shlex.join(arg for arg in sys.argv[1:] if arg != str(args.json))
         command = command.replace(" --json", "").rstrip()
-        record = {**machine, "load_after": os.getloadavg()[0], "command": command, "preset": args.preset,
-                  "entries": args.entries, "folder": args.folder, "default_dtype": default, "results": results}
+        record = {**machine, "load_after": os.getloadavg()[0], "command": command, "preset": first,
+                  "entries": args.entries, "folder": args.folder, "default_dtype": default, "results": results[first],
+                  "other_presets": {preset: by_dtype for preset, by_dtype in results.items() if preset != first}}
         args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 

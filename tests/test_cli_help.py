@@ -53,7 +53,9 @@ def test_help_keeps_every_word_value_name_and_default(argv, command, columns, mo
 def test_brackets_in_help_are_text_and_settings_show_each_presets_default() -> None:
     segment = _words(runner.invoke(app, ["segment", "--help"], env={"COLUMNS": "80"}).output)
     assert "'tagseg[ray]'" in segment or "'.[ray]'" in segment
-    assert "[default: openai/clip-vit-large-patch14 (paper); fast: openai/clip-vit-base-patch16, toy: toy]" in segment
+    assert ("[default: openai/clip-vit-large-patch14 (paper); fast: openai/clip-vit-base-patch16, toy: toy, "
+            "talk2dino: talk2dino:lorebianchi98/Talk2DINO-ViTB, talk2dino-large: talk2dino:lorebianchi98/Talk2DINO-ViTL]") in segment
+    assert "[default: -1.0 (paper); talk2dino: 0.2, talk2dino-large: 0.16]" in segment
     assert "--crf / --no-crf" in segment and "[default: on (paper)]" in segment
     assert "Usage: tagseg segment [OPTIONS] INPUTS..." in segment
     evaluate = _words(runner.invoke(app, ["eval", "--help"]).output)

@@ -316,16 +316,21 @@ def _toy_features(spec: str, config: TAGConfig) -> PatchFeatureExtractor:
     return ToyPatchFeatures()
 
 
-def _toy_embedder(spec: str, config: TAGConfig) -> DenseImageEmbedder:
-    """The toy joint space's embedder: it has no CLIP blocks, so it takes no dense method (gem_depth is ignored)."""
-    from tagseg.toy import ToyDenseEmbedder
-
+def _refuse_dense_settings(config: TAGConfig, embedder: str) -> None:
+    """Refuse dense CLIP settings for an embedder without CLIP blocks (gem_depth is ignored)."""
     embedding = config.embedding
     if embedding.dense_method != "gem" or embedding.method_settings or embedding.window_size:
         raise ConfigError(
-            f"The toy embedder has no CLIP blocks to run dense_method {embedding.dense_method!r}, method_settings "
-            "or sliding windows on; leave them at the toy preset's values, or set clip_model to a CLIP model."
+            f"The {embedder} embedder has no CLIP blocks to run dense_method {embedding.dense_method!r}, method_settings "
+            "or sliding windows on; leave them at the preset's values, or set clip_model to a CLIP model."
         )
+
+
+def _toy_embedder(spec: str, config: TAGConfig) -> DenseImageEmbedder:
+    """The toy joint space's embedder: it has no CLIP blocks, so it takes no dense method."""
+    from tagseg.toy import ToyDenseEmbedder
+
+    _refuse_dense_settings(config, "toy")
     return ToyDenseEmbedder()
 
 
@@ -338,4 +343,33 @@ def _toy_text_encoder(spec: str, config: TAGConfig) -> TextEncoder:
 register_backend(
     "toy",
     Backend(features=_toy_features, embedder=_toy_embedder, text_encoder=_toy_text_encoder, description="built into tagseg"),
+)
+
+
+TALK2DINO_PREFIX = "talk2dino:"
+"""``talk2dino:<projection>``: Talk2DINO's projection (an id, a folder or the official ``.pth``) as the joint space."""
+
+
+def _talk2dino_embedder(spec: str, config: TAGConfig) -> DenseImageEmbedder:
+    """Stage 1's DINOv2 patch features as the segment embeddings (no CLIP image tower, no dense method)."""
+    from tagseg.backbones.talk2dino import Talk2DINOEmbedder
+
+    _refuse_dense_settings(config, "Talk2DINO")
+    return Talk2DINOEmbedder.from_pretrained(spec.removeprefix(TALK2DINO_PREFIX), model_id=spec)
+
+
+def _talk2dino_text_encoder(spec: str, config: TAGConfig) -> TextEncoder:
+    from tagseg.backbones.talk2dino import Talk2DINOTextEncoder
+
+    source = spec.removeprefix(TALK2DINO_PREFIX)
+    return Talk2DINOTextEncoder.from_pretrained(source, model_id=spec, device=config.device, dtype=config.dtype)
+
+
+register_backend(
+    TALK2DINO_PREFIX,
+    Backend(
+        embedder=_talk2dino_embedder,
+        text_encoder=_talk2dino_text_encoder,
+        description="Talk2DINO projection (CLIP text tower -> DINOv2 patch space)",
+    ),
 )

@@ -528,11 +528,24 @@ PRESETS: dict[str, TAGConfig] = {
     # 336/112 sliding windows: the best published average of the training-free dense CLIP methods
     # (docs/dense_methods.md gives the numbers).
     "proxyclip": TAGConfig(dense_method="proxyclip", window_size=336, window_stride=112),
+    # Talk2DINO: CLIP ViT-B/16 texts projected into DINOv2-with-registers' patch space; Stage 1's patch
+    # features are the segment embeddings (one image forward). Abstaining below logit(bg_thresh) of the
+    # official background evaluation (0.55 ViT-B, 0.54 ViT-L; docs/dense_methods.md).
+    "talk2dino": TAGConfig(
+        feature_model="facebook/dinov2-with-registers-base",
+        clip_model="talk2dino:lorebianchi98/Talk2DINO-ViTB",
+        abstain_threshold=0.20,
+    ),
+    "talk2dino-large": TAGConfig(
+        feature_model="facebook/dinov2-with-registers-large",
+        clip_model="talk2dino:lorebianchi98/Talk2DINO-ViTL",
+        abstain_threshold=0.16,
+    ),
 }
 
 
 def preset(name: str, **overrides: Any) -> TAGConfig:
-    """The named preset (``paper``, ``fast``, ``toy`` or ``proxyclip``) with optional setting overrides."""
+    """The named preset (``paper``, ``fast``, ``toy``, ``proxyclip``, ``talk2dino``, ``talk2dino-large``) with overrides."""
     try:
         base = PRESETS[name]
     except KeyError:

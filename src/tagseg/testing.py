@@ -6,8 +6,8 @@ the very ``from_pretrained`` calls users make. Weights are seeded and determinis
 
 ``tiny`` models run a forward pass in milliseconds; the real sizes match the architectures of
 ``facebook/dinov2-small``/``-base``, ``openai/clip-vit-base-patch16`` and
-``openai/clip-vit-large-patch14`` (for timings; the weights are random), and of
-``facebook/sam-vit-base`` for Segment Anything.
+``openai/clip-vit-large-patch14`` (for timings; the weights are random), of
+``facebook/sam-vit-base`` for Segment Anything, and of the Talk2DINO ViT-B projection.
 """
 
 from __future__ import annotations
@@ -34,9 +34,17 @@ from transformers import (
 from tagseg.backbones.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from tagseg.backbones.dinov2 import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["save_random_clip", "save_random_dinov2", "save_random_sam", "TINY_CAPTIONS", "TINY_VOCABULARY_WORDS"]
+__all__ = [
+    "save_random_clip",
+    "save_random_dinov2",
+    "save_random_sam",
+    "save_random_talk2dino",
+    "TINY_CAPTIONS",
+    "TINY_VOCABULARY_WORDS",
+]
 
 DinoSize = Literal["tiny", "small", "base"]
+Talk2DINOSize = Literal["tiny", "base"]
 ClipSize = Literal["tiny", "base-16", "large-14"]
 SamSize = Literal["tiny", "base"]
 
@@ -294,4 +302,38 @@ def save_random_sam(directory: str | os.PathLike[str], size: SamSize = "tiny", s
         mask_size={"longest_edge": mask_size},
         mask_pad_size={"height": mask_size, "width": mask_size},
     ).save_pretrained(target)
+    return target
+
+
+_TALK2DINO_SIZES: dict[str, tuple[DinoSize, ClipSize]] = {"tiny": ("tiny", "tiny"), "base": ("base", "base-16")}
+TALK2DINO_CLIP_FOLDER = "clip-text"
+"""Where :func:`save_random_talk2dino` puts the CLIP text tower, named by its ``config.json``."""
+
+
+def save_random_talk2dino(directory: str | os.PathLike[str], size: Talk2DINOSize = "tiny", seed: int = 0) -> Path:
+    """Save a random Talk2DINO folder in the Hugging Face layout of ``lorebianchi98/Talk2DINO-ViTB``.
+
+    ``model.safetensors`` holds the projection under ``proj.`` (``linear_layer``, ``hidden_layers.0``)
+    beside a stand-in for the other weights of the real file (``logit_scale``); ``config.json``'s
+    ``clip_model_name`` names a random CLIP saved in the folder :data:`TALK2DINO_CLIP_FOLDER`. Its
+    DINOv2 width is :func:`save_random_dinov2`'s of the same size (``base``: ViT-B/14 and CLIP ViT-B/16).
+    """
+    from safetensors.torch import save_file
+
+    _check_size(size, _TALK2DINO_SIZES)
+    dino_size, clip_size = _TALK2DINO_SIZES[size]
+    dino_dim, clip_dim = _DINOV2_SIZES[dino_size]["hidden_size"], _CLIP_SIZES[clip_size]["projection_dim"]
+    target = Path(directory)
+    save_random_clip(target / TALK2DINO_CLIP_FOLDER, clip_size, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    weights = {
+        "proj.linear_layer.weight": torch.randn(dino_dim, clip_dim, generator=generator) / clip_dim**0.5,
+        "proj.linear_layer.bias": torch.randn(dino_dim, generator=generator) * 0.1,
+        "proj.hidden_layers.0.weight": torch.randn(dino_dim, dino_dim, generator=generator) / dino_dim**0.5,
+        "proj.hidden_layers.0.bias": torch.randn(dino_dim, generator=generator) * 0.1,
+        "logit_scale": torch.tensor(2.659),
+    }
+    save_file(weights, str(target / "model.safetensors"))
+    _write_json(target / "config.json", {"clip_model_name": TALK2DINO_CLIP_FOLDER, "model_name": "dinov2_vitb14_reg",
+                                         "proj_class": "vitb_mlp_infonce", "resize_dim": 448})
     return target

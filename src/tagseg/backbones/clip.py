@@ -283,6 +283,11 @@ class CLIPTextEncoder:
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised embeddings of ``texts``, ``(len(texts), dim)`` float32 on the CPU, in input order."""
+        return F.normalize(self.text_embeds(texts), dim=-1)
+
+    def text_embeds(self, texts: Sequence[str]) -> torch.Tensor:
+        """CLIP's projected text embeddings of ``texts`` before normalisation (OpenAI's ``encode_text``),
+        ``(len(texts), dim)`` float32 on the CPU, in input order."""
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of texts, not a single string")
         embeddings = torch.empty((len(texts), self.dim), dtype=torch.float32)
@@ -296,5 +301,5 @@ class CLIPTextEncoder:
                 rows = order[start : start + self.batch_size]
                 input_ids, attention_mask = self._padded_batch([token_ids[row] for row in rows])
                 projected = self.model(input_ids=input_ids, attention_mask=attention_mask).text_embeds
-                embeddings[rows] = F.normalize(projected.float(), dim=-1).cpu()
+                embeddings[rows] = projected.float().cpu()
         return embeddings

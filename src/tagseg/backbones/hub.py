@@ -48,6 +48,7 @@ __all__ = [
     "hub_reachable",
     "load_pretrained",
     "looks_like_path",
+    "model_file",
     "read_model_json",
     "require_available",
     "resolve_device",
@@ -338,30 +339,38 @@ def read_model_json(source: ModelSource, filename: str) -> dict[str, Any] | None
 
     For Hugging Face ids the file is looked up in the cache (and downloaded when the hub is reachable).
     """
-    name = source_name(source)
-    if looks_like_path(name):
-        path: Path | None = _local_directory(name) / filename
-        if not path.is_file():
-            return None
-    else:
-        from huggingface_hub import hf_hub_download, try_to_load_from_cache
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-        cached = try_to_load_from_cache(name, filename)
-        if isinstance(cached, str):
-            path = Path(cached)
-        elif cached is not None or isinstance(try_to_load_from_cache(name, "config.json"), str):
-            return None  # known absent, or the model is cached without it (downloads take every JSON file)
-        else:
-            offline = _hub_unreachable() is not None  # then the cache is all there is, as with HF_HUB_OFFLINE
-            try:
-                path = Path(hf_hub_download(name, filename, local_files_only=offline))
-            except (EntryNotFoundError, LocalEntryNotFoundError):
-                return None
-            except OSError as error:
-                raise _missing(name, f"cannot read {filename} ({error})") from None
+    path = model_file(source, filename)
+    if path is None:
+        return None
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def model_file(source: ModelSource, filename: str) -> Path | None:
+    """The path of the file ``filename`` of a model, or ``None`` when the model has no such file.
+
+    For Hugging Face ids the file is looked up in the cache (and downloaded when the hub is reachable
+    and the model is not cached: a cached model lacking the file has none).
+    """
+    name = source_name(source)
+    if looks_like_path(name):
+        path = _local_directory(name) / filename
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    cached = try_to_load_from_cache(name, filename)
+    if isinstance(cached, str):
+        return Path(cached)
+    if cached is not None or isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return None  # known absent, or the model is cached without it (downloads take every JSON file)
+    offline = _hub_unreachable() is not None  # then the cache is all there is, as with HF_HUB_OFFLINE
+    try:
+        return Path(hf_hub_download(name, filename, local_files_only=offline))
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return None
+    except OSError as error:
+        raise _missing(name, f"cannot read {filename} ({error})") from None
 
 
 def download_model(model_id: str, patterns: tuple[str, ...] = _DOWNLOAD_PATTERNS) -> Path:

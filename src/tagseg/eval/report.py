@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tagseg.builder import TALK2DINO_PREFIX
 from tagseg.eval.metrics import Scores
 
 
@@ -58,10 +59,13 @@ def _segmenter(pipeline: dict[str, Any]) -> str:
 
 def embedding_label(pipeline: dict[str, Any]) -> str:
     """How the patch embeddings of a run were made, from its pipeline settings: ``gem (depth 6)``,
-    ``naclip, gaussian_std=3.0``, ``proxyclip, windows 336/112``; ``-`` when not recorded."""
+    ``naclip, gaussian_std=3.0``, ``proxyclip, windows 336/112``, ``talk2dino (DINOv2 patches)`` (no dense
+    CLIP method); ``-`` when not recorded."""
     method = pipeline.get("dense_method")
     if method is None:
         return "-"
+    if str(pipeline.get("clip_model", "")).startswith(TALK2DINO_PREFIX):
+        return "talk2dino (DINOv2 patches)"
     parts = [f"{method} (depth {pipeline.get('gem_depth')})" if method == "gem" else str(method)]
     parts += [f"{name}={value}" for name, value in sorted((pipeline.get("method_settings") or {}).items())]
     if pipeline.get("window_size"):
