@@ -151,7 +151,7 @@ def test_api_keeps_the_model_cache_names() -> None:
 
     warnings.simplefilter("ignore", DeprecationWarning)  # the shim warns on every name; test_result checks that
     assert (api.model_status, api.download_models) == (builder.model_status, builder.download_models)
-    assert (api.ModelStatus, api.config_models) == (hub.ModelStatus, hub.config_models)
+    assert (api.ModelStatus, api.config_models) == (hub.ModelStatus, builder.config_models)
     paper = preset("paper")
     assert api.config_models(paper) == [paper.feature_model, paper.clip_model]
     assert api.config_models(preset("toy")) == ["toy"]  # one spec for both models, listed once

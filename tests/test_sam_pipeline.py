@@ -16,7 +16,6 @@ from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
 from tagseg import builder, toy
-from tagseg.backbones.hub import config_models
 from tagseg.cli import app
 from tagseg.config import SamSettings, TAGConfig, config_toml, load_config, preset
 from tagseg.errors import ConfigError, ModelNotAvailableError
@@ -24,7 +23,7 @@ from tagseg.exports import CategoryTable, RunExporter
 from tagseg.interfaces import MaskProposals
 from tagseg.pipeline import TAG
 from tagseg.result import Segmentation, segmentation_schema
-from tagseg.segmenters.sam import SamMaskGenerator
+from tagseg.backbones.sam import SamMaskGenerator
 from tagseg.testing import save_random_sam
 from toy_support import named_iou
 
@@ -106,8 +105,8 @@ def test_models_list_includes_sam_model_only_for_sam(tiny_sam: Path) -> None:
     assert listed.exit_code == 0, listed.output
     row = next(line for line in listed.output.splitlines() if str(tiny_sam) in line)
     assert "ready" in row
-    assert str(tiny_sam) not in config_models(preset("paper", sam_model=str(tiny_sam)))
-    assert config_models(preset("paper", segmenter="sam", sam_model=str(tiny_sam)))[-1] == str(tiny_sam)
+    assert str(tiny_sam) not in builder.config_models(preset("paper", sam_model=str(tiny_sam)))
+    assert builder.config_models(preset("paper", segmenter="sam", sam_model=str(tiny_sam)))[-1] == str(tiny_sam)
 
 
 # ----------------------------------------------------------------------------- the pipeline

@@ -39,6 +39,7 @@ __all__ = [
     "NamingSettings",
     "PRESETS",
     "SECTIONS",
+    "SEGMENTER_NAMES",
     "SamSettings",
     "Setting",
     "TAGConfig",
@@ -223,13 +224,17 @@ class ModelSettings(_Section):
     )
 
 
+SEGMENTER_NAMES = ("kmeans", "sam")
+"""The segmenters registered in :mod:`tagseg.segmenters` (kept here so that settings import no torch)."""
+
+
 @dataclass(frozen=True)
 class ClusterSettings(_Section):
     """Stage 1: k-means segment candidates (or SAM's masks), their number per image, small regions and the CRF."""
 
     segmenter: str = setting(
         "kmeans", "Stage 1: 'kmeans' (DINOv2 k-means segments, the paper's) or 'sam' (Segment Anything's masks, docs/sam.md).",
-        choices=("kmeans", "sam"),
+        choices=SEGMENTER_NAMES,
     )
     uncovered: str = setting(
         "fallback", "With segmenter sam, pixels no mask covers: 'fallback' (take the k-means segments, named as usual) "
