@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import jsonschema
@@ -94,7 +95,7 @@ def test_the_builder_builds_the_proposer_from_sam_model(tiny_sam: Path) -> None:
     config = preset("toy", segmenter="sam", sam_model=str(tiny_sam), sam=_UNFILTERED)
     seams = builder.build(config)
     assert isinstance(seams.proposer, SamMaskGenerator)
-    assert seams.proposer.settings == config.clusters.sam and seams.proposer.model_id == str(tiny_sam)
+    assert asdict(seams.proposer.options) == asdict(config.clusters.sam) and seams.proposer.model_id == str(tiny_sam)
     assert builder.build(preset("toy")).proposer is None  # k-means loads no SAM
     with pytest.raises(ConfigError, match="provides no region proposer"):
         builder.build_proposer(preset("toy", sam_model="toy"))
@@ -205,7 +206,7 @@ def test_sam_loads_lazily_and_takes_per_call_knobs(toy_seams: TAG, tiny_sam: Pat
     assert indices and max(indices) < 2 * 2 * 3  # 4 points, 3 masks each
     four = tag(photo, segmenter="sam", sam={**_UNFILTERED, "points_per_side": 4})
     assert max(r.proposal for s in four.segments for r in s.regions) >= 2 * 2 * 3
-    assert tag.proposer.settings == config.clusters.sam  # the loaded generator keeps the TAG's own knobs
+    assert asdict(tag.proposer.options) == asdict(config.clusters.sam)  # the loaded generator keeps the TAG's own knobs
     missing = TAG(toy_seams.features, toy_seams.embedder, toy_seams.text_encoder, toy_seams.database,
                   toy_seams.config.replace(models={"sam_model": str(tiny_sam.parent / "missing")}))
     with pytest.raises(ModelNotAvailableError, match="no such directory"):
