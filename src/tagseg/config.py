@@ -7,7 +7,7 @@ text, default, allowed values, command-line flag). The command line (:mod:`tagse
 
 * :class:`ModelSettings` (``models``): which models, at what input size, on which device.
 * :class:`ClusterSettings` (``clusters``): Stage 1, k-means segments (or Segment Anything's masks,
-  :class:`SamSettings`), granularity and the CRF.
+  :class:`SamSettings`), granularity and the CRF; read by the segmenter :mod:`tagseg.segmenters` names.
 * :class:`EmbeddingSettings` (``embedding``): Stage 2, the dense CLIP method and its sliding windows.
 * :class:`NamingSettings` (``naming``): Stage 3, retrieval and the candidate-name rules.
 * :class:`ControlSettings` (``controls``): the optional naming controls applied after Stage 3.
