@@ -45,9 +45,11 @@ class KMeansSegmenter:
     """The paper's Stage 1 (``segmenter="kmeans"``): :func:`kmeans_segments` of every image's patch features."""
 
     def needs_patch_features(self, clusters: ClusterSettings) -> bool:
+        """Always: k-means clusters the patch features of every image."""
         return True
 
     def segment(self, images: Sequence[SegmenterInput], clusters: ClusterSettings) -> list[Segments]:
+        """Each image's compact cluster map at the working size, with its original cluster ids."""
         return [
             Segments(*kmeans_segments(image.working, image.patch_features(), clusters, image.timings)) for image in images
         ]

@@ -32,9 +32,11 @@ class ProposalSegmenter:
         self._proposer = proposer
 
     def needs_patch_features(self, clusters: ClusterSettings) -> bool:
-        return False  # only for uncovered pixels with uncovered="fallback", asked for then
+        """Never for every image: only for uncovered pixels with ``uncovered="fallback"``, asked for then."""
+        return False
 
     def segment(self, images: Sequence[SegmenterInput], clusters: ClusterSettings) -> list[Segments]:
+        """Each image's regions at its own size, with the mask each came from (see :func:`proposal_segments`)."""
         proposer = self._proposer()
         with_options = getattr(proposer, "with_options", None)
         if with_options is not None:
