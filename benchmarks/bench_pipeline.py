@@ -13,13 +13,20 @@ images/s, once with the forwards of the next image overlapping the current one's
 once without (``--ahead``); ``--preset toy`` measures only that, with the toy world.
 
     python benchmarks/bench_pipeline.py [--preset paper|fast|toy] [--runs 2] [--entries 100000] [--crf/--no-crf]
-        [--folder 20] [--batch-size 1] [--ahead 1 0] [--no-float32]
+        [--folder 20] [--batch-size 1] [--ahead 1 0] [--no-float32] [--json bench.json]
+
+``--json`` also writes the results with the command, the CPU (model and flags), the load average
+and the date, which ``python scripts/write_speed_section.py bench.json`` puts into the README.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -169,6 +176,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="images per backbone forward in the folder run")
     parser.add_argument("--ahead", type=int, nargs="+", default=[1, 0], help="folder runs: 1 forwards ahead, 0 in turn")
     parser.add_argument("--float32", action=argparse.BooleanOptionalAction, default=True, help="also measure float32")
+    parser.add_argument("--json", type=Path, help="also write the results, the command and the machine to this file")
     parser.add_argument("--folder-dtype", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)  # set in the child processes
     parser.add_argument("--dinov2", help=argparse.SUPPRESS)
@@ -192,13 +200,36 @@ def main() -> None:
         dinov2 = save_random_dinov2(Path(tmp) / f"dinov2-{dinov2_size}", dinov2_size)
         clip = save_random_clip(Path(tmp) / f"clip-{clip_size}", clip_size)
         print(f"models: {dinov2.name}, {clip.name} (random weights); database {args.entries} entries")
+        machine = machine_description()
+        print(f"CPU: {machine['cpu']}; load average {machine['load_before']}")
+        results = {}
         for dtype in dict.fromkeys(["float32"] * args.float32 + [default, "auto"]):
             command = [sys.executable, __file__, "--dtype", dtype, "--dinov2", str(dinov2), "--clip", str(clip),
                        "--runs", str(args.runs), "--entries", str(args.entries), "--preset", args.preset,
                        "--folder", str(args.folder), "--batch-size", str(args.batch_size), "--ahead", *map(str, args.ahead), "--folder-dtype", default,
                        "--crf" if args.crf else "--no-crf"]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            report(json.loads(output.strip().splitlines()[-1]), dtype)
+            results[dtype] = json.loads(output.strip().splitlines()[-1])
+            report(results[dtype], dtype)
+    if args.json:
+        command = "python benchmarks/bench_pipeline.py " + shlex.join(arg for arg in sys.argv[1:] if arg != str(args.json))
+        command = command.replace(" --json", "").rstrip()
+        record = {**machine, "load_after": os.getloadavg()[0], "command": command, "preset": args.preset,
+                  "entries": args.entries, "folder": args.folder, "default_dtype": default, "results": results}
+        args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
+
+
+def machine_description() -> dict:
+    """The CPU (model name and the flags that decide the speed), the date and the load average now."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        info = ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor())
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if flag in flags]
+    return {"cpu": f"{model or 'unknown CPU'}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX2'}",
+            "torch": torch.__version__, "date": datetime.date.today().isoformat(), "load_before": os.getloadavg()[0]}
 
 
 if __name__ == "__main__":

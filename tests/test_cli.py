@@ -178,8 +178,28 @@ def test_missing_inputs_fail_with_exit_code_1_and_bad_settings_say_what_to_do(tm
     assert preset.exit_code == 1 and "Unknown preset 'huge'" in preset.output and "Traceback" not in preset.output
     save(tmp_path / "one.png", toy_scene(1, size=(64, 64))[0])
     model = run("segment", str(tmp_path / "one.png"), "--out", str(tmp_path / "o"), "--feature-model", str(tmp_path / "no-model"))
-    assert model.exit_code == 1 and "no-model' is not available" in model.output and "Traceback" not in model.output
+    assert model.exit_code == 1 and "no-model: no such directory" in model.output and "Traceback" not in model.output
     assert run("segment", "x.png", "--formats", "gif").exit_code == 1
+
+
+def test_inputs_are_checked_before_any_model_loads_and_a_run_of_failures_writes_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "x.jpg"
+    empty.write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not a picture")
+    out = tmp_path / "o"
+    no_model = str(tmp_path / "no-model")  # loading it would fail: the inputs must be refused first
+    refused = run("segment", str(empty), str(tmp_path / "nope.jpg"), str(tmp_path / "notes.png"), "--out", str(out),
+                  "--feature-model", no_model)
+    assert refused.exit_code == 1, refused.output
+    assert "x.jpg: the file is empty" in refused.output and "nope.jpg: no such file or folder: check the path" in refused.output
+    assert "notes.png: not an image file" in refused.output and "no-model" not in refused.output
+    assert "run the same command again" not in refused.output and not out.exists()
+    truncated = tmp_path / "cut" / "half.png"  # a valid header over missing pixel data: found only by decoding
+    save(truncated, toy_scene(1, size=(64, 64))[0])
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    decoded = run("segment", str(truncated.parent), "--out", str(out), *TOY)
+    assert decoded.exit_code == 1 and "Nothing was segmented" in decoded.output
+    assert not (out / "results.coco.json").exists() and (out / "failures.jsonl").exists()
 
 
 def test_config_show_file_overridden_by_flags_round_trips(tmp_path: Path) -> None:
@@ -239,3 +259,17 @@ def test_the_command_line_starts_without_importing_torch() -> None:
 
     code = "import sys, tagseg.cli, tagseg.config; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_progress_shows_rate_and_time_left_from_the_first_finished_image() -> None:
+    from rich.progress import Task, TaskID
+
+    from tagseg.cli.segment import _RateColumn, _TimeLeftColumn
+
+    now = [100.0]
+    task = Task(TaskID(0), "images", total=10, completed=0, _get_time=lambda: now[0])
+    task.start_time = 100.0
+    now[0] = 104.0
+    assert str(_RateColumn().render(task)) == "-- img/s" and str(_TimeLeftColumn().render(task)) == "ETA -:--:--"
+    task.completed = 1  # the first image took 4 s: 9 more take 36 s
+    assert str(_RateColumn().render(task)) == "4.0 s/img" and str(_TimeLeftColumn().render(task)) == "ETA 0:00:36"

@@ -194,6 +194,27 @@ def test_segment_with_an_unreachable_hub_exits_in_seconds(tmp_path: Path) -> Non
     )
     seconds = time.perf_counter() - started
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "is not available" in done.stderr and "cannot be reached" in done.stderr
+    assert "cannot be loaded" in done.stderr and "cannot be reached" in done.stderr
     assert "Traceback" not in done.stderr and "thrown while requesting" not in done.stderr
     assert seconds < 20, f"{seconds:.1f} s"
+
+
+def test_every_missing_model_of_a_run_is_named_in_one_error_before_any_loads(monkeypatch, tmp_path: Path, dinov2_dir: Path) -> None:
+    """Features, CLIP and SAM (when chosen) missing offline: one message, one command that fetches them all."""
+    from tagseg import builder
+    from tagseg.config import preset
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(builder, "build_features", lambda config: pytest.fail("a model was loaded"))
+    config = preset("paper").replace(feature_model="tagseg-tests/features", clip_model="tagseg-tests/clip", segmenter="sam",
+                                     sam_model="tagseg-tests/sam")
+    with pytest.raises(ModelNotAvailableError) as caught:
+        builder.build(config)
+    message = str(caught.value)
+    assert "tagseg models download tagseg-tests/features tagseg-tests/clip tagseg-tests/sam" in message
+    assert "HF_HUB_OFFLINE" in message
+    with pytest.raises(ModelNotAvailableError) as caught:  # a missing folder is named beside a missing id
+        builder.build(config.replace(feature_model=str(tmp_path / "no-such-folder"), segmenter="kmeans"))
+    message = str(caught.value)
+    assert "no-such-folder: no such directory" in message and "tagseg models download tagseg-tests/clip`" in message
+    builder.check_models(config.replace(feature_model=str(dinov2_dir), clip_model="toy", segmenter="kmeans"))  # all present

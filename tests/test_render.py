@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagseg.render import label_image, overlay, palette
+from tagseg.render import label_image, overlay, palette, segment_colours
 from tagseg.result import Segment, Segmentation
 
 
@@ -60,3 +60,18 @@ def test_overlay_handles_tiny_images_and_many_segments() -> None:
 def test_overlay_refuses_an_image_of_another_size() -> None:
     with pytest.raises(ValueError, match="does not match"):
         overlay(np.zeros((10, 10, 3), np.uint8), segmentation(stripes(8, 8, 2), ["a", "b"]))
+
+
+def test_a_segment_named_after_a_colour_is_drawn_in_it_and_no_other_segment_looks_like_it() -> None:
+    result = segmentation(stripes(90, 160, 4), ["sky", "red", "Sky Blue", "tree"])
+    colours = segment_colours(result)
+    assert colours[1].tolist() == [255, 0, 0] and colours[2].tolist() == [135, 206, 235]
+    for other in (0, 3):
+        for named in (1, 2):
+            assert np.linalg.norm(colours[other].astype(float) - colours[named].astype(float)) > 80
+    assert label_image(result).getpalette()[:12] == colours.ravel().tolist()  # the label PNG matches the overlay
+    photo = np.full((90, 160, 3), 120, dtype=np.uint8)
+    pixels = np.asarray(overlay(photo, result, alpha=0.5))
+    stripe = pixels[:30, 41:79].reshape(-1, 3)  # segment "red", inside its outline, above the legend
+    values, counts = np.unique(stripe, axis=0, return_counts=True)
+    assert np.isclose(values[counts.argmax()], 0.5 * 120 + 0.5 * np.array([255, 0, 0]), atol=1).all()  # mostly the tint

@@ -219,13 +219,14 @@ def segment_files(
 @contextmanager
 def run_files(out: Path, wanted: frozenset[str], exporter: RunExporter | None) -> Iterator[CocoWriter | None]:
     """The run's ``results.coco.json`` writer (None without ``coco`` in ``wanted``) for the block to feed;
-    it and ``exporter`` are finished when the block ends normally, and the spool is dropped either way."""
+    it and ``exporter`` are finished when the block ends normally having fed it some image (a run in
+    which every image failed writes neither), and the spool is dropped either way."""
     run_file = CocoWriter.for_run(out) if "coco" in wanted else None
     try:
         yield run_file
-        if run_file is not None:
+        if run_file is not None and run_file.images:
             run_file.finish()
-        if exporter is not None:
+        if exporter is not None and (run_file is None or run_file.images):
             exporter.finish()
     finally:
         if run_file is not None:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 
-from tagseg.backbones.hub import ModelStatus, cache_status, download_model, looks_like_path
+from tagseg.backbones.hub import ModelStatus, cache_status, download_model, looks_like_path, require_available
 from tagseg.errors import ConfigError, DatabaseError
 from tagseg.segmenters import segmenter_entry
 
@@ -51,6 +51,7 @@ __all__ = [
     "build_proposer",
     "build_text_encoder",
     "check_database",
+    "check_models",
     "config_models",
     "download_models",
     "model_status",
@@ -189,6 +190,7 @@ def build(config: TAGConfig, *, database: TextDatabase | None = None) -> Seams:
     """
     if database is None:
         check_database(config.database)
+    check_models(config)
     features = build_features(config)
     embedder = build_embedder(config)
     text_encoder = build_text_encoder(config)
@@ -266,6 +268,12 @@ def model_status(models: Iterable[str], *, verify: bool = False, cache_dir: str 
         next(from_hub) if backend is None else ModelStatus(model, "builtin", backend.description)
         for model, backend in zip(models, backends)
     ]
+
+
+def check_models(config: TAGConfig) -> None:
+    """Refuse, before any model loads, a configuration whose models (features, CLIP, SAM when chosen) cannot be
+    loaded: one :class:`~tagseg.errors.ModelNotAvailableError` names all of them (one hub probe at most)."""
+    require_available(model_status(config_models(config)))
 
 
 def download_models(models: Iterable[str]) -> list[Path]:

@@ -27,6 +27,9 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -43,6 +46,8 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeEr
 
 # Formats whose decoding runs an external program (Ghostscript for EPS).
 _REFUSED_FORMATS = frozenset({"EPS"})
+MIN_SIDE = 14
+"""The shortest image side accepted, in pixels (a DINOv2 patch)."""
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # Modes whose transparency is one colour or palette entry named in ``image.info["transparency"]``.
@@ -51,7 +56,7 @@ _WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
 def load_image(
-    source: ImageSource, *, max_pixels: int = ModelSettings.max_pixels, min_side: int = 14, copy: bool = True
+    source: ImageSource, *, max_pixels: int = ModelSettings.max_pixels, min_side: int = MIN_SIDE, copy: bool = True
 ) -> np.ndarray:
     """Load ``source`` as an RGB ``uint8`` array of shape ``(H, W, 3)``.
 
@@ -90,7 +95,47 @@ def load_image(
     )
 
 
-def _from_path(path: Path, *, max_pixels: int, min_side: int) -> np.ndarray:
+@dataclass(frozen=True)
+class InputProblem:
+    """Why one input of a batch cannot be segmented, and what to do about it."""
+
+    input: str
+    reason: str
+    fix: str
+
+
+def check_inputs(inputs: Iterable[str | os.PathLike[str]], *, max_pixels: int = ModelSettings.max_pixels) -> list[InputProblem]:
+    """The inputs of a batch that cannot be segmented, found without loading any model or decoding any pixel.
+
+    A file is checked as :func:`load_image` checks it, from its header only (milliseconds: corrupt or
+    truncated pixel data is found by the batch when it decodes); a path that does not exist and is no glob
+    pattern or URL is reported missing. Folders, glob patterns and URLs are left to the batch,
+    which expands them.
+    """
+    problems = []
+    for item in inputs:
+        text = os.fspath(item)
+        path = Path(text)
+        if "://" in text or path.is_dir() or set("*?[") & set(text):
+            continue
+        if not path.exists():
+            problems.append(InputProblem(text, f"{text}: no such file or folder", "check the path"))
+            continue
+        try:
+            with _opened(path) as stream, _identified(stream, text) as image:
+                width, height = image.size  # from the header: no pixel is decoded
+        except ImageError as error:
+            problems.append(InputProblem(text, str(error), "replace it with a readable image, or leave it out"))
+            continue
+        try:
+            _check_size(width, height, text, max_pixels=max_pixels, min_side=MIN_SIDE)
+        except ImageError as error:
+            problems.append(InputProblem(text, str(error), "leave it out"))
+    return problems
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[BinaryIO]:
     if not path.exists():
         raise ImageError(f"{path}: no such file")
     if path.is_dir():
@@ -102,10 +147,22 @@ def _from_path(path: Path, *, max_pixels: int, min_side: int) -> np.ndarray:
     with stream:
         if path.stat().st_size == 0:
             raise ImageError(f"{path}: the file is empty (0 bytes)")
+        yield stream
+
+
+def _from_path(path: Path, *, max_pixels: int, min_side: int) -> np.ndarray:
+    with _opened(path) as stream:
         return _from_stream(stream, str(path), max_pixels=max_pixels, min_side=min_side)
 
 
 def _from_stream(stream: BinaryIO, name: str, *, max_pixels: int, min_side: int) -> np.ndarray:
+    with _identified(stream, name) as image:
+        return _from_pil(image, name, max_pixels=max_pixels, min_side=min_side)
+
+
+@contextmanager
+def _identified(stream: BinaryIO, name: str) -> Iterator[Image.Image]:
+    """The image in ``stream`` opened lazily (header read, no pixel decoded), or the :class:`ImageError` saying why not."""
     if not _is_seekable(stream):
         stream = io.BytesIO(stream.read())
     Image.init()  # registers every installed plugin, so the list below is complete
@@ -121,7 +178,7 @@ def _from_stream(stream: BinaryIO, name: str, *, max_pixels: int, min_side: int)
     except _DECODE_ERRORS as error:
         raise ImageError(f"{name}: not a readable image ({error})") from error
     with image:
-        return _from_pil(image, name, max_pixels=max_pixels, min_side=min_side)
+        yield image
 
 
 def _is_seekable(stream: BinaryIO) -> bool:

@@ -1,7 +1,9 @@
 """Pictures of a :class:`~tagseg.result.Segmentation`: an annotated overlay and an indexed label PNG.
 
-The palette is fixed: segment ``i`` has colour ``palette(n)[i]`` for every ``n > i``, the same in
-the overlay, its legend and the label PNG.
+Each segment has one colour, the same in the overlay, its legend and the label PNG
+(:func:`segment_colours`): a segment named after a colour ("red", "sky blue": any CSS colour name)
+is drawn in that colour, so a tint never contradicts its name; the others take the fixed
+:func:`palette` in turn, skipping its entries close to a colour already drawn.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ import colorsys
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from tagseg.result import Segmentation
 
-__all__ = ["label_image", "overlay", "palette"]
+__all__ = ["label_image", "overlay", "palette", "segment_colours"]
 
 # 20 well-separated colours (Kelly's list without white/black, then bright complements).
 _BASE_COLOURS = (
@@ -39,17 +41,42 @@ def palette(n: int) -> np.ndarray:
     return np.array(colours, dtype=np.uint8).reshape(n, 3)
 
 
+_CLOSE = 80.0  # RGB distance under which two colours are hard to tell apart in a tint
+
+
+def colour_of_name(name: str) -> tuple[int, int, int] | None:
+    """The RGB colour a segment name is ("red", "Grey", "sky blue": CSS colour names, spaces ignored), else None."""
+    key = "".join(name.lower().split())
+    return ImageColor.getrgb(key)[:3] if key in ImageColor.colormap else None  # type: ignore[return-value]
+
+
+def segment_colours(result: Segmentation) -> np.ndarray:
+    """Each segment's colour as an ``(n, 3)`` uint8 array (at least one row): its name's colour when it is
+    named after a colour, else the next :func:`palette` entry not close to a colour already used."""
+    named = [colour_of_name(segment.label) for segment in result.segments]
+    used = [np.array(colour, dtype=np.float32) for colour in named if colour is not None]
+    spare = list(palette(len(result.segments) + len(used) * 4))
+    colours = []
+    for colour in named:
+        if colour is None:
+            far = [i for i, c in enumerate(spare) if all(np.linalg.norm(c.astype(np.float32) - u) > _CLOSE for u in used)]
+            colour = spare.pop(far[0] if far else 0)
+            used.append(np.asarray(colour, dtype=np.float32))
+        colours.append(colour)
+    return np.array(colours or [palette(1)[0]], dtype=np.uint8).reshape(-1, 3)
+
+
 def label_image(result: Segmentation) -> Image.Image:
     """The label map as an image whose pixel values are segment ids.
 
-    Up to 256 segments: an indexed (mode ``P``) image with :func:`palette` colours, which any viewer
+    Up to 256 segments: an indexed (mode ``P``) image with :func:`segment_colours`, which any viewer
     shows in colour. PNG palettes hold at most 256 entries, so with more segments the image is
     16-bit greyscale (mode ``I;16``): pixel value = segment id, no palette.
     """
     count = len(result.segments)
     if count <= 256:
         image = Image.fromarray(result.label_map.astype(np.uint8), mode="P")
-        image.putpalette(palette(max(count, 1)).ravel().tolist())
+        image.putpalette(segment_colours(result).ravel().tolist())
         return image
     return Image.fromarray(result.label_map.astype(np.uint16))
 
@@ -69,7 +96,7 @@ def overlay(image: np.ndarray, result: Segmentation, *, alpha: float = 0.5) -> I
         )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    colours = palette(max(len(result.segments), 1))
+    colours = segment_colours(result)
     painted = colours[result.label_map]
     blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * painted.astype(np.float32)
     edges = _edges(result.label_map)

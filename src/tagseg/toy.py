@@ -66,17 +66,18 @@ def colours(shades: bool = False) -> dict[str, tuple[int, int, int]]:
 
 
 def toy_captions(shades: bool = False) -> list[str]:
-    """Captions naming every colour six times among other words, plus distractors."""
+    """Captions naming every colour six times, each beside nouns only (so every candidate word is a
+    colour or a thing), plus distractors."""
     captions = []
     for i, colour in enumerate(colours(shades)):
         nouns = [_NOUNS[(i + j) % len(_NOUNS)] for j in range(3)]
         captions += [
-            f"a {colour} {nouns[0]} parked near the river",
+            f"a {colour} {nouns[0]} near the river",
             f"the {colour} {nouns[0]} in the morning",
-            f"a bright {colour} {nouns[1]} on display",
-            f"{colour} paint on the old {nouns[2]}",
-            f"a small {colour} {nouns[1]} and a tree",
-            f"the {colour} {nouns[2]} seen from above",
+            f"a {colour} {nouns[1]} on the table",
+            f"the {colour} {nouns[2]} by the house",
+            f"a {colour} {nouns[1]} and a tree",
+            f"the {colour} {nouns[2]} in the garden",
         ]
     return captions + _DISTRACTORS
 

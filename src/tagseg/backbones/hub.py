@@ -46,6 +46,7 @@ __all__ = [
     "load_pretrained",
     "looks_like_path",
     "read_model_json",
+    "require_available",
     "resolve_device",
     "source_name",
 ]
@@ -153,16 +154,57 @@ def _hub_unreachable() -> str | None:
     except OSError as error:
         via = f" through the proxy {target.hostname}:{port}" if target is not endpoint else ""
         return (
-            f"it is not in the local cache and the Hugging Face hub at {constants.ENDPOINT} cannot be reached{via} "
+            f"the Hugging Face hub at {constants.ENDPOINT} cannot be reached{via} "
             f"({error.strerror or error or type(error).__name__})"
         )
+
+
+def require_available(statuses: Iterable[ModelStatus]) -> None:
+    """Raise one :class:`ModelNotAvailableError` naming every model of ``statuses`` that cannot be loaded.
+
+    Called before any model loads, with the status of every model a run needs (features, CLIP,
+    SAM): models that are ready pass; Hugging Face ids missing from the cache pass when the hub
+    answers (one probe for all of them), since they will be downloaded; everything else is listed
+    in one message, with the one command that fetches them all.
+    """
+    problems = [status for status in statuses if not status.ready]
+    from_hub = [status.model for status in problems if status.kind == "hub"]
+    local = [status for status in problems if status.kind != "hub"]
+    offline = _offline_reason() if from_hub else None
+    if not local and offline is None:
+        return
+    lines = [f"{len(local) + (len(from_hub) if offline else 0)} model(s) of this run cannot be loaded:"]
+    lines += [f"  {status.model}: {status.problem}" for status in local]
+    if offline is not None:
+        lines += [f"  {model}: not in the local Hugging Face cache" for model in from_hub]
+        listed = " ".join(from_hub)
+        lines += [
+            f"The hub cannot download them: {offline}.",
+            f"Fetch them all on a machine with internet access with `tagseg models download {listed}` and copy "
+            "its Hugging Face cache (~/.cache/huggingface, or $HF_HOME) here, or with "
+            "`tagseg models pack models.tar` there (same preset and flags as this run) and "
+            "`tagseg models unpack models.tar` here; or pass the local directories the models were saved to "
+            "(feature_model, clip_model, sam_model; --feature-model ... on the command line).",
+        ]
+    else:
+        lines.append("Pass the directory a model was saved to (config.json plus weights, as written by `save_pretrained`).")
+    raise ModelNotAvailableError("\n".join(lines))
+
+
+def _offline_reason() -> str | None:
+    """Why models cannot be downloaded now (``HF_HUB_OFFLINE``, or the hub does not answer one probe), else None."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    return _hub_unreachable()
 
 
 def _require_hub(name: str) -> None:
     """Raise the model's :class:`ModelNotAvailableError` at once when the hub is unreachable."""
     reason = _hub_unreachable()
     if reason is not None:
-        raise _missing(name, reason)
+        raise _missing(name, f"it is not in the local cache and {reason}")
 
 
 def _first_line(error: BaseException) -> str:
@@ -299,16 +341,22 @@ def read_model_json(source: ModelSource, filename: str) -> dict[str, Any] | None
         if not path.is_file():
             return None
     else:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-        offline = _hub_unreachable() is not None  # then the cache is all there is, as with HF_HUB_OFFLINE
-        try:
-            path = Path(hf_hub_download(name, filename, local_files_only=offline))
-        except (EntryNotFoundError, LocalEntryNotFoundError):
-            return None
-        except OSError as error:
-            raise _missing(name, f"cannot read {filename} ({error})") from None
+        cached = try_to_load_from_cache(name, filename)
+        if isinstance(cached, str):
+            path = Path(cached)
+        elif cached is not None or isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return None  # known absent, or the model is cached without it (downloads take every JSON file)
+        else:
+            offline = _hub_unreachable() is not None  # then the cache is all there is, as with HF_HUB_OFFLINE
+            try:
+                path = Path(hf_hub_download(name, filename, local_files_only=offline))
+            except (EntryNotFoundError, LocalEntryNotFoundError):
+                return None
+            except OSError as error:
+                raise _missing(name, f"cannot read {filename} ({error})") from None
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -386,7 +434,10 @@ def _local_status(model: str) -> ModelStatus:
 
 
 def _hub_status(model: str, repo: Any, verify: bool) -> ModelStatus:
-    fetch = f"run `tagseg models download {model}` on a machine with internet access"
+    fetch = (
+        f"run `tagseg models download {model}` on a machine with internet access and copy its Hugging Face cache "
+        "here, or `tagseg models pack ARCHIVE` there and `tagseg models unpack ARCHIVE` here"
+    )
     if repo is None:
         return ModelStatus(model, "hub", problem=f"not in the Hugging Face cache; {fetch}")
     revision = _current_revision(repo)

@@ -17,7 +17,7 @@ EngineName = Enum("EngineName", {name: name for name in ENGINES}, type=str)  # t
 Engine = Annotated[
     EngineName,
     typer.Option(
-        help="local: this process (default, needs nothing more); ray: the workers of a Ray cluster (pip install 'tagseg[ray]').",
+        help="local: this process (default, needs nothing more); ray: the workers of a Ray cluster (needs the ray extra: pip install -e '.[ray]' in a checkout of tagseg).",
         rich_help_panel=RAY,
     ),
 ]

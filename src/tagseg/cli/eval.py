@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
 
 from tagseg.cli import options as opt
 from tagseg.cli.options import reported_errors
-from tagseg.config import DENSE_METHOD_NAMES
+from tagseg.config import TAGConfig
 
 console = Console(highlight=False)
 
@@ -47,6 +47,7 @@ def _resolution(value: str | None, scoring: Scoring) -> int | None:
     return int(value)
 
 
+@opt.with_settings
 def eval_command(
     dataset: DatasetKind = typer.Option(..., "--dataset", "-d", help="Benchmark to evaluate on."),
     root: Optional[Path] = typer.Option(None, help="Folder holding the dataset (not needed for toy)."),
@@ -74,29 +75,27 @@ def eval_command(
     ),
     limit: Optional[int] = typer.Option(None, min=1, help="Evaluate only the first N images."),
     toy_images: int = typer.Option(20, min=1, help="Scenes generated for --dataset toy."),
-    preset: Optional[str] = typer.Option(None, help="Pipeline preset (default: toy for the toy dataset, else paper)."),
-    config: Optional[Path] = typer.Option(None, help="TOML file of pipeline settings (replaces --preset)."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, ..."),
-    segmenter: opt.Segmenter = None,
-    sam_model: opt.SamModel = None,
-    dense_method: Optional[Literal[DENSE_METHOD_NAMES]] = typer.Option(  # type: ignore[valid-type]
-        None, help="Dense CLIP method (replaces the preset's or --config's); one run per method gives comparable reports.",
-        show_default=False,
-    ),
     cache_dir: Optional[Path] = typer.Option(None, help="Prediction cache (default: $TAGSEG_CACHE/eval)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and store predictions per image."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default: tagseg-eval/DATASET)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    *,
+    settings: Callable[[str], TAGConfig],
 ) -> None:
-    """Evaluate on a benchmark: mIoU and pixel accuracy under each label-mapping protocol, plus a naming report."""
+    """Evaluate on a benchmark: mIoU and pixel accuracy under each label-mapping protocol, plus a naming report.
+
+    The pipeline's settings are chosen as for `tagseg segment` (--preset, then --config, then the settings
+    flags); the default preset is toy for --dataset toy, else paper. One run per dense method
+    (--dense-method) gives comparable reports.
+    """
     unknown = sorted(set(protocol) - set(PROTOCOLS))
     if unknown:
         raise typer.BadParameter(f"unknown protocol(s) {', '.join(unknown)}; choose from {', '.join(PROTOCOLS)}")
     with reported_errors():
         _run(
             dataset.value, root, split, protocol, text_model, threshold, template, _resolution(resolution, scoring),
-            background is Background.count, scoring.value, limit, toy_images, preset, config,
-            {"device": device, "segmenter": segmenter, "sam_model": sam_model, "dense_method": dense_method},
+            background is Background.count, scoring.value, limit, toy_images,
+            settings("toy" if dataset.value == "toy" else "paper"),
             (cache_dir or _default_cache()) if cache else None, out or Path("tagseg-eval") / dataset.value, progress,
         )
 
@@ -120,14 +119,11 @@ def _run(
     scoring: str,
     limit: int | None,
     toy_images: int,
-    preset_name: str | None,
-    config_file: Path | None,
-    settings: dict[str, str | None],
+    pipeline_config: TAGConfig,
     cache_dir: Path | None,
     out: Path,
     progress: bool,
 ) -> None:
-    from tagseg.config import load_config, preset
     from tagseg.eval import (
         LazyTAG,
         OracleProtocol,
@@ -139,10 +135,6 @@ def _run(
     )
 
     data = ToyDataset(toy_images) if kind == "toy" else open_dataset(kind, root, split)
-    if config_file is not None:
-        pipeline_config = load_config(config_file, **settings)
-    else:
-        pipeline_config = preset(preset_name or ("toy" if kind == "toy" else "paper"), **settings)
     segmenter = LazyTAG(pipeline_config)
     factories = {
         "tag": lambda: sentence_transformer_protocol(text_model, threshold=threshold),

@@ -17,7 +17,7 @@ from tagseg.config import PRESETS
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="Download models into the Hugging Face cache ahead of time and check what is there (never online).",
+    help="Check what the local cache holds for a run (offline), download models into it (online), pack and unpack them for machines without internet.",
 )
 console = Console(highlight=False)
 
@@ -146,3 +146,88 @@ def download(
         for folder in folders:
             console.print(f"[green]ready:[/green] {escape(str(folder))}")
         console.print(_table(model_status(chosen)))
+
+
+Archive = Annotated[Path, typer.Argument(metavar="ARCHIVE", help="The archive file (tar).", show_default=False)]
+DatabaseOption = opt._FLAGS["database"]
+
+
+@app.command()
+def pack(
+    archive: Archive,
+    preset: opt.Preset = None,
+    config: opt.ConfigFile = None,
+    feature_model: opt.FeatureModel = None,
+    clip_model: opt.ClipModel = None,
+    segmenter: opt.Segmenter = None,
+    sam_model: opt.SamModel = None,
+    database: DatabaseOption = None,
+) -> None:
+    """On a machine with internet: write every model a run needs, and the shipped vocabulary embedded by its
+    text tower, into one archive.
+
+    Models missing from the cache are downloaded first; the vocabulary is embedded if it is not cached yet
+    (minutes on a CPU). Copy the archive to the machine without internet and run `tagseg models unpack ARCHIVE`
+    there: the same settings then run with no download and no network access.
+    """
+    from tagseg.offline import pack as pack_archive
+
+    with opt.reported_errors():
+        settings = opt.build_config(
+            preset, config, feature_model=feature_model, clip_model=clip_model, segmenter=segmenter,
+            sam_model=sam_model, database=database,
+        )
+        contents = pack_archive(settings, archive)
+    size = archive.stat().st_size / 1e6
+    console.print(f"[green]wrote[/green] {escape(str(archive))} ({size:,.1f} MB): models {', '.join(contents['models']) or '-'}; "
+                  f"databases {', '.join(contents['databases']) or '-'}")
+    if contents["not_packed"]:
+        console.print(f"not packed (local folders or built in): {escape(', '.join(contents['not_packed']))}")
+
+
+@app.command()
+def unpack(
+    archive: Archive,
+    cache_dir: CacheDir = None,
+) -> None:
+    """On the machine without internet: put the models and vocabulary of a `tagseg models pack` archive into the
+    Hugging Face cache ($HF_HOME) and tagseg's cache ($TAGSEG_CACHE), where runs find them."""
+    from tagseg.offline import unpack as unpack_archive
+
+    with opt.reported_errors():
+        contents = unpack_archive(archive, hub_cache=cache_dir)
+    console.print(f"[green]installed[/green] models {', '.join(contents['models']) or '-'}; "
+                  f"databases {', '.join(contents['databases']) or '-'}")
+
+
+@app.command()
+def check(
+    preset: opt.Preset = None,
+    config: opt.ConfigFile = None,
+    feature_model: opt.FeatureModel = None,
+    clip_model: opt.ClipModel = None,
+    segmenter: opt.Segmenter = None,
+    sam_model: opt.SamModel = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Say, without network access, what a run of the chosen settings needs and what this machine lacks:
+    models, the embedded vocabulary, the optional extras; with the fix for each.
+
+    Exit status 1 when a model is missing (the run would fail); a vocabulary not yet embedded or an extra not
+    installed is reported but does not fail the check.
+    """
+    from tagseg.offline import check as check_run
+
+    with opt.reported_errors():
+        settings = opt.build_config(
+            preset, config, feature_model=feature_model, clip_model=clip_model, segmenter=segmenter,
+            sam_model=sam_model, database=database,
+        )
+        found = check_run(settings)
+    for item in found:
+        state = "[green]ready  [/green]" if item.ready else "[red]missing[/red]"
+        console.print(f"{state} {escape(item.name)}: {escape(item.detail)}")
+        if item.fix:
+            console.print(f"        fix: {escape(item.fix)}")
+    if any(not item.ready and item.name.startswith("model ") for item in found):
+        raise typer.Exit(1)

@@ -26,11 +26,12 @@ errors = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 SETTINGS = "Settings (override the preset and --config)"
+DEFAULT_PRESET = "paper"
 
 Preset = Annotated[
     Optional[str],
     typer.Option(
-        "--preset", "-p", help=f"Named settings: {', '.join(PRESETS)} (default: paper).", rich_help_panel=SETTINGS,
+        "--preset", "-p", help=f"Named settings: {', '.join(PRESETS)}.  [default: {DEFAULT_PRESET}; tagseg eval --dataset toy: toy]", rich_help_panel=SETTINGS,
         show_default=False,
     ),
 ]
@@ -45,6 +46,27 @@ ConfigFile = Annotated[
         show_default=False,
     ),
 ]
+
+
+def preset_defaults(item: Setting) -> str:
+    """A setting's default as ``--help`` shows it: the default preset's value, then the presets that differ.
+
+    ``  [default: 15 (paper); fast: 10, toy: 8]``; nothing for settings that are empty by default.
+    """
+    def shown(config: TAGConfig) -> str:
+        value = getattr(config, item.name)
+        if dataclasses.is_dataclass(value) and hasattr(value, "enabled"):  # the CRF table switches on and off
+            value = value.enabled
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return "" if value in ([], {}, None, "") else str(value)
+
+    values = {name: shown(config) for name, config in PRESETS.items()}
+    default = values.pop(DEFAULT_PRESET)
+    others = [f"{name}: {value or 'none'}" for name, value in values.items() if value != default]
+    if not default and not others:
+        return ""
+    return f"  [default: {default or 'none'} ({DEFAULT_PRESET}){'; ' + ', '.join(others) if others else ''}]"
 
 
 def setting_panel(section: str) -> str:
@@ -63,11 +85,9 @@ def _option(item: Setting, flags: tuple[str, ...], hidden: bool = False) -> Any:
         kind = item.type
     else:  # text, and the values read from text: 'auto' or k, word lists, alias files
         kind = str
-    shown = ("on" if item.default else "off") if isinstance(item.default, bool) else item.default
-    default = "" if item.default in ([], {}) or dataclasses.is_dataclass(item.default) else f" [paper: {shown}]"
     option = typer.Option(
         *flags,
-        help=escape(item.help + default),  # rich markup: brackets are text
+        help=f"{item.help}{preset_defaults(item)}",
         rich_help_panel=setting_panel(item.section),
         show_default=False,
         hidden=hidden,
@@ -93,9 +113,13 @@ def with_settings(command: Callable[..., T]) -> Callable[..., T]:
     """Give a typer command ``--preset``, ``--config`` and one flag per declared setting.
 
     The command declares a ``settings: TAGConfig`` parameter and receives the effective settings
-    (preset, then the TOML file, then the flags given) instead of the flags themselves.
+    (preset, then the TOML file, then the flags given) instead of the flags themselves. A command
+    whose default preset depends on its other arguments (``tagseg eval``: ``toy`` for the toy
+    dataset) declares ``settings: Callable[[str], TAGConfig]`` instead and calls it with that
+    default, which applies when neither ``--preset`` nor ``--config`` is given.
     """
     signature = inspect.signature(command, eval_str=True)
+    deferred = signature.parameters["settings"].annotation is not TAGConfig
     own = [parameter for name, parameter in signature.parameters.items() if name != "settings"]
     added = {"preset": Preset, "config": ConfigFile, **_FLAGS, **{name: option for name, (_, option) in _OLD_FLAGS.items()}}
     parameters = own + [
@@ -111,8 +135,14 @@ def with_settings(command: Callable[..., T]) -> Callable[..., T]:
                 flags[name] = values.pop(old)
             else:
                 values.pop(old)
+        preset, config = values.pop("preset"), values.pop("config")
+        if deferred:
+            def settings_for(default: str) -> TAGConfig:
+                return build_config(preset or (None if config else default), config, **flags)
+
+            return command(settings=settings_for, **values)
         with reported_errors():
-            settings = build_config(values.pop("preset"), values.pop("config"), **flags)
+            settings = build_config(preset, config, **flags)
         return command(settings=settings, **values)
 
     run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]

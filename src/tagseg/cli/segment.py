@@ -20,7 +20,6 @@ from rich.progress import (
     Task,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
@@ -31,19 +30,39 @@ from tagseg.cli import options as opt
 from tagseg.config import TAGConfig
 from tagseg.errors import ConfigError
 from tagseg.exports import CategoryTable
+from tagseg.image import check_inputs
 
 console = Console(highlight=False)
+
+
+def _images_per_second(task: Task) -> float | None:
+    """Images finished per second since the first image started: known from the first finished image on
+    (rich's own estimate waits for a second one and forgets the start)."""
+    if not task.completed or not task.elapsed:
+        return None
+    return task.completed / task.elapsed
 
 
 class _RateColumn(ProgressColumn):
     """Images per second, or seconds per image when slower than one a second."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        speed = _images_per_second(task)
         if not speed:
             return Text("-- img/s", style="progress.data.speed")
         text = f"{speed:.1f} img/s" if speed >= 1 else f"{1 / speed:.1f} s/img"
         return Text(text, style="progress.data.speed")
+
+
+class _TimeLeftColumn(ProgressColumn):
+    """Time left at the rate so far, from the first finished image on."""
+
+    def render(self, task: Task) -> Text:
+        speed = _images_per_second(task)
+        if not speed or task.total is None:
+            return Text("ETA -:--:--", style="progress.remaining")
+        seconds = int(max(task.total - task.completed, 0) / speed)
+        return Text(f"ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}", style="progress.remaining")
 
 
 class _ProgressBar(BatchListener):
@@ -122,8 +141,22 @@ def _summary(report: BatchReport) -> None:
     console.print(table)
     for outcome in report.failed:
         opt.errors.print(f"[red]failed:[/red] {escape(outcome.reason or str(outcome.path))}")
-    if report.failed:
+    if report.failed and (report.done or report.skipped):
         opt.errors.print("Fix or remove the failed files and run the same command again: finished images are skipped.")
+    elif report.failed:
+        opt.errors.print("Nothing was segmented: fix the inputs listed above and run the command again.")
+
+
+def _check_inputs(paths: list[str], settings: TAGConfig) -> None:
+    """Refuse, before any model loads and with nothing written, a run none of whose inputs can be segmented;
+    when only some cannot, the batch reports them with the rest."""
+    problems = check_inputs(paths, max_pixels=settings.models.max_pixels)
+    if len(problems) < len(paths):
+        return
+    for problem in problems:
+        opt.errors.print(f"[red]failed:[/red] {escape(problem.reason)}: {escape(problem.fix)}")
+    opt.errors.print("Nothing to segment: no model was loaded and nothing was written.")
+    raise typer.Exit(1)
 
 
 @opt.with_settings
@@ -163,6 +196,7 @@ def segment(
 ) -> None:
     """Segment images and name their segments; write pictures and JSON to the output folder.
 
+    \b
     For each image NAME the output folder gets:
     NAME.overlay.png: the photo with segment colours, names and a legend sorted by area;
     NAME.labels.png: pixel value = segment id, with a colour palette;
@@ -180,9 +214,10 @@ def segment(
         paths = _read_inputs(inputs)
         if not paths:
             raise typer.BadParameter("no image paths were given on standard input", param_hint="INPUTS")
+        _check_inputs(paths, settings)
         columns = (
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            _RateColumn(), TimeElapsedColumn(), _TimeLeftColumn(),
         )
         try:
             with Progress(*columns, console=opt.errors, transient=True) as progress:

@@ -29,7 +29,7 @@ def serve(
     database_writes: Annotated[bool, typer.Option(help="Enable the endpoints that add and remove database texts.", rich_help_panel=SERVICE)] = False,
     token: Annotated[Optional[str], typer.Option(envvar="TAGSEG_TOKEN", help="Bearer token the database-writing endpoints require.", rich_help_panel=SERVICE, show_default=False)] = None,
     label_studio_url: Annotated[Optional[str], typer.Option(envvar="LABEL_STUDIO_URL", help="Label Studio's address, for task images under /data/.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
-    label_studio_api_key: Annotated[Optional[str], typer.Option(envvar="LABEL_STUDIO_API_KEY", help="Label Studio API key (legacy token) for those images.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
+    label_studio_api_key: Annotated[Optional[str], typer.Option(envvar="LABEL_STUDIO_API_KEY", help="Label Studio access token for those images: a personal access token or a legacy token.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
     label_mode: Annotated[str, typer.Option(help="auto, map (onto the project's labels) or free (segment names as they are).", rich_help_panel=LABEL_STUDIO)] = "auto",
     label_aliases: Annotated[Optional[Path], typer.Option(help="JSON object mapping segment names to project labels.", rich_help_panel=LABEL_STUDIO, show_default=False)] = None,
     label_abstain_below: Annotated[float, typer.Option(help="In map mode, drop segments whose best label similarity is lower.", rich_help_panel=LABEL_STUDIO)] = 0.5,

@@ -72,6 +72,11 @@ class CocoWriter:
         """The run file ``OUT/results.coco.json``: one annotation per segment, categories in order of appearance."""
         return cls(Path(out_dir) / RESULTS_FILE, per_instance=False, run_file=True)
 
+    @property
+    def images(self) -> int:
+        """How many images were added so far."""
+        return self._images
+
     def add(self, name: str, result: Segmentation, image_path: str | Path = "") -> list[Path]:
         """Spool one image and its annotations; nothing is written to ``path`` yet."""
         self.settings = self.settings or dict(result.settings)
