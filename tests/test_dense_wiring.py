@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tagseg import TAG, ConfigError, toy
-from tagseg import granularity
+from tagseg.segmenters import kmeans
 from tagseg.backbones.clip import CLIPTextEncoder, DenseCLIP
 from tagseg.backbones.dense_methods import DENSE_METHODS, NACLIPSettings, SlidingWindow
 from tagseg.candidates import FALLBACK_WORD
@@ -127,8 +127,8 @@ def test_proxyclip_gets_the_features_kmeans_saw_from_one_forward(
 ) -> None:
     tag, features, embedder = _recording(_tag(model_dirs, database, dense_method="proxyclip"))
     clustered: list[torch.Tensor] = []
-    cluster_centres = granularity.cluster_centres
-    monkeypatch.setattr(granularity, "cluster_centres", lambda points, settings: clustered.append(points) or cluster_centres(points, settings))
+    cluster_centres = kmeans.cluster_centres
+    monkeypatch.setattr(kmeans, "cluster_centres", lambda points, settings: clustered.append(points) or cluster_centres(points, settings))
     result = tag(photo)
     assert len(features.outputs) == 1 and len(embedder.proxies) == 1  # no second DINOv2 forward
     proxy = embedder.proxies[0]

@@ -1,4 +1,4 @@
-"""Granularity: automatic k, minimum region area (merged, not dropped), connected components and instances."""
+"""Granularity (segmenters/kmeans.py): automatic k, minimum region area (merged, not dropped), connected components and instances."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from skimage.measure import label
 
 from tagseg import TAG
-from tagseg.granularity import choose_num_clusters, merge_small_regions, silhouette
+from tagseg.segmenters.kmeans import choose_num_clusters, merge_small_regions, silhouette
 from tagseg.masks import connected_components
 from tagseg.toy import PALETTE, ToyPatchFeatures, toy_scene
 

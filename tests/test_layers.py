@@ -19,14 +19,7 @@ ARCHITECTURE = Path(__file__).parent.parent / "docs" / "architecture.md"
 PIPELINE_ENTRY_POINTS = {"TAG", "Forwarded"}
 """What modules outside the pipeline's layer take from ``tagseg.pipeline``: the pipeline, not its helpers."""
 
-KNOWN_EXCEPTIONS = {
-    # config_models (which models a configuration needs) belongs to the builder; it is being moved there,
-    # after which `tagseg models` imports it from tagseg.builder. Remove this entry then.
-    ("tagseg.cli.models_cmd", "tagseg.backbones.hub"),
-    # The working-size helpers are leaving the pipeline for a preprocessing home; remove these entries then.
-    ("tagseg.eval.evaluate", "tagseg.pipeline.working_image"),
-    ("tagseg.eval.evaluate", "tagseg.pipeline.working_size"),
-}
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 """Imports that break the layers today and are being fixed: (importing module, imported module or name)."""
 
 

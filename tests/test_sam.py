@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from tagseg import toy
+from tagseg.backbones.sam import SamMaskGenerator, stability_score
+from tagseg.config import SamSettings
 from tagseg.errors import ConfigError, ModelNotAvailableError
 from tagseg.masks import connected_components
 from tagseg.interfaces import RegionProposer
 from tagseg.pipeline import TAG
 from tagseg.segmenters import boxes
 from tagseg.segmenters.regions import regions_from_masks
-from tagseg.segmenters.sam import SamMaskGenerator, SamSettings, stability_score
 from tagseg.testing import save_random_dinov2, save_random_sam
 from toy_support import named_iou
 
@@ -125,8 +126,8 @@ def test_the_random_model_loads_through_tagsegs_loader_and_is_a_region_proposer(
 
 def test_masks_on_a_real_photo_become_a_valid_label_map(tiny_sam: Path, photo: np.ndarray) -> None:
     # Random masks spread over the whole image, so their boxes all overlap: NMS is off (threshold 1) here.
-    settings = SamSettings(**_UNFILTERED, box_nms_threshold=1.0)
-    proposals = SamMaskGenerator.from_pretrained(tiny_sam, settings, device="cpu")(photo)
+    settings = dict(**_UNFILTERED, box_nms_threshold=1.0)
+    proposals = SamMaskGenerator.from_pretrained(tiny_sam, device="cpu", **settings)(photo)
     assert proposals.masks.shape[1:] == photo.shape[:2] and len(proposals) > 10
     assert np.all(np.diff(proposals.scores) <= 0)  # most confident first
     assert proposals.masks.reshape(len(proposals), -1).any(axis=1).all()  # no empty mask
@@ -140,8 +141,8 @@ def test_masks_on_a_real_photo_become_a_valid_label_map(tiny_sam: Path, photo: n
 
 
 def test_the_generator_keeps_what_box_nms_keeps(tiny_sam: Path, photo: np.ndarray) -> None:
-    every = SamMaskGenerator.from_pretrained(tiny_sam, SamSettings(**_UNFILTERED, box_nms_threshold=1.0), device="cpu")(photo)
-    kept = SamMaskGenerator.from_pretrained(tiny_sam, SamSettings(**_UNFILTERED, box_nms_threshold=0.7), device="cpu")(photo)
+    every = SamMaskGenerator.from_pretrained(tiny_sam, device="cpu", **_UNFILTERED, box_nms_threshold=1.0)(photo)
+    kept = SamMaskGenerator.from_pretrained(tiny_sam, device="cpu", **_UNFILTERED, box_nms_threshold=0.7)(photo)
     found = boxes.mask_boxes(torch.from_numpy(every.masks)).tolist()
     expected = _nms_by_brute_force(found, every.scores.tolist(), 0.7)
     assert np.array_equal(kept.masks, every.masks[expected])
@@ -149,7 +150,7 @@ def test_the_generator_keeps_what_box_nms_keeps(tiny_sam: Path, photo: np.ndarra
 
 
 def test_masks_cut_by_an_inner_crop_edge_are_recognised() -> None:
-    from tagseg.segmenters.sam import _cut_by_crop_edge
+    from tagseg.backbones.sam import _cut_by_crop_edge
 
     crop_box, image_size = [100, 0, 300, 200], (200, 400)  # a crop in the middle, full height
     in_crop = torch.tensor(
@@ -165,21 +166,21 @@ def test_masks_cut_by_an_inner_crop_edge_are_recognised() -> None:
 
 def test_the_quality_filters_apply(tiny_sam: Path, photo: np.ndarray) -> None:
     # The random model's predicted IoU is far below 0.5 for every mask, so nothing may pass.
-    strict = SamSettings(points_per_side=4, pred_iou_threshold=0.5, stability_threshold=0.0)
-    proposals = SamMaskGenerator.from_pretrained(tiny_sam, strict, device="cpu")(photo)
+    strict = dict(points_per_side=4, pred_iou_threshold=0.5, stability_threshold=0.0)
+    proposals = SamMaskGenerator.from_pretrained(tiny_sam, device="cpu", **strict)(photo)
     assert len(proposals) == 0 and proposals.masks.shape == (0, *photo.shape[:2])
     assert regions_from_masks(proposals).unlabelled == 0
 
 
 def test_crops_and_small_region_removal(tiny_sam: Path, photo: np.ndarray) -> None:
-    settings = SamSettings(
+    settings = dict(
         **{**_UNFILTERED, "points_per_side": 3},
         crop_layers=1,
         min_region_area=200,
         box_nms_threshold=1.0,
         crop_nms_threshold=1.0,
     )
-    proposals = SamMaskGenerator.from_pretrained(tiny_sam, settings, device="cpu")(photo)
+    proposals = SamMaskGenerator.from_pretrained(tiny_sam, device="cpu", **settings)(photo)
     assert len(proposals) > 1 and proposals.masks.shape[1:] == photo.shape[:2]
     for mask in proposals.masks:
         islands, count = connected_components(mask)
@@ -190,8 +191,8 @@ def test_crops_and_small_region_removal(tiny_sam: Path, photo: np.ndarray) -> No
 
 
 def test_bfloat16_runs_and_gives_masks(tiny_sam: Path, photo: np.ndarray) -> None:
-    settings = SamSettings(**_UNFILTERED, box_nms_threshold=1.0)
-    generator = SamMaskGenerator.from_pretrained(tiny_sam, settings, device="cpu", dtype=torch.bfloat16)
+    settings = dict(**_UNFILTERED, box_nms_threshold=1.0)
+    generator = SamMaskGenerator.from_pretrained(tiny_sam, device="cpu", **settings, dtype=torch.bfloat16)
     assert generator.dtype == torch.bfloat16
     proposals = generator(photo)
     assert len(proposals) > 0 and proposals.masks.dtype == bool
@@ -199,8 +200,8 @@ def test_bfloat16_runs_and_gives_masks(tiny_sam: Path, photo: np.ndarray) -> Non
 
 def test_sam_regions_get_names_and_evidence(tiny_sam: Path, photo: np.ndarray) -> None:
     tag = TAG.from_pretrained("toy")
-    settings = SamSettings(**_UNFILTERED, box_nms_threshold=1.0)
-    proposals = SamMaskGenerator.from_pretrained(tiny_sam, settings, device="cpu")(photo)
+    settings = dict(**_UNFILTERED, box_nms_threshold=1.0)
+    proposals = SamMaskGenerator.from_pretrained(tiny_sam, device="cpu", **settings)(photo)
     regions = regions_from_masks(proposals, uncovered="fallback", fallback=tag(photo).cluster_map)
     result = tag.name_regions(photo, regions.label_map)
     assert sorted(i for s in result.segments for i in s.cluster_ids) == list(range(len(regions)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import jsonschema
@@ -16,7 +17,6 @@ from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
 from tagseg import builder, toy
-from tagseg.backbones.hub import config_models
 from tagseg.cli import app
 from tagseg.config import SamSettings, TAGConfig, config_toml, load_config, preset
 from tagseg.errors import ConfigError, ModelNotAvailableError
@@ -25,7 +25,7 @@ from tagseg.exports.writer import classified_instances
 from tagseg.interfaces import MaskProposals
 from tagseg.pipeline import TAG
 from tagseg.result import Segmentation, segmentation_schema
-from tagseg.segmenters.sam import SamMaskGenerator
+from tagseg.backbones.sam import SamMaskGenerator
 from tagseg.testing import save_random_sam
 from toy_support import named_iou
 
@@ -96,7 +96,7 @@ def test_the_builder_builds_the_proposer_from_sam_model(tiny_sam: Path) -> None:
     config = preset("toy", segmenter="sam", sam_model=str(tiny_sam), sam=_UNFILTERED)
     seams = builder.build(config)
     assert isinstance(seams.proposer, SamMaskGenerator)
-    assert seams.proposer.settings == config.clusters.sam and seams.proposer.model_id == str(tiny_sam)
+    assert asdict(seams.proposer.options) == asdict(config.clusters.sam) and seams.proposer.model_id == str(tiny_sam)
     assert builder.build(preset("toy")).proposer is None  # k-means loads no SAM
     with pytest.raises(ConfigError, match="provides no region proposer"):
         builder.build_proposer(preset("toy", sam_model="toy"))
@@ -107,8 +107,8 @@ def test_models_list_includes_sam_model_only_for_sam(tiny_sam: Path) -> None:
     assert listed.exit_code == 0, listed.output
     row = next(line for line in listed.output.splitlines() if str(tiny_sam) in line)
     assert "ready" in row
-    assert str(tiny_sam) not in config_models(preset("paper", sam_model=str(tiny_sam)))
-    assert config_models(preset("paper", segmenter="sam", sam_model=str(tiny_sam)))[-1] == str(tiny_sam)
+    assert str(tiny_sam) not in builder.config_models(preset("paper", sam_model=str(tiny_sam)))
+    assert builder.config_models(preset("paper", segmenter="sam", sam_model=str(tiny_sam)))[-1] == str(tiny_sam)
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -209,7 +209,7 @@ def test_sam_loads_lazily_and_takes_per_call_knobs(toy_seams: TAG, tiny_sam: Pat
     assert indices and max(indices) < 2 * 2 * 3  # 4 points, 3 masks each
     four = tag(photo, segmenter="sam", sam={**_UNFILTERED, "points_per_side": 4})
     assert max(r.proposal for s in four.segments for r in s.regions) >= 2 * 2 * 3
-    assert tag.proposer.settings == config.clusters.sam  # the loaded generator keeps the TAG's own knobs
+    assert asdict(tag.proposer.options) == asdict(config.clusters.sam)  # the loaded generator keeps the TAG's own knobs
     missing = TAG(toy_seams.features, toy_seams.embedder, toy_seams.text_encoder, toy_seams.database,
                   toy_seams.config.replace(models={"sam_model": str(tiny_sam.parent / "missing")}))
     with pytest.raises(ModelNotAvailableError, match="no such directory"):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from tagseg import segments as seg
+from tagseg.segmenters import kmeans
 from tagseg.config import CRFSettings
 
 
@@ -38,22 +39,22 @@ def _best_match_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
 def test_kmeans_finds_the_three_regions_and_is_deterministic() -> None:
     grid = _region_grid()
     features = _features_for(grid).reshape(-1, 24)
-    centres = seg.kmeans(features, 3, restarts=4, seed=1)
+    centres = kmeans.kmeans(features, 3, restarts=4, seed=1)
     labels = (features @ centres.T).argmax(1).numpy().reshape(grid.shape)
     assert centres.shape == (3, 24)
     assert _best_match_accuracy(labels, grid) == 1.0
-    assert torch.equal(centres, seg.kmeans(features, 3, restarts=4, seed=1))
+    assert torch.equal(centres, kmeans.kmeans(features, 3, restarts=4, seed=1))
 
 
 def test_kmeans_with_fewer_points_than_clusters_gives_one_centre_per_point() -> None:
     points = torch.eye(4)
-    assert seg.kmeans(points, 15).shape == (4, 4)
+    assert kmeans.kmeans(points, 15).shape == (4, 4)
 
 
 def test_upsampling_scores_equals_scoring_upsampled_features() -> None:
     features = _features_for(_region_grid(8), dim=6)
     centres = torch.randn(5, 6)
-    fast = seg.upsample(seg.cluster_scores(features, centres), (40, 56))
+    fast = kmeans.upsample(kmeans.cluster_scores(features, centres), (40, 56))
     upsampled = F.interpolate(features.permute(2, 0, 1)[None], size=(40, 56), mode="bilinear", align_corners=False)[0]
     reference = torch.einsum("chw,kc->khw", upsampled, centres)
     torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
@@ -62,8 +63,8 @@ def test_upsampling_scores_equals_scoring_upsampled_features() -> None:
 def test_pixel_assignment_recovers_known_regions_at_full_resolution() -> None:
     grid = _region_grid()
     features = _features_for(grid)
-    centres = seg.kmeans(features.reshape(-1, 24), 3)
-    labels = seg.upsample(seg.cluster_scores(features, centres), (224, 224)).argmax(0).numpy()
+    centres = kmeans.kmeans(features.reshape(-1, 24), 3)
+    labels = kmeans.upsample(kmeans.cluster_scores(features, centres), (224, 224)).argmax(0).numpy()
     truth = np.kron(grid, np.ones((14, 14), dtype=np.int64))
     assert _best_match_accuracy(labels, truth) > 0.97
 
@@ -76,7 +77,7 @@ def test_crf_cleans_noisy_scores_along_image_edges() -> None:
     scores = torch.from_numpy(np.stack([truth == 0, truth == 1]).astype(np.float32) * 1.0)
     scores += torch.from_numpy(rng.normal(0, 1.2, scores.shape).astype(np.float32))
     before = (scores.argmax(0).numpy() == truth).mean()
-    after = (seg.refine_with_crf(scores, image, CRFSettings()) == truth).mean()
+    after = (kmeans.refine_with_crf(scores, image, CRFSettings()) == truth).mean()
     assert before < 0.85
     assert after > 0.99
 
@@ -112,7 +113,7 @@ def _photo_scores(size: int = 96, labels: int = 4) -> tuple[torch.Tensor, np.nda
 def test_full_size_crf_is_the_reference_computation() -> None:
     scores, image = _photo_scores()
     expected = _direct_crf_marginals(scores.numpy(), image, CRFSettings(scale=1.0), 1.0).argmax(axis=0)
-    labels = seg.refine_with_crf(scores, image, CRFSettings(scale=1.0))
+    labels = kmeans.refine_with_crf(scores, image, CRFSettings(scale=1.0))
     assert (labels == expected).mean() > 0.999  # float32 softmax here versus float64 in the check
 
 
@@ -125,10 +126,10 @@ def test_reduced_grid_crf_runs_small_and_upsamples_its_marginals() -> None:
     )[0].permute(1, 2, 0).round().clamp(0, 255).numpy().astype(np.uint8)
     marginals = torch.from_numpy(_direct_crf_marginals(small_scores, small_image, settings, 0.5).astype(np.float32))
     expected = F.interpolate(marginals[None], size=(96, 96), mode="bilinear", align_corners=False)[0].argmax(0).numpy()
-    labels = seg.refine_with_crf(scores, image, settings)
+    labels = kmeans.refine_with_crf(scores, image, settings)
     assert labels.shape == (96, 96) and labels.dtype == np.int32
     assert (labels == expected).mean() > 0.995
-    full = seg.refine_with_crf(scores, image, CRFSettings(scale=1.0))
+    full = kmeans.refine_with_crf(scores, image, CRFSettings(scale=1.0))
     assert 0.8 < (labels == full).mean() < 1.0  # an approximation of the full-size CRF, not a copy of it
 
 

@@ -27,7 +27,7 @@ from tagseg.config import TAGConfig, preset
 from tagseg.errors import ConfigError, TagsegError
 from tagseg.exports import RESULTS_FILE, CategoryTable, CocoWriter, ExportOptions, RunExporter
 from tagseg.files import remove_interrupted_writes, write_bytes_atomically
-from tagseg.image import ImageSource, load_image
+from tagseg.image import ImageSource
 from tagseg.progress import ProgressListener
 from tagseg.render import label_image, overlay
 from tagseg.result import Segmentation
@@ -337,8 +337,8 @@ def write_image_outputs(
     writes through :func:`write_result_outputs`, as this does, so one image gives the same files
     whichever engine runs it. Returns the result and the files written; the JSON names ``image_path``.
     """
-    rgb = load_image(image, max_pixels=tag.config.models.max_pixels)
-    result = tag(rgb)
+    rgb = tag.decode(image)
+    result = tag(rgb)  # the decoded array as it is: no second decode, no copy
     return result, write_result_outputs(rgb, result, image_path, name, out, wanted, alpha)
 
 

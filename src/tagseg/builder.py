@@ -12,7 +12,8 @@ A *model spec* is what ``feature_model`` and ``clip_model`` hold:
 ``feature_model``'s backend builds the :class:`~tagseg.interfaces.PatchFeatureExtractor`,
 ``clip_model``'s builds the :class:`~tagseg.interfaces.DenseImageEmbedder` and the
 :class:`~tagseg.interfaces.TextEncoder` (one joint space), ``sam_model``'s the
-:class:`~tagseg.interfaces.RegionProposer` (Segment Anything; only when ``segmenter`` is ``sam``). The *database spec* (``database``)
+:class:`~tagseg.interfaces.RegionProposer` (Segment Anything; only when the ``segmenter`` loads it,
+as ``sam`` does: :mod:`tagseg.segmenters`). The *database spec* (``database``)
 is ``default`` (the shipped vocabulary), ``toy`` (the toy captions) or a database folder.
 
 A new kind of model plugs in without touching the pipeline::
@@ -28,18 +29,20 @@ Nothing here imports torch until a model is built.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 
-from tagseg.backbones.hub import ModelStatus, cache_status, config_models, download_model, looks_like_path, require_available
+from tagseg.backbones.hub import ModelStatus, cache_status, download_model, looks_like_path, require_available
 from tagseg.errors import ConfigError, DatabaseError
+from tagseg.segmenters import segmenter_entry
 
 if TYPE_CHECKING:
     from tagseg.config import TAGConfig
     from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, RegionProposer, TextDatabase, TextEncoder
 
 __all__ = [
+    "ModelStatus",
     "Backend",
     "Seams",
     "backend_for",
@@ -50,6 +53,7 @@ __all__ = [
     "build_text_encoder",
     "check_database",
     "check_models",
+    "config_models",
     "database_from_spec",
     "download_models",
     "model_status",
@@ -182,8 +186,8 @@ def text_encoder_for(spec: str, config: TAGConfig | None = None) -> TextEncoder:
 def build(config: TAGConfig, *, database: TextDatabase | None = None) -> Seams:
     """Build the seams of ``config``; ``database`` replaces the one ``config.database`` names.
 
-    The region proposer is built only when ``config.segmenter`` is ``sam``. A database folder that
-    does not exist is refused before any model loads.
+    The region proposer is built only when ``config.segmenter`` loads ``sam_model`` (``sam``). A
+    database folder that does not exist is refused before any model loads.
     """
     if database is None:
         check_database(config.database)
@@ -193,8 +197,15 @@ def build(config: TAGConfig, *, database: TextDatabase | None = None) -> Seams:
     text_encoder = build_text_encoder(config)
     if database is None:
         database = database_from_spec(config.database, text_encoder)
-    proposer = build_proposer(config) if config.segmenter == "sam" else None
+    proposer = build_proposer(config) if "sam_model" in segmenter_entry(config.segmenter).models else None
     return Seams(features, embedder, text_encoder, database, proposer)
+
+
+def config_models(config: TAGConfig) -> list[str]:
+    """The model specs (ids, directories, registered names) a configuration needs, without repeats:
+    ``feature_model``, ``clip_model`` and those its ``segmenter`` loads (``sam_model`` for ``sam``)."""
+    own = [getattr(config, setting) for setting in segmenter_entry(config.segmenter).models]
+    return list(dict.fromkeys([config.feature_model, config.clip_model, *own]))
 
 
 # ----------------------------------------------------------------------------- databases
@@ -295,9 +306,9 @@ def _clip_text(spec: str, config: TAGConfig) -> TextEncoder:
 
 
 def _sam(spec: str, config: TAGConfig) -> RegionProposer:
-    from tagseg.segmenters.sam import SamMaskGenerator
+    from tagseg.backbones.sam import SamMaskGenerator
 
-    return SamMaskGenerator.from_pretrained(spec, config.clusters.sam, device=config.device, dtype=config.dtype)
+    return SamMaskGenerator.from_pretrained(spec, device=config.device, dtype=config.dtype, **asdict(config.clusters.sam))
 
 
 HUGGING_FACE = Backend(

@@ -7,7 +7,7 @@ text, default, allowed values, command-line flag). The command line (:mod:`tagse
 
 * :class:`ModelSettings` (``models``): which models, at what input size, on which device.
 * :class:`ClusterSettings` (``clusters``): Stage 1, k-means segments (or Segment Anything's masks,
-  :class:`SamSettings`), granularity and the CRF.
+  :class:`SamSettings`), granularity and the CRF; read by the segmenter :mod:`tagseg.segmenters` names.
 * :class:`EmbeddingSettings` (``embedding``): Stage 2, the dense CLIP method and its sliding windows.
 * :class:`NamingSettings` (``naming``): Stage 3, retrieval and the candidate-name rules.
 * :class:`ControlSettings` (``controls``): the optional naming controls applied after Stage 3.
@@ -40,6 +40,7 @@ __all__ = [
     "NamingSettings",
     "PRESETS",
     "SECTIONS",
+    "SEGMENTER_NAMES",
     "SamSettings",
     "Setting",
     "SettingsSection",
@@ -238,13 +239,17 @@ class ModelSettings(SettingsSection):
     )
 
 
+SEGMENTER_NAMES = ("kmeans", "sam")
+"""The segmenters registered in :mod:`tagseg.segmenters` (kept here so that settings import no torch)."""
+
+
 @dataclass(frozen=True)
 class ClusterSettings(SettingsSection):
     """Stage 1: k-means segment candidates (or SAM's masks), their number per image, small regions and the CRF."""
 
     segmenter: str = setting(
         "kmeans", "Stage 1: 'kmeans' (DINOv2 k-means segments, the paper's) or 'sam' (Segment Anything's masks, docs/sam.md).",
-        choices=("kmeans", "sam"),
+        choices=SEGMENTER_NAMES,
     )
     uncovered: str = setting(
         "fallback", "With segmenter sam, pixels no mask covers: 'fallback' (take the k-means segments, named as usual) "

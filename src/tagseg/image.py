@@ -55,13 +55,16 @@ _KEYED_TRANSPARENCY_MODES = frozenset({"P", "L", "RGB"})
 _WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
-def load_image(source: ImageSource, *, max_pixels: int = ModelSettings.max_pixels, min_side: int = MIN_SIDE) -> np.ndarray:
+def load_image(
+    source: ImageSource, *, max_pixels: int = ModelSettings.max_pixels, min_side: int = MIN_SIDE, copy: bool = True
+) -> np.ndarray:
     """Load ``source`` as an RGB ``uint8`` array of shape ``(H, W, 3)``.
 
     ``source`` may be a path (``str`` or ``os.PathLike``), encoded bytes, a binary file object,
     a ``PIL.Image.Image`` or a numpy array (``HxW``, ``HxWx1``, ``HxWx3``, ``HxWx4`` of ``uint8``,
-    ``uint16``, ``bool`` or float in [0, 1]). The result is always a new array, never a view of
-    the input. Images with more than ``max_pixels`` pixels or a side shorter than ``min_side``
+    ``uint16``, ``bool`` or float in [0, 1]). The result is a new array, never a view of the
+    input, except with ``copy=False``: an RGB array that needs no conversion (``(H, W, 3)``
+    C-contiguous ``uint8``, e.g. one this function returned) is then checked and returned itself. Images with more than ``max_pixels`` pixels or a side shorter than ``min_side``
     are refused with :class:`~tagseg.errors.ImageError`.
     """
     if max_pixels < 1:
@@ -70,7 +73,7 @@ def load_image(source: ImageSource, *, max_pixels: int = ModelSettings.max_pixel
         raise ConfigError(f"min_side must be at least 1, got {min_side}")
 
     if isinstance(source, np.ndarray):
-        return _from_array(source, max_pixels=max_pixels, min_side=min_side)
+        return _from_array(source, max_pixels=max_pixels, min_side=min_side, copy=copy)
     if isinstance(source, Image.Image):
         name = getattr(source, "filename", "") or "the PIL image"
         return _from_pil(source, str(name), max_pixels=max_pixels, min_side=min_side)
@@ -230,7 +233,7 @@ def _pil_to_arrays(image: Image.Image, name: str) -> tuple[np.ndarray, np.ndarra
         raise ImageError(f"{name}: unsupported colour mode {image.mode!r}") from error
 
 
-def _from_array(array: np.ndarray, *, max_pixels: int, min_side: int) -> np.ndarray:
+def _from_array(array: np.ndarray, *, max_pixels: int, min_side: int, copy: bool = True) -> np.ndarray:
     if array.ndim == 3 and array.shape[2] in (1, 3, 4):
         channels = array
     elif array.ndim == 2:
@@ -243,6 +246,8 @@ def _from_array(array: np.ndarray, *, max_pixels: int, min_side: int) -> np.ndar
         raise ImageError(f"the image array is empty (shape {array.shape})")
     height, width = channels.shape[:2]
     _check_size(width, height, "the image array", max_pixels=max_pixels, min_side=min_side)
+    if not copy and array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3 and array.flags.c_contiguous:
+        return array
 
     if array.dtype == np.uint8:
         as_uint8 = channels

@@ -11,15 +11,21 @@ so that callers never need to know which model they feed.
 
 An optional fifth seam, :class:`RegionProposer`, replaces Stage 1's k-means segments with masks
 from another segmenter (SAM); it takes the RGB image itself, as such models do their own resizing.
+
+Stage 1 itself is a :class:`Segmenter` (k-means, or a region proposer's masks), chosen by the
+``segmenter`` setting from the registry of :mod:`tagseg.segmenters`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from tagseg.config import ClusterSettings
 
 
 @runtime_checkable
@@ -157,4 +163,55 @@ class RegionProposer(Protocol):
 
     def __call__(self, image: np.ndarray) -> MaskProposals:
         """Masks of the RGB image ``image`` (``(H, W, 3)`` uint8), at its own size."""
+        ...
+
+
+@dataclass
+class SegmenterInput:
+    """One image as Stage 1 sees it, after :meth:`tagseg.TAG.forward`.
+
+    ``rgb`` is the decoded image ``(H, W, 3)`` uint8 and ``working`` its copy at the working size
+    ``(h, w, 3)``. ``patch_features()`` gives the :class:`PatchFeatureExtractor`'s features of the
+    working image, ``(h', w', C)`` float32 on the CPU: the batch's forward when it ran them, else
+    computed on the first call (a segmenter that needs them only sometimes calls it only then).
+    A segmenter adds the seconds of its own stages to ``timings``.
+    """
+
+    rgb: np.ndarray
+    working: np.ndarray
+    patch_features: Callable[[], torch.Tensor]
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Stage 1's segments of one image: one label per pixel, and where each label came from.
+
+    ``label_map`` is ``(h, w)`` int32 with labels ``0..n-1``, each owning at least one pixel, at the
+    working size or at the image's own size. ``ids`` (``(n,)``) is what results record for each
+    label (``Segment.cluster_ids``, ``Segmentation.cluster_map``): the k-means cluster, or the
+    region's index. ``origins`` gives each label's proposed mask (its index and score; -1 and
+    ``None`` for pixels no mask covered), which become ``Segment.regions``; ``unnamed`` is a label
+    named ``unknown_label`` without retrieval; ``proposer`` the model that proposed the masks
+    (named in the result's ``models``).
+    """
+
+    label_map: np.ndarray
+    ids: np.ndarray
+    origins: list[tuple[int, float | None]] | None = None
+    unnamed: int | None = None
+    proposer: RegionProposer | None = None
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Stage 1: segment candidates of a batch of images (k-means on patch features, SAM's masks...)."""
+
+    def needs_patch_features(self, clusters: ClusterSettings) -> bool:
+        """Whether every image needs its patch features; :meth:`tagseg.TAG.forward` then runs the
+        feature extractor with the batch's forward, else only on demand (``SegmenterInput.patch_features``)."""
+        ...
+
+    def segment(self, images: Sequence[SegmenterInput], clusters: ClusterSettings) -> list[Segments]:
+        """The segments of each image, in order, with the ``clusters`` settings of the call."""
         ...

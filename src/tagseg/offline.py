@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tagseg.backbones.hub import config_models
-from tagseg.builder import download_models, model_status
+from tagseg.builder import config_models, download_models, model_status
 from tagseg.database.default import SHIPPED_VOCABULARIES, cache_root
 from tagseg.database.store import MANIFEST
 from tagseg.errors import ConfigError

@@ -7,24 +7,32 @@ import functools
 import os
 import threading
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
-from tagseg import builder, granularity
+from tagseg import builder
 from tagseg import segments as seg
 from tagseg.config import ModelSettings, TAGConfig, preset
 from tagseg.controls import apply_controls
 from tagseg.errors import ConfigError
 from tagseg.image import ImageSource, load_image
-from tagseg.interfaces import DenseImageEmbedder, PatchFeatureExtractor, RegionProposer, TextDatabase, TextEncoder
+from tagseg.interfaces import (
+    DenseImageEmbedder,
+    PatchFeatureExtractor,
+    RegionProposer,
+    Segmenter,
+    SegmenterInput,
+    Segments,
+    TextDatabase,
+    TextEncoder,
+)
 from tagseg.naming import CandidateEmbeddings, Naming, name_segments
+from tagseg.preprocess import area_resize, fit_to_patches, resize_labels, working_image, working_pixels
 from tagseg.result import Region, Segment, Segmentation
-from tagseg.segmenters.regions import regions_from_masks
+from tagseg.segmenters import segmenter_entry
+from tagseg.timing import timed
 
 T = TypeVar("T")
 
@@ -61,7 +69,8 @@ class TAG:
         # Results record the models actually used: the seams' ids, not the config's default specs.
         self.config = (config or TAGConfig()).replace(feature_model=features.model_id, clip_model=embedder.model_id)
         self.proposer = proposer
-        self._proposer_lock = threading.Lock()
+        self._segmenters: dict[str, Segmenter] = {}
+        self._lock = threading.Lock()
         self.candidate_embeddings = CandidateEmbeddings(text_encoder, self.config.naming.prompt_template)
 
     @classmethod
@@ -120,29 +129,15 @@ class TAG:
         ``overrides`` change settings of the ``clusters``, ``embedding``, ``naming`` and ``controls``
         sections for this call only (flat keys such as ``num_clusters=8``, ``segmenter="sam"`` or
         ``dense_method="naclip"``, or section objects); ``self.config`` stays as it is. Model settings
-        are fixed when the TAG is built.
+        are fixed when the TAG is built. The same as ``finish(forward([image])[0])``.
         """
-        config = self.settings_for(**overrides)  # bad overrides fail before any forward
-        if config.clusters.segmenter == "sam":  # the proposer first; each backbone only if it is needed
-            timings: dict[str, float] = {}
-            rgb, working, pixels = self._prepare(image, timings)
-            embedder = self._embedder_for(config)
+        call = self._resolve(overrides)  # bad overrides fail before any forward
+        return self._finish_with(self._forward_with([image], call.embedder, call.needs_patch_features)[0], call)
 
-            @functools.cache
-            def patch_features() -> torch.Tensor:
-                with _timed(timings, "features"):
-                    return self._patch_features(pixels)
-
-            def embeddings() -> torch.Tensor:
-                proxy = patch_features() if _uses_proxy_features(embedder) else None
-                with _timed(timings, "embedder"):
-                    return _dense_embeddings(embedder, pixels, proxy)[0]
-
-            return self._segment_with_proposer(
-                rgb, working, config, timings,
-                features=lambda: patch_features()[0].float().cpu(), embeddings=embeddings,
-            )
-        return self._finish_forwarded(self._forward([image], config)[0], config)
+    def decode(self, image: ImageSource) -> np.ndarray:
+        """``image`` decoded and checked with this pipeline's limits (``max_pixels``): an RGB uint8
+        array that :meth:`__call__` and :meth:`forward` take as it is, without a copy or a second decode."""
+        return load_image(image, max_pixels=self.config.models.max_pixels)
 
     def forward(self, images: Sequence[ImageSource], **overrides: Any) -> list["Forwarded"]:
         """The backbone part of :meth:`__call__` for several images: decoding, resizing and both forwards.
@@ -150,13 +145,48 @@ class TAG:
         Images of the same working size share one forward per backbone (a batch; several images per
         forward pay on a GPU). :meth:`finish` does the rest of each image on the CPU, so a runner can
         finish one image while the next ones go through the backbones (:mod:`tagseg.stream`).
-        ``overrides`` as for :meth:`__call__` (the ``embedding`` section chooses the dense method);
-        a method that uses proxy features gets the batch's patch features (no second forward).
+        ``overrides`` as for :meth:`__call__` (the ``embedding`` section chooses the dense method).
+        The patch features run only when the segmenter needs them for every image or the dense
+        method uses them as proxy features (one forward for both).
         """
-        return self._forward(images, self.settings_for(**overrides))
+        call = self._resolve(overrides)
+        return self._forward_with(images, call.embedder, call.needs_patch_features)
 
-    def _forward(self, images: Sequence[ImageSource], config: TAGConfig) -> list["Forwarded"]:
-        embedder = self._embedder_for(config)
+    def finish(self, forwarded: "Forwarded", **overrides: Any) -> Segmentation:
+        """The rest of :meth:`__call__` on one image's :meth:`forward` output: Stage 1 (the segmenter:
+        k-means, CRF and small regions, or SAM's masks), pooling, naming and the result."""
+        return self._finish_with(forwarded, self._resolve(overrides))
+
+    def name_regions(self, image: ImageSource, regions: np.ndarray, **overrides: Any) -> Segmentation:
+        """Name regions given by the caller (Stages 2 and 3 only): no segmenter runs.
+
+        ``regions`` is an integer (or boolean) map of the image's own size; every distinct value is
+        one region, kept in ``Segment.cluster_ids``. Masks from another segmenter (SAM, an
+        annotation tool) become such a map, e.g. ``np.argmax(np.stack([background, *masks]), 0)``.
+        Regions with the same name are merged, as for proposed segments. ``overrides`` as for
+        :meth:`__call__`.
+        """
+        call = self._resolve(overrides)
+        rgb = self.decode(image)
+        regions = np.asarray(regions)
+        if regions.shape != rgb.shape[:2] or not (np.issubdtype(regions.dtype, np.integer) or regions.dtype == bool):
+            raise ValueError(
+                f"regions must be an integer map of the image's size {rgb.shape[:2]}, "
+                f"not {regions.dtype} of shape {regions.shape}"
+            )
+        # no Stage 1 here: the patch features only when the dense method needs them
+        forwarded = self._forward_with([rgb], call.embedder, needs_patch_features=False)[0]
+        timings = dict(forwarded.timings)
+        segments = Segments(*seg.compact_labels(regions))
+        result = self._name_segments(forwarded, segments, call.config, timings)
+        return self._finish(result, timings, call.config)
+
+    def _forward_with(
+        self, images: Sequence[ImageSource], embedder: DenseImageEmbedder, needs_patch_features: bool
+    ) -> list["Forwarded"]:
+        """Decode and resize ``images``, then one forward per backbone and working size: the patch
+        features when ``needs_patch_features`` or the embedder uses them as proxy, the dense embeddings always."""
+        with_features = needs_patch_features or _uses_proxy_features(embedder)
         prepared = []
         for image in images:
             timings: dict[str, float] = {}
@@ -166,162 +196,73 @@ class TAG:
         for group in _same_size_groups([pixels.shape for _, _, pixels, _ in prepared]):
             pixels = torch.cat([prepared[i][2] for i in group])
             start = time.perf_counter()
-            patch_features = self._patch_features(pixels)
+            patch_features = self._patch_features(pixels) if with_features else None
             middle = time.perf_counter()
             batch_embeddings = _dense_embeddings(embedder, pixels, patch_features)
             end = time.perf_counter()
-            batch_features = patch_features.float().cpu()
+            batch_features = patch_features.float().cpu() if patch_features is not None else None
             for position, i in enumerate(group):
-                features[i], embeddings[i] = batch_features[position], batch_embeddings[position]
-                prepared[i][3]["features"] = (middle - start) / len(group)
+                embeddings[i] = batch_embeddings[position]
                 prepared[i][3]["embedder"] = (end - middle) / len(group)
+                if batch_features is not None:
+                    features[i] = batch_features[position]
+                    prepared[i][3]["features"] = (middle - start) / len(group)
         return [
             Forwarded(rgb, working, features[i], embeddings[i], timings)  # type: ignore[arg-type]
             for i, (rgb, working, _, timings) in enumerate(prepared)
         ]
 
-    def finish(self, forwarded: "Forwarded", **overrides: Any) -> Segmentation:
-        """The CPU part of :meth:`__call__` on one image's :meth:`forward` output: Stage 1 after the
-        DINOv2 forward (k-means, CRF, small regions), pooling, naming and the result."""
-        return self._finish_forwarded(forwarded, self.settings_for(**overrides))
-
-    def _finish_forwarded(self, forwarded: "Forwarded", config: TAGConfig) -> Segmentation:
+    def _finish_with(self, forwarded: "Forwarded", call: "_Call") -> Segmentation:
+        """Stage 1 by the call's segmenter, then Stages 2 and 3 and the result."""
         timings = dict(forwarded.timings)
-        if config.clusters.segmenter == "sam":
-            return self._segment_with_proposer(
-                forwarded.rgb, forwarded.working, config, timings,
-                features=lambda: forwarded.features, embeddings=lambda: forwarded.embeddings,
-            )
-        rgb, working, embeddings = forwarded.rgb, forwarded.working, forwarded.embeddings
-        cluster_map, cluster_ids = self._kmeans_segments(working, forwarded.features, config, timings)
-        with _timed(timings, "pooling"):
-            pooled = seg.pool_embeddings(embeddings, cluster_map, len(cluster_ids))
-        namings = self._name(pooled, timings, config)
-        with _timed(timings, "assemble"):
-            full_clusters = _resize_labels(cluster_map, rgb.shape[:2])
-            result = _assemble(full_clusters, cluster_ids, namings, pooled.numpy())
-        return self._finish(result, timings, config)
+        image = SegmenterInput(forwarded.rgb, forwarded.working, self._patch_features_of(forwarded, timings), timings)
+        segments = call.segmenter.segment([image], call.config.clusters)[0]
+        result = self._name_segments(forwarded, segments, call.config, timings)
+        return self._finish(result, timings, call.config, segments.proposer)
 
-    def name_regions(self, image: ImageSource, regions: np.ndarray, **overrides: Any) -> Segmentation:
-        """Name regions given by the caller (Stages 2 and 3 only): no k-means, no CRF.
+    def _patch_features_of(self, forwarded: "Forwarded", timings: dict[str, float]) -> Callable[[], torch.Tensor]:
+        """The forwarded image's patch features: those of its forward, else computed once when first asked for."""
+        if forwarded.features is not None:
+            return lambda: forwarded.features  # type: ignore[return-value]
 
-        ``regions`` is an integer (or boolean) map of the image's own size; every distinct value is
-        one region, kept in ``Segment.cluster_ids``. Masks from another segmenter (SAM, an
-        annotation tool) become such a map, e.g. ``np.argmax(np.stack([background, *masks]), 0)``.
-        Regions with the same name are merged, as for proposed segments. ``overrides`` as for
-        :meth:`__call__`.
+        @functools.cache
+        def computed() -> torch.Tensor:
+            with timed(timings, "features"):
+                return self._patch_features(working_pixels(forwarded.working))[0].float().cpu()
+
+        return computed
+
+    def _name_segments(
+        self, forwarded: "Forwarded", segments: Segments, config: TAGConfig, timings: dict[str, float]
+    ) -> Segmentation:
+        """Stages 2 and 3 on Stage 1's ``segments``: each segment's embedding pooled from the dense
+        embeddings of the working image, names, then the segments at the image's size.
+
+        A label map at the working size is pooled as the mean over its pixels; one at the image's
+        size with the weight of how much of each working pixel a label covers (no small region
+        disappears). The ``unnamed`` label is named ``unknown_label`` without retrieval.
         """
-        config = self.settings_for(**overrides)
-        embedder = self._embedder_for(config)
-        timings: dict[str, float] = {}
-        rgb, working, pixels = self._prepare(image, timings)
-        regions = np.asarray(regions)
-        if regions.shape != rgb.shape[:2] or not (np.issubdtype(regions.dtype, np.integer) or regions.dtype == bool):
-            raise ValueError(
-                f"regions must be an integer map of the image's size {rgb.shape[:2]}, "
-                f"not {regions.dtype} of shape {regions.shape}"
-            )
-        region_map, region_ids = seg.compact_labels(regions)
-        proxy_features = None
-        if _uses_proxy_features(embedder):  # no Stage 1 here: the patch features only when the method needs them
-            with _timed(timings, "features"):
-                proxy_features = self._patch_features(pixels)
-        with _timed(timings, "embedder"):
-            embeddings = _dense_embeddings(embedder, pixels, proxy_features)[0]
-        result = self._name_region_map(working, embeddings, region_map, region_ids, config, timings)
-        return self._finish(result, timings, config)
-
-    def _kmeans_segments(
-        self, working: np.ndarray, features: torch.Tensor, config: TAGConfig, timings: dict[str, float]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Stage 1 after the DINOv2 forward: k-means on the patch ``features`` (h, w, C), CRF, small
-        regions; the compact cluster map at the working size and each cluster's original id."""
-        height, width = working.shape[:2]
-        clusters = config.clusters
-        with _timed(timings, "kmeans"):
-            centres = granularity.cluster_centres(features.reshape(-1, features.shape[-1]), clusters)
-            scores = seg.upsample(seg.cluster_scores(features, centres), (height, width))
-        with _timed(timings, "crf"):
-            if clusters.crf.enabled:
-                cluster_map = seg.refine_with_crf(scores, working, clusters.crf)
+        working_size = forwarded.working.shape[:2]
+        count = len(segments.ids)
+        with timed(timings, "pooling"):
+            if segments.label_map.shape == working_size:
+                pooled = seg.pool_embeddings(forwarded.embeddings, segments.label_map, count)
             else:
-                cluster_map = scores.argmax(dim=0).numpy().astype(np.int32)
-        with _timed(timings, "regions"):
-            min_area = round(clusters.min_region_area * height * width)
-            cluster_map = granularity.merge_small_regions(cluster_map, scores.numpy(), min_area)
-            cluster_map, cluster_ids = seg.compact_labels(cluster_map)
-        return cluster_map, cluster_ids
-
-    def _segment_with_proposer(
-        self,
-        rgb: np.ndarray,
-        working: np.ndarray,
-        config: TAGConfig,
-        timings: dict[str, float],
-        *,
-        features: Callable[[], torch.Tensor],
-        embeddings: Callable[[], torch.Tensor],
-    ) -> Segmentation:
-        """Stage 1 as the proposer's masks (one label per pixel, smallest on top), then Stages 2 and 3.
-
-        Pixels no mask covers take the k-means segments (``uncovered="fallback"``; DINOv2 and
-        k-means run only when such pixels exist) or form one region named ``unknown_label``.
-        ``features`` and ``embeddings`` give the DINOv2 features and dense CLIP embeddings when asked
-        (forwarded already, or computed then).
-        """
-        proposer = self._proposer_for(config)
-        with _timed(timings, "sam"):
-            proposals = proposer(rgb)
-        uncovered = config.clusters.uncovered
-        fallback = None
-        if uncovered == "fallback" and not proposals.masks.any(axis=0).all():
-            cluster_map, cluster_ids = self._kmeans_segments(working, features(), config, timings)
-            fallback = _resize_labels(cluster_ids[cluster_map], rgb.shape[:2])
-        with _timed(timings, "regions"):  # without a fallback map no pixel is uncovered, or they stay unlabelled
-            regions = regions_from_masks(proposals, uncovered="fallback" if fallback is not None else "unlabelled", fallback=fallback)
-        origins = [(int(p), float(proposals.scores[p]) if p >= 0 else None) for p in regions.proposal]
-        result = self._name_region_map(
-            working, embeddings(), regions.label_map, np.arange(len(regions)), config, timings,
-            origins=origins, unnamed=regions.unlabelled,
-        )
-        return self._finish(result, timings, config, proposer)
-
-    def _name_region_map(
-        self,
-        working: np.ndarray,
-        embeddings: torch.Tensor,
-        region_map: np.ndarray,
-        region_ids: np.ndarray,
-        config: TAGConfig,
-        timings: dict[str, float],
-        *,
-        origins: list[tuple[int, float | None]] | None = None,
-        unnamed: int | None = None,
-    ) -> Segmentation:
-        """Stages 2 and 3 on a compact region map of the image's size, from the dense CLIP
-        ``embeddings`` (h', w', D) of the working image: each region's embedding weighted by how much of each working pixel it covers, names, then the segments.
-
-        ``origins`` gives each region's proposed mask (index and score; -1 and None for pixels no
-        mask covered), ``unnamed`` a region that gets
-        ``unknown_label`` instead of a name (the pixels no proposed mask covers).
-        """
-        with _timed(timings, "pooling"):
-            coverage = np.stack([_area_resize(region_map == k, working.shape[:2]) for k in range(len(region_ids))])
-            pooled = seg.pool_embeddings_weighted(embeddings, torch.from_numpy(coverage))
+                coverage = np.stack([area_resize(segments.label_map == k, working_size) for k in range(count)])
+                pooled = seg.pool_embeddings_weighted(forwarded.embeddings, torch.from_numpy(coverage))
         namings = self._name(pooled, timings, config)
-        if unnamed is not None:
-            namings[unnamed] = Naming(config.controls.unknown_label, 0.0, [], [])
-        with _timed(timings, "assemble"):
-            return _assemble(region_map, region_ids, namings, pooled.numpy(), origins)
+        if segments.unnamed is not None:
+            namings[segments.unnamed] = Naming(config.controls.unknown_label, 0.0, [], [])
+        with timed(timings, "assemble"):
+            label_map = resize_labels(segments.label_map, forwarded.rgb.shape[:2])
+            return _assemble(label_map, segments.ids, namings, pooled.numpy(), segments.origins)
 
-    def _proposer_for(self, config: TAGConfig) -> RegionProposer:
-        """The region proposer, built from ``sam_model`` on first use, with this call's ``sam`` knobs."""
-        with self._proposer_lock:
+    def _region_proposer(self) -> RegionProposer:
+        """The region proposer: the one given, else built from ``sam_model`` on first use (thread-safe, once)."""
+        with self._lock:
             if self.proposer is None:
                 self.proposer = builder.build_proposer(self.config)
-            proposer = self.proposer
-        with_settings = getattr(proposer, "with_settings", None)  # a proposer with knobs (SamMaskGenerator)
-        return with_settings(config.clusters.sam) if with_settings is not None else proposer
+            return self.proposer
 
     def settings_for(self, **overrides: Any) -> TAGConfig:
         """The settings a call with these per-call ``overrides`` runs with (``None`` values ignored).
@@ -330,6 +271,10 @@ class TAG:
         settings, which only :meth:`from_pretrained` can change, and for embedding settings the
         embedder cannot run (a window that is not whole patches, an embedder without dense methods).
         """
+        return self._resolve(overrides).config
+
+    def _resolve(self, overrides: dict[str, Any]) -> "_Call":
+        """A call's settings, its dense embedder and its segmenter, each resolved once (see :meth:`settings_for`)."""
         fixed = sorted(key for key, value in overrides.items() if value is not None and key in MODEL_KEYS)
         if fixed:
             raise ConfigError(
@@ -337,8 +282,15 @@ class TAG:
                 f"Build another pipeline, e.g. TAG.from_pretrained(config.replace({fixed[0]}=...))."
             )
         config = self.config.replace(**overrides) if overrides else self.config
-        self._embedder_for(config)
-        return config
+        segmenter = self._segmenter_for(config.clusters.segmenter)
+        return _Call(config, self._embedder_for(config), segmenter, segmenter.needs_patch_features(config.clusters))
+
+    def _segmenter_for(self, name: str) -> Segmenter:
+        """The registered segmenter ``name``, made on first use and kept (its models load when it first runs)."""
+        with self._lock:
+            if name not in self._segmenters:
+                self._segmenters[name] = segmenter_entry(name).build(self._region_proposer)
+            return self._segmenters[name]
 
     def _embedder_for(self, config: TAGConfig) -> DenseImageEmbedder:
         """The dense embedder of ``config``'s embedding settings: the built one, or (per call) the same
@@ -356,15 +308,15 @@ class TAG:
 
     def _patch_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Stage 1's patch features of the working pixels, ``(B, h, w, C)`` as the extractor returns them."""
-        return self.features(_fit_to_patches(pixels, self.features.patch_size))
+        return self.features(fit_to_patches(pixels, self.features.patch_size))
 
     def _prepare(self, image: ImageSource, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-        """The RGB image, its working-size copy and that copy as (1, 3, h, w) pixels in [0, 1]."""
-        with _timed(timings, "load"):
-            rgb = load_image(image, max_pixels=self.config.models.max_pixels)
-        with _timed(timings, "preprocess"):
+        """The RGB image (an array from :meth:`decode` as it is), its working-size copy and that copy as model input."""
+        with timed(timings, "load"):
+            rgb = load_image(image, max_pixels=self.config.models.max_pixels, copy=False)
+        with timed(timings, "preprocess"):
             working = working_image(rgb, self.config.models)
-            pixels = torch.from_numpy(working).permute(2, 0, 1)[None].float() / 255.0
+            pixels = working_pixels(working)
         return rgb, working, pixels
 
     def _name(self, pooled: torch.Tensor, timings: dict[str, float], config: TAGConfig) -> list[Naming]:
@@ -372,7 +324,7 @@ class TAG:
         candidate_embeddings = self.candidate_embeddings
         if config.naming.prompt_template != candidate_embeddings.template:  # a per-call template: no shared cache
             candidate_embeddings = CandidateEmbeddings(self.text_encoder, config.naming.prompt_template)
-        with _timed(timings, "naming"):
+        with timed(timings, "naming"):
             namings = name_segments(pooled, self.database, candidate_embeddings, config.naming)
             return apply_controls(namings, pooled, candidate_embeddings, config.controls)
 
@@ -387,14 +339,26 @@ class TAG:
 
 @dataclasses.dataclass
 class Forwarded:
-    """One image after :meth:`TAG.forward`: the decoded image, its working-size copy, the DINOv2
-    patch features ``(h, w, D)`` and the dense CLIP embeddings ``(h', w', D')`` (float32, CPU)."""
+    """One image after :meth:`TAG.forward`: the decoded image, its working-size copy, the patch
+    features ``(h, w, C)`` (``None`` when the forward did not need them; :meth:`TAG.finish` computes
+    them if its segmenter asks) and the dense CLIP embeddings ``(h', w', D)`` (float32, CPU)."""
 
     rgb: np.ndarray
     working: np.ndarray
-    features: torch.Tensor
+    features: torch.Tensor | None
     embeddings: torch.Tensor
     timings: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """One call's resolved parts: its settings, dense embedder and segmenter, and whether that
+    segmenter needs every image's patch features."""
+
+    config: TAGConfig
+    embedder: DenseImageEmbedder
+    segmenter: Segmenter
+    needs_patch_features: bool
 
 
 def _same_size_groups(shapes: Sequence[torch.Size]) -> list[list[int]]:
@@ -409,20 +373,6 @@ MODEL_KEYS = frozenset({"models", *(item.name for item in dataclasses.fields(Mod
 """Settings that :meth:`TAG.__call__` refuses per call: the model section, whole or field by field."""
 
 
-def working_size(height: int, width: int, size: int, keep_aspect_ratio: bool) -> tuple[int, int]:
-    """The (height, width) the models see: ``size`` square, or the longer side ``size`` keeping the aspect."""
-    if not keep_aspect_ratio:
-        return (size, size)
-    scale = size / max(height, width)
-    return (max(1, round(height * scale)), max(1, round(width * scale)))
-
-
-def working_image(rgb: np.ndarray, models: ModelSettings) -> np.ndarray:
-    """A copy of ``rgb`` at the working size the models see (bilinear; unchanged pixels if already that size)."""
-    height, width = working_size(rgb.shape[0], rgb.shape[1], models.image_size, models.keep_aspect_ratio)
-    return np.array(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
-
-
 def _uses_proxy_features(embedder: DenseImageEmbedder) -> bool:
     """Whether ``embedder`` takes the patch features of Stage 1 (``uses_proxy_features``, false when absent)."""
     return bool(getattr(embedder, "uses_proxy_features", False))
@@ -433,36 +383,10 @@ def _dense_embeddings(
 ) -> torch.Tensor:
     """Stage 2: ``(B, h, w, dim)`` float32 CPU embeddings of the working pixels; an embedder that uses
     proxy features gets Stage 1's ``patch_features`` of the same pixels (no second forward)."""
-    fitted = _fit_to_patches(pixels, embedder.patch_size)
+    fitted = fit_to_patches(pixels, embedder.patch_size)
     if _uses_proxy_features(embedder):
         return embedder(fitted, proxy_features=patch_features).float().cpu()  # type: ignore[call-arg]
     return embedder(fitted).float().cpu()
-
-
-def _fit_to_patches(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Resize (bilinear, antialiased) so both sides are the nearest multiple of ``patch_size``."""
-    height, width = pixels.shape[-2:]
-    target = (max(patch_size, round(height / patch_size) * patch_size), max(patch_size, round(width / patch_size) * patch_size))
-    if target == (height, width):
-        return pixels
-    return F.interpolate(pixels, size=target, mode="bilinear", align_corners=False, antialias=True)
-
-
-def _area_resize(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The fraction of each pixel of a (height, width) grid that ``mask`` covers (box filter).
-
-    Unlike a nearest-neighbour resize, no region smaller than a working pixel disappears.
-    """
-    image = Image.fromarray(mask.astype(np.float32))
-    return np.asarray(image.resize((size[1], size[0]), Image.Resampling.BOX), dtype=np.float32)
-
-
-def _resize_labels(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an integer map to ``size`` (height, width)."""
-    if label_map.shape == tuple(size):
-        return label_map
-    resized = Image.fromarray(label_map.astype(np.int32)).resize((size[1], size[0]), Image.Resampling.NEAREST)
-    return np.asarray(resized, dtype=np.int32)
 
 
 def _assemble(
@@ -519,10 +443,3 @@ def _merge_best(items: Iterable[T], key: Callable[[T], str], value: Callable[[T]
         if key(item) not in best or value(item) > value(best[key(item)]):
             best[key(item)] = item
     return sorted(best.values(), key=lambda x: -value(x))
-
-
-@contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start

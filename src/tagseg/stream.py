@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Callable, Generic, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from tagseg.image import load_image
 from tagseg.result import Segmentation
 
 if TYPE_CHECKING:
@@ -51,11 +50,12 @@ def segment_stream(
     tag: "TAG",
     sources: Iterable[S],
     *,
-    load: Callable[[S], np.ndarray] = load_image,  # type: ignore[assignment]
+    load: Callable[[S], np.ndarray] | None = None,
     batch_size: int = 1,
     ahead: int = 1,
 ) -> Iterator[Streamed[S]]:
-    """Segment every source in order; ``load`` turns a source into an RGB array (default: a path or image).
+    """Segment every source in order; ``load`` turns a source into an RGB array (default: a path or
+    image decoded once, with the pipeline's own limits: :meth:`TAG.decode`).
 
     ``batch_size`` images of the same working size share one backbone forward (pays on a GPU; on a
     2-core CPU one image already fills the cores). ``ahead`` batches may be decoded and forwarded
@@ -63,7 +63,7 @@ def segment_stream(
     """
     if batch_size < 1 or ahead < 0:
         raise ValueError(f"batch_size must be at least 1 and ahead at least 0, not {batch_size} and {ahead}")
-    batches = _forwarded_batches(tag, sources, load, batch_size)
+    batches = _forwarded_batches(tag, sources, load or tag.decode, batch_size)
     if ahead:
         batches = _in_background(batches, ahead)
     try:

@@ -36,14 +36,11 @@ from tagseg.errors import ModelNotAvailableError
 if TYPE_CHECKING:
     import torch
 
-    from tagseg.config import TAGConfig
-
 __all__ = [
     "HUB_PROBE_TIMEOUT",
     "ModelSource",
     "ModelStatus",
     "cache_status",
-    "config_models",
     "download_model",
     "hub_reachable",
     "load_pretrained",
@@ -406,13 +403,6 @@ class ModelStatus:
     @property
     def ready(self) -> bool:
         return self.problem is None
-
-
-def config_models(config: TAGConfig) -> list[str]:
-    """The model specs (ids, directories, registered names) a configuration needs, without repeats
-    (``sam_model`` only when ``segmenter`` is ``sam``)."""
-    sam = [config.sam_model] if config.segmenter == "sam" else []
-    return list(dict.fromkeys([config.feature_model, config.clip_model, *sam]))
 
 
 def cache_status(models: Iterable[str], *, verify: bool = False, cache_dir: str | Path | None = None) -> list[ModelStatus]:

@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tagseg.backbones.hub import ModelStatus, config_models
-from tagseg.builder import download_models, model_status
+from tagseg.builder import ModelStatus, config_models, download_models, model_status
 from tagseg.cli import options as opt
 from tagseg.config import PRESETS
 

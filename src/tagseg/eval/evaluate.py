@@ -17,7 +17,7 @@ from tagseg.eval.metrics import scores
 from tagseg.eval.protocols import ImageOverlap, MappingProtocol, name_totals
 from tagseg.eval.report import EvaluationReport, ProtocolResult
 from tagseg.interfaces import TextEncoder
-from tagseg.pipeline import working_image, working_size
+from tagseg.preprocess import working_image, working_size
 from tagseg.progress import ProgressListener, listener_for
 from tagseg.result import Segmentation
 

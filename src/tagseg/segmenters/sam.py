@@ -1,233 +1,58 @@
-"""Segment Anything as Stage 1: automatic mask generation with a ``transformers`` ``SamModel``.
+"""Stage 1 as a region proposer's masks (``segmenter="sam"``; Segment Anything, docs/sam.md).
 
-The generator follows segment-anything's ``SamAutomaticMaskGenerator``: prompt SAM with a regular
-grid of single points over the image (and, optionally, over overlapping crops of it), keep each
-point's three candidate masks that are confident (predicted IoU) and stable (they change little
-when the logit cutoff moves), drop masks cut off at a crop's inner edge, remove duplicates with
-box non-maximum suppression within each crop and then across crops (preferring masks from smaller
-crops), and optionally remove small islands and holes. Every knob is in :class:`SamSettings`.
-
-``transformers`` supplies the crops and the point grid (``SamImageProcessorPil.generate_crop_boxes``,
-as its ``mask-generation`` pipeline uses them), the image preprocessing and the mask upscaling
-(``post_process_masks``). The filtering is done here on boolean masks, and the box NMS is
-:func:`tagseg.segmenters.boxes.box_nms`, because the processor's own post-processing needs torchvision.
-
-Checkpoints are any ``SamModel``: ``facebook/sam-vit-base``, ``-large``, ``-huge``, SlimSAM
-(``Zigeng/SlimSAM-uniform-77``) or a local directory written by ``save_pretrained``. SAM 2
-(``Sam2Model``) is in the installed ``transformers`` but its image processor needs torchvision, so it
-is not supported here yet.
+The proposer (:class:`tagseg.backbones.sam.SamMaskGenerator`, or any
+:class:`~tagseg.interfaces.RegionProposer`) proposes masks of the image at its own size; they
+become one label per pixel by :func:`tagseg.segmenters.regions.regions_from_masks`. Pixels no mask
+covers take the k-means segments (``uncovered="fallback"``; the patch features are computed only
+then) or form one region named ``unknown_label`` (``uncovered="unlabelled"``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+from typing import Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from tagseg.config import SamSettings
-from tagseg.masks import connected_components
-from tagseg.interfaces import MaskProposals
-from tagseg.backbones.base import checked_model_config, load_model
-from tagseg.backbones.hub import ModelSource, load_pretrained, source_name
-from tagseg.segmenters.boxes import box_nms, mask_boxes
+from tagseg.config import ClusterSettings
+from tagseg.interfaces import RegionProposer, SegmenterInput, Segments
+from tagseg.preprocess import resize_labels
+from tagseg.segmenters.kmeans import kmeans_segments
+from tagseg.segmenters.regions import regions_from_masks
+from tagseg.timing import timed
 
-if TYPE_CHECKING:
-    from transformers import SamImageProcessorPil, SamModel
-
-__all__ = ["SamMaskGenerator", "SamSettings", "stability_score"]
-
-_CROP_EDGE_TOLERANCE = 20.0
-"""Pixels: a box this close to a crop's inner edge (not the image's) belongs to a cut-off mask."""
+__all__ = ["ProposalSegmenter", "proposal_segments"]
 
 
-def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) -> torch.Tensor:
-    """IoU of each mask binarised at ``mask_threshold + offset`` and at ``mask_threshold - offset``.
+class ProposalSegmenter:
+    """A region proposer's masks as Stage 1; the proposer gets each call's ``sam`` knobs through its
+    ``with_options`` (a proposer without knobs, such as the toy world's, has none)."""
 
-    The first mask lies inside the second, so the IoU is the ratio of their areas. ``logits`` is
-    ``(N, H, W)``; a mask empty at both cutoffs scores 0.
-    """
-    strict = _count_above(logits, mask_threshold + offset)
-    loose = _count_above(logits, mask_threshold - offset)
-    return strict / loose.clamp_min(1)
+    def __init__(self, proposer: Callable[[], RegionProposer]) -> None:
+        self._proposer = proposer
 
+    def needs_patch_features(self, clusters: ClusterSettings) -> bool:
+        """Never for every image: only for uncovered pixels with ``uncovered="fallback"``, asked for then."""
+        return False
 
-def _count_above(logits: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """Pixels above ``cutoff`` per mask of ``(N, H, W)``; counting rows in int16 first is several times faster."""
-    return (logits > cutoff).sum(dim=-1, dtype=torch.int16).sum(dim=-1, dtype=torch.int32)
-
-
-class SamMaskGenerator:
-    """A :class:`~tagseg.interfaces.RegionProposer` that runs SAM's automatic mask generation.
-
-    Build it with :meth:`from_pretrained`; calling it with an RGB image (``(H, W, 3)`` uint8) returns
-    the masks with their predicted IoU as scores, most confident first.
-    """
-
-    def __init__(
-        self,
-        model: SamModel,
-        processor: SamImageProcessorPil,
-        settings: SamSettings | None = None,
-        model_id: str = "sam",
-    ) -> None:
-        self.model = model.eval()
-        self.processor = processor
-        self.settings = settings or SamSettings()
-        self.model_id = model_id
-        parameter = next(model.parameters())
-        self.device, self.dtype = parameter.device, parameter.dtype
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        source: ModelSource,
-        settings: SamSettings | None = None,
-        *,
-        device: str | torch.device | None = "auto",
-        dtype: str | torch.dtype = torch.float32,
-    ) -> "SamMaskGenerator":
-        """Load a ``SamModel`` checkpoint and its image processor (local cache first, never a traceback).
-
-        ``dtype`` is a torch dtype or a dtype setting (``"auto"``: bfloat16 where it runs natively).
-        """
-        from transformers import SamImageProcessorPil, SamModel
-
-        checked_model_config(source, {"sam"}, "Segment Anything", "facebook/sam-vit-base")
-        model = load_model(SamModel, source, device=device, dtype=dtype)
-        processor = load_pretrained(SamImageProcessorPil, source)
-        return cls(model, processor, settings, model_id=source_name(source))
-
-    def with_settings(self, settings: SamSettings) -> "SamMaskGenerator":
-        """This generator with other knobs, sharing the loaded model (itself when they are the same)."""
-        if settings == self.settings:
-            return self
-        return SamMaskGenerator(self.model, self.processor, settings, self.model_id)
-
-    @torch.inference_mode()
-    def __call__(self, image: np.ndarray) -> MaskProposals:
-        """The masks of an RGB image (``(H, W, 3)`` uint8) at its size, with predicted IoU, most confident first."""
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB image of shape (H, W, 3) and dtype uint8, got {image.dtype} {image.shape}")
-        settings = self.settings
-        height, width = image.shape[:2]
-        crop_boxes, points, crops, _ = self.processor.generate_crop_boxes(
-            image,
-            target_size=self.processor.size.longest_edge,
-            crop_n_layers=settings.crop_layers,
-            overlap_ratio=settings.crop_overlap_ratio,
-            points_per_crop=settings.points_per_side,
-        )
-        masks, scores, boxes, crop_areas = [], [], [], []
-        for crop_index, (crop_box, crop) in enumerate(zip(crop_boxes.round().long().tolist(), crops)):
-            crop_masks, crop_scores = self._crop_masks(crop, crop_box, (height, width), points[0, :, crop_index])
-            crop_masks = _uncrop(crop_masks, crop_box, (height, width))
-            crop_boxes_found = mask_boxes(crop_masks)
-            keep = box_nms(crop_boxes_found, crop_scores, settings.box_nms_threshold)
-            masks.append(crop_masks[keep])
-            scores.append(crop_scores[keep])
-            boxes.append(crop_boxes_found[keep])
-            crop_area = (crop_box[2] - crop_box[0]) * (crop_box[3] - crop_box[1])
-            crop_areas.append(torch.full((len(keep),), float(crop_area)))
-        all_masks, all_scores, all_boxes = torch.cat(masks), torch.cat(scores), torch.cat(boxes)
-        if len(crops) > 1:  # the same object found in several crops: keep the one from the smallest crop
-            keep = box_nms(all_boxes, 1.0 / torch.cat(crop_areas), settings.crop_nms_threshold)
-            all_masks, all_scores = all_masks[keep], all_scores[keep]
-        if settings.min_region_area > 0:
-            all_masks, all_scores = _remove_small_regions(all_masks, all_scores, settings)
-        order = torch.sort(all_scores, descending=True, stable=True).indices
-        return MaskProposals(masks=all_masks[order].numpy(), scores=all_scores[order].numpy().astype(np.float32))
-
-    def _crop_masks(
-        self, crop: np.ndarray, crop_box: list[int], image_size: tuple[int, int], points: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The masks (at the crop's size) that pass the quality filters, and their predicted IoU."""
-        settings = self.settings
-        inputs = self.processor(images=crop, return_tensors="pt")
-        embeddings = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device, self.dtype))
-        crop_height, crop_width = crop.shape[-2:]
-        masks = [torch.zeros((0, crop_height, crop_width), dtype=torch.bool)]
-        scores = [torch.zeros(0)]
-        for start in range(0, len(points), settings.points_per_batch):
-            batch = points[start : start + settings.points_per_batch].float().to(self.device)
-            output = self.model(
-                image_embeddings=embeddings,
-                input_points=batch[None, :, None, :],
-                input_labels=torch.ones((1, len(batch), 1), dtype=torch.long, device=self.device),
-                multimask_output=True,
-            )
-            predicted_iou = output.iou_scores[0].float().cpu().flatten()
-            low_resolution = output.pred_masks[0].float().cpu().flatten(0, 1)  # (points * 3, h, w)
-            if settings.pred_iou_threshold > 0:  # before upscaling, which costs most
-                confident = predicted_iou > settings.pred_iou_threshold
-                predicted_iou, low_resolution = predicted_iou[confident], low_resolution[confident]
-            if len(low_resolution) == 0:
-                continue
-            logits = self.processor.post_process_masks(
-                [low_resolution[:, None]], inputs["original_sizes"], inputs["reshaped_input_sizes"], binarize=False
-            )[0][:, 0]
-            keep = torch.ones(len(logits), dtype=torch.bool)
-            if settings.stability_threshold > 0:
-                stability = stability_score(logits, settings.mask_threshold, settings.stability_offset)
-                keep = stability >= settings.stability_threshold
-            binary = logits[keep] > settings.mask_threshold
-            predicted_iou = predicted_iou[keep]
-            inside = ~_cut_by_crop_edge(mask_boxes(binary), crop_box, image_size)
-            masks.append(binary[inside])
-            scores.append(predicted_iou[inside])
-        return torch.cat(masks), torch.cat(scores)
+    def segment(self, images: Sequence[SegmenterInput], clusters: ClusterSettings) -> list[Segments]:
+        """Each image's regions at its own size, with the mask each came from (see :func:`proposal_segments`)."""
+        proposer = self._proposer()
+        with_options = getattr(proposer, "with_options", None)
+        if with_options is not None:
+            proposer = with_options(**dataclasses.asdict(clusters.sam))
+        return [proposal_segments(proposer, image, clusters) for image in images]
 
 
-def _cut_by_crop_edge(boxes: torch.Tensor, crop_box: list[int], image_size: tuple[int, int]) -> torch.Tensor:
-    """Boxes (in crop coordinates) that touch an edge of the crop that is not an edge of the image."""
-    left, top = crop_box[0], crop_box[1]
-    shifted = boxes + torch.tensor([left, top, left, top], dtype=boxes.dtype)
-    crop = torch.tensor(crop_box, dtype=boxes.dtype)
-    image = torch.tensor([0, 0, image_size[1], image_size[0]], dtype=boxes.dtype)
-    near_crop = torch.isclose(shifted, crop[None], atol=_CROP_EDGE_TOLERANCE, rtol=0)
-    near_image = torch.isclose(shifted, image[None], atol=_CROP_EDGE_TOLERANCE, rtol=0)
-    return (near_crop & ~near_image).any(dim=1)
-
-
-def _uncrop(masks: torch.Tensor, crop_box: list[int], image_size: tuple[int, int]) -> torch.Tensor:
-    """Masks of a crop placed into zero masks of the whole image."""
-    left, top, right, bottom = crop_box
-    height, width = image_size
-    return F.pad(masks, (left, width - right, top, height - bottom), value=False)
-
-
-def _remove_small_regions(
-    masks: torch.Tensor, scores: torch.Tensor, settings: SamSettings
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fill holes and drop islands smaller than ``min_region_area``; then NMS, unchanged masks first."""
-    cleaned, unchanged = [], []
-    for mask in masks.numpy():
-        filled, holes_changed = _drop_small_components(mask, settings.min_region_area, holes=True)
-        kept, islands_changed = _drop_small_components(filled, settings.min_region_area, holes=False)
-        cleaned.append(torch.from_numpy(kept))
-        unchanged.append(not (holes_changed or islands_changed))
-    if not cleaned:
-        return masks, scores
-    cleaned_masks = torch.stack(cleaned)
-    keep = box_nms(mask_boxes(cleaned_masks), torch.tensor(unchanged, dtype=torch.float32), settings.box_nms_threshold)
-    return cleaned_masks[keep], scores[keep]
-
-
-def _drop_small_components(mask: np.ndarray, min_area: int, *, holes: bool) -> tuple[np.ndarray, bool]:
-    """Remove 8-connected islands (or fill holes, ``holes=True``) smaller than ``min_area`` pixels.
-
-    Islands: when every island is small, the largest one stays. Returns the mask and whether it changed.
-    """
-    components, count = connected_components(~mask if holes else mask)
-    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
-    small = np.flatnonzero(sizes < min_area) + 1
-    if small.size == 0:
-        return mask, False
-    if holes:
-        return mask | np.isin(components, small), True
-    keep = np.setdiff1d(np.arange(1, count + 1), small)
-    if keep.size == 0:
-        keep = np.array([int(np.argmax(sizes)) + 1])
-    return np.isin(components, keep), True
+def proposal_segments(proposer: RegionProposer, image: SegmenterInput, clusters: ClusterSettings) -> Segments:
+    """One image's masks as segments at the image's size (timings ``sam``, then ``regions``)."""
+    with timed(image.timings, "sam"):
+        proposals = proposer(image.rgb)
+    fallback = None
+    if clusters.uncovered == "fallback" and not proposals.masks.any(axis=0).all():
+        cluster_map, cluster_ids = kmeans_segments(image.working, image.patch_features(), clusters, image.timings)
+        fallback = resize_labels(cluster_ids[cluster_map], image.rgb.shape[:2])
+    with timed(image.timings, "regions"):  # without a fallback map no pixel is uncovered, or they stay unlabelled
+        regions = regions_from_masks(proposals, uncovered="fallback" if fallback is not None else "unlabelled", fallback=fallback)
+    origins = [(int(p), float(proposals.scores[p]) if p >= 0 else None) for p in regions.proposal]
+    return Segments(regions.label_map, np.arange(len(regions)), origins, regions.unlabelled, proposer)

@@ -15,7 +15,6 @@ from PIL import Image
 
 from tagseg import __version__
 from tagseg.errors import ConfigError, ImageError, ModelNotAvailableError
-from tagseg.image import load_image
 from tagseg.pipeline import TAG
 from tagseg.result import Segmentation
 from tagseg.serve.database import DatabaseAccess
@@ -135,7 +134,7 @@ class Service:
             raise ApiError(503, "model_not_available", str(error)) from None
 
     def _segment_now(self, data: bytes, overrides: dict[str, Any]) -> tuple[np.ndarray, Segmentation]:
-        rgb = load_image(data, max_pixels=self.max_pixels)
+        rgb = self.tag.decode(data)
         with self.database.lock.reading():
             result = self.tag(rgb, **overrides)
         self.metrics.image_processed()

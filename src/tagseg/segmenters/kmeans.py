@@ -1,0 +1,290 @@
+"""Stage 1 as in the paper: k-means segments of the patch features, refined by a dense CRF.
+
+* :func:`kmeans` — faiss k-means on the patch features, best of several restarts;
+  :func:`cluster_centres` with a fixed ``k`` or ``k`` chosen per image (``num_clusters="auto"``) by the
+  silhouette or elbow criterion over ``[min_clusters, max_clusters]`` (:func:`choose_num_clusters`);
+* :func:`cluster_scores` and :func:`upsample` — every pixel's dot product with every centre, through
+  bilinearly upsampled scores;
+* :func:`refine_with_crf` — the dense CRF (pydensecrf) on those scores and the working image;
+* :func:`merge_small_regions` — connected regions below a minimum area join their most similar
+  adjacent cluster instead of being dropped (regions from :func:`tagseg.masks.connected_components`);
+* :func:`kmeans_segments` — all of the above for one image, and :class:`KMeansSegmenter`, the
+  :class:`~tagseg.interfaces.Segmenter` registered as ``kmeans``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tagseg.config import ClusterSettings, CRFSettings
+from tagseg.interfaces import SegmenterInput, Segments
+from tagseg.masks import connected_components
+from tagseg.segments import compact_labels
+from tagseg.timing import timed
+
+__all__ = [
+    "KMeansSegmenter",
+    "choose_num_clusters",
+    "cluster_centres",
+    "cluster_scores",
+    "kmeans",
+    "kmeans_segments",
+    "merge_small_regions",
+    "refine_with_crf",
+    "silhouette",
+    "upsample",
+]
+
+
+class KMeansSegmenter:
+    """The paper's Stage 1 (``segmenter="kmeans"``): :func:`kmeans_segments` of every image's patch features."""
+
+    def needs_patch_features(self, clusters: ClusterSettings) -> bool:
+        """Always: k-means clusters the patch features of every image."""
+        return True
+
+    def segment(self, images: Sequence[SegmenterInput], clusters: ClusterSettings) -> list[Segments]:
+        """Each image's compact cluster map at the working size, with its original cluster ids."""
+        return [
+            Segments(*kmeans_segments(image.working, image.patch_features(), clusters, image.timings)) for image in images
+        ]
+
+
+def kmeans_segments(
+    working: np.ndarray, features: torch.Tensor, clusters: ClusterSettings, timings: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-means on the patch ``features`` (h, w, C), CRF on the ``working`` image, small regions merged.
+
+    Returns the compact cluster map at the working size and each label's original cluster; adds
+    the ``kmeans``, ``crf`` and ``regions`` stages to ``timings``.
+    """
+    height, width = working.shape[:2]
+    with timed(timings, "kmeans"):
+        centres = cluster_centres(features.reshape(-1, features.shape[-1]), clusters)
+        scores = upsample(cluster_scores(features, centres), (height, width))
+    with timed(timings, "crf"):
+        if clusters.crf.enabled:
+            cluster_map = refine_with_crf(scores, working, clusters.crf)
+        else:
+            cluster_map = scores.argmax(dim=0).numpy().astype(np.int32)
+    with timed(timings, "regions"):
+        min_area = round(clusters.min_region_area * height * width)
+        cluster_map = merge_small_regions(cluster_map, scores.numpy(), min_area)
+        return compact_labels(cluster_map)
+
+
+def cluster_centres(points: torch.Tensor, clusters: ClusterSettings) -> torch.Tensor:
+    """k-means centres of ``points`` (N, C): ``clusters.num_clusters`` of them, or the automatic choice."""
+    options = {"restarts": clusters.kmeans_restarts, "iterations": clusters.kmeans_iterations, "seed": clusters.seed}
+    if clusters.num_clusters != "auto":
+        return kmeans(points, int(clusters.num_clusters), **options)
+    _, centres, _ = choose_num_clusters(
+        points, clusters.min_clusters, clusters.max_clusters, clusters.cluster_criterion, **options
+    )
+    return centres
+
+
+def kmeans(
+    features: torch.Tensor, num_clusters: int, *, restarts: int = 8, iterations: int = 100, seed: int = 0
+) -> torch.Tensor:
+    """Euclidean k-means over the rows of ``features`` (N, C); the centres of the best of ``restarts`` runs.
+
+    Deterministic for a given ``seed``. Fewer points than clusters gives one centre per point.
+    """
+    points = np.ascontiguousarray(features.detach().float().cpu().numpy())
+    num_clusters = min(num_clusters, points.shape[0])
+    clustering = faiss.Kmeans(
+        points.shape[1],
+        num_clusters,
+        niter=iterations,
+        nredo=restarts,
+        seed=seed,
+        min_points_per_centroid=1,
+        max_points_per_centroid=points.shape[0],
+    )
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # a few thousand points: threads only add OpenMP spin-waiting
+    try:
+        clustering.train(points)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return torch.from_numpy(clustering.centroids.copy())
+
+
+def cluster_scores(features: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Dot product of every patch feature (h, w, C) with every centre (K, C): scores (K, h, w)."""
+    return torch.einsum("hwc,kc->khw", features.float(), centres.to(features.device).float())
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling (align_corners=False) of (K, h, w) maps to (K, H, W).
+
+    Dot products are linear, so upsampling scores equals scoring upsampled features (the reference
+    order) at a fraction of the memory.
+    """
+    return F.interpolate(maps[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+
+
+def refine_with_crf(scores: torch.Tensor, image: np.ndarray, settings: CRFSettings) -> np.ndarray:
+    """Dense-CRF labels (H, W) from pixel scores (K, H, W) and the RGB uint8 image (H, W, 3).
+
+    The unary is minus the log softmax of the scores over clusters, probabilities clipped at 1e-5.
+    With ``settings.scale < 1`` the CRF runs on a grid that much smaller (scores and image resized
+    with antialiasing, both spatial standard deviations scaled alike) and its marginals are
+    upsampled bilinearly before the argmax at full size; ``scale=1`` is the reference's full-size CRF.
+    """
+    num_labels, height, width = scores.shape
+    size = (max(1, round(height * settings.scale)), max(1, round(width * settings.scale)))
+    if size == (height, width):
+        marginals = _crf_marginals(scores, image, settings, spatial_scale=1.0)
+        return marginals.argmax(axis=0).astype(np.int32)
+    small_scores = F.interpolate(scores[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    small_image = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float(),
+        size=size, mode="bilinear", align_corners=False, antialias=True,
+    )[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    marginals = _crf_marginals(small_scores, small_image, settings, spatial_scale=size[1] / width)
+    full = upsample(torch.from_numpy(marginals), (height, width))
+    return full.argmax(dim=0).numpy().astype(np.int32)
+
+
+def _crf_marginals(scores: torch.Tensor, image: np.ndarray, settings: CRFSettings, spatial_scale: float) -> np.ndarray:
+    """Mean-field marginals (K, H, W) of the dense CRF; ``spatial_scale`` multiplies both kernels' ``sxy``."""
+    import pydensecrf.densecrf as dcrf
+
+    num_labels, height, width = scores.shape
+    probabilities = torch.softmax(scores.float(), dim=0).clamp_min(1e-5)
+    unary = np.ascontiguousarray((-torch.log(probabilities)).reshape(num_labels, -1).cpu().numpy())
+    crf = dcrf.DenseCRF2D(width, height, num_labels)
+    crf.setUnaryEnergy(unary)
+    crf.addPairwiseGaussian(sxy=settings.gaussian_sxy * spatial_scale, compat=settings.gaussian_compat)
+    crf.addPairwiseBilateral(
+        sxy=settings.bilateral_sxy * spatial_scale,
+        srgb=settings.bilateral_srgb,
+        rgbim=np.array(image, dtype=np.uint8, order="C"),
+        compat=settings.bilateral_compat,
+    )
+    return np.asarray(crf.inference(settings.iterations), dtype=np.float32).reshape(num_labels, height, width)
+
+
+_SILHOUETTE_SAMPLE = 1024
+
+
+def choose_num_clusters(
+    points: torch.Tensor, min_k: int, max_k: int, criterion: str = "silhouette", **kmeans_options: int
+) -> tuple[int, torch.Tensor, dict[int, float]]:
+    """Run k-means for every k in ``[min_k, max_k]`` and keep the best k.
+
+    ``silhouette``: the highest mean silhouette (Euclidean, on up to 1024 sampled points).
+    ``elbow``: the k whose inertia lies furthest below the straight line joining the first and last
+    k's inertia (the knee of the curve). Returns ``(k, centres, {k: criterion value})``.
+    Costs one k-means run (with its restarts) per k in the range.
+    """
+    points = points.float()
+    max_k = max(min_k, min(max_k, points.shape[0] - 1))
+    sample = points
+    if points.shape[0] > _SILHOUETTE_SAMPLE:
+        generator = torch.Generator().manual_seed(int(kmeans_options.get("seed", 0)))
+        sample = points[torch.randperm(points.shape[0], generator=generator)[:_SILHOUETTE_SAMPLE]]
+    fits: dict[int, torch.Tensor] = {}
+    values: dict[int, float] = {}
+    for k in range(min_k, max_k + 1):
+        centres = kmeans(points, k, **kmeans_options)
+        fits[k] = centres
+        if criterion == "silhouette":
+            values[k] = silhouette(sample, torch.cdist(sample, centres).argmin(dim=1))
+        else:
+            values[k] = float(torch.cdist(points, centres).min(dim=1).values.pow(2).sum())
+    if criterion == "silhouette":
+        best = max(values, key=lambda k: values[k])
+    else:
+        best = _knee(values)
+    return best, fits[best], values
+
+
+def _knee(inertia: dict[int, float]) -> int:
+    """The k furthest below the chord of the (k, inertia) curve, both axes scaled to [0, 1]."""
+    ks = np.array(sorted(inertia), dtype=np.float64)
+    values = np.array([inertia[int(k)] for k in ks])
+    if len(ks) < 3 or values[0] == values[-1]:
+        return int(ks[0])
+    x = (ks - ks[0]) / (ks[-1] - ks[0])
+    y = (values - values[-1]) / (values[0] - values[-1])
+    return int(ks[np.argmax((1.0 - x) - y)])
+
+
+def silhouette(points: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean silhouette coefficient of ``points`` (N, C) under integer ``labels`` (N,); 0 for singletons."""
+    labels = torch.unique(labels, return_inverse=True)[1]
+    if int(labels.max()) == 0:
+        return 0.0
+    distances = torch.cdist(points, points)
+    onehot = torch.nn.functional.one_hot(labels).float()
+    counts = onehot.sum(dim=0)
+    sums = distances @ onehot  # (N, K): total distance of each point to each cluster
+    own = sums.gather(1, labels[:, None])[:, 0]
+    own_count = counts[labels]
+    a = own / (own_count - 1).clamp_min(1)
+    means = sums / counts
+    means.scatter_(1, labels[:, None], float("inf"))
+    b = means.min(dim=1).values
+    scores = torch.where(own_count > 1, (b - a) / torch.maximum(a, b).clamp_min(1e-12), torch.zeros_like(a))
+    return float(scores.mean())
+
+
+def _regions(label_map: np.ndarray) -> np.ndarray:
+    """Connected regions of equal label (8-connected): ids 0..n-1 over every pixel."""
+    regions = np.zeros(label_map.shape, dtype=np.int32)
+    offset = 0
+    for value in np.unique(label_map):
+        components, count = connected_components(label_map == value)
+        inside = components > 0
+        regions[inside] = components[inside] + offset - 1
+        offset += count
+    return regions
+
+
+def merge_small_regions(label_map: np.ndarray, affinity: np.ndarray, min_area: int, max_rounds: int = 10) -> np.ndarray:
+    """Relabel each connected region smaller than ``min_area`` pixels to an adjacent label.
+
+    The label chosen among the region's 4-neighbours is the one whose ``affinity`` (K, H, W), e.g.
+    the cluster scores, is highest on average over the region's pixels. Smallest regions go first;
+    rounds repeat until no region is small (or ``max_rounds``). No pixel loses its label.
+    """
+    labels = np.array(label_map, dtype=np.int32, copy=True)
+    if min_area <= 1:
+        return labels
+    height, width = labels.shape
+    flat_labels = labels.ravel()
+    flat_affinity = affinity.reshape(affinity.shape[0], -1)
+    for _ in range(max_rounds):
+        regions = _regions(labels).ravel()
+        areas = np.bincount(regions)
+        small = [int(r) for r in np.argsort(areas, kind="stable") if areas[r] < min_area]
+        if not small or len(areas) == 1:
+            break
+        order = np.argsort(regions, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(areas)])
+        changed = False
+        for region in small:
+            pixels = order[bounds[region] : bounds[region + 1]]
+            own = flat_labels[pixels[0]]
+            ys, xs = np.divmod(pixels, width)
+            neighbours = np.concatenate([
+                pixels[xs > 0] - 1, pixels[xs < width - 1] + 1, pixels[ys > 0] - width, pixels[ys < height - 1] + width,
+            ])
+            options = np.unique(flat_labels[neighbours])
+            options = options[options != own]
+            if len(options) == 0:
+                continue
+            means = flat_affinity[np.ix_(options, pixels)].mean(axis=1)
+            flat_labels[pixels] = options[int(np.argmax(means))]
+            changed = True
+        if not changed:
+            break
+    return labels
