@@ -10,10 +10,11 @@ with one row per image (the failed ones are also listed in ``failures.jsonl``).
 
 Exactly once: each output file is written beside its target and renamed over it, the JSON last,
 and an image counts as finished when all its files exist. A re-run skips finished images. An actor
-that dies is restarted and Ray runs its task again: a register that outlives the workers
-(:class:`_Attempts`) hands back the rows of the images the dead attempt finished, the images it
-was segmenting are tried again one at a time, and an image that :data:`TRIES_PER_IMAGE` workers
-died on becomes a ``failed`` row, so that no image can stall the run. A bad image is a ``failed`` row.
+that dies is restarted and Ray runs its task again (without limit): a register that outlives the
+workers (:class:`_Attempts`) hands back the rows of the images the dead attempt finished, the
+images it was segmenting are tried again one at a time, so that a death is charged to one image,
+and an image that :data:`TRIES_PER_IMAGE` workers died on while segmenting it alone becomes a
+``failed`` row: no image can stall the run. A bad image is a ``failed`` row.
 
 Database builds (:mod:`tagseg.engines.ray_database`) keep the local builder and only spread the
 embedding over actors; both use :mod:`tagseg.engines.ray_runtime`.
@@ -89,7 +90,7 @@ FORWARDS_PER_TASK = 4
 scheduling, smaller redoes less when a worker dies."""
 
 TRIES_PER_IMAGE = 2
-"""Workers that may die while segmenting one image; then the image is a ``failed`` row and the run goes on."""
+"""Workers that may die while segmenting one image alone; then the image is a ``failed`` row and the run goes on."""
 
 _STOPPED = "stopped"
 """The status of a worker's row that stops the run (never in the manifest): its reason is the error."""
@@ -232,18 +233,19 @@ class _Attempts:
     """The run's register of images started and finished on the workers (one actor, outliving them).
 
     Ray runs the task of a worker that died again; the task then learns, per image, the row the
-    dead attempt finished it with, or how many attempts started it and died before finishing it.
+    dead attempt finished it with, or how often it was started (alone, and among other images in
+    flight) without being finished: each such start is a worker that died.
     """
 
     def __init__(self) -> None:
-        self.started: dict[str, int] = {}
+        self.starts: dict[str, list[int]] = {}  # name -> [alone, among others]
         self.rows: dict[str, dict[str, Any]] = {}
 
-    def look_up(self, names: list[str]) -> list[dict[str, Any] | int]:
-        return [self.rows.get(name, self.started.get(name, 0)) for name in names]
+    def look_up(self, names: list[str]) -> list[dict[str, Any] | list[int]]:
+        return [self.rows.get(name, self.starts.get(name, [0, 0])) for name in names]
 
-    def start(self, name: str) -> None:
-        self.started[name] = self.started.get(name, 0) + 1
+    def start(self, name: str, alone: bool) -> None:
+        self.starts.setdefault(name, [0, 0])[0 if alone else 1] += 1
 
     def finish(self, row: dict[str, Any]) -> None:
         self.rows[row["name"]] = row
@@ -291,19 +293,19 @@ class _SegmentWorker:
         for image, earlier in zip(images, ray.get(s.attempts.look_up.remote([image.name for image in images]))):
             if isinstance(earlier, dict):  # finished by an attempt whose worker died afterwards
                 rows[image.name] = earlier
-            elif not s.overwrite and s.layout.finished(image.name):
-                rows[image.name] = _finished_row(s.layout, image.path, image.name)
-            elif earlier >= TRIES_PER_IMAGE:
-                reason = f"the worker died while segmenting this image, {earlier} tries"
+            elif not s.overwrite and s.layout.finished(image.name):  # finished before, or by a dead attempt
+                rows[image.name] = _finished_row(s.layout, image.path, image.name, "done" if any(earlier) else "skipped")
+            elif earlier[0] >= TRIES_PER_IMAGE:
+                reason = f"the worker died while segmenting this image, {earlier[0]} tries"
                 rows[image.name] = _row(image.path, image.name, "failed", reason=reason)
             else:
-                (retried if earlier else fresh).append(image)
+                (retried if any(earlier) else fresh).append(image)
         if fresh or retried:
             try:
                 tag = self.models.get()
             except TagsegError as error:  # models or database missing: the driver stops the run with this
                 return pa.Table.from_pylist([_row(i.path, i.name, _STOPPED, reason=str(error)) for i in images], schema=MANIFEST_SCHEMA)
-            groups = [(fresh, s.batch_size)] + [([image], 1) for image in retried]  # a suspect image alone
+            groups = [(fresh, s.batch_size)] + [([image], 1) for image in retried]  # one a worker died on: alone
             for group, batch_size in groups:
                 rows.update((row["name"], row) for row in self._segment(ray, tag, group, batch_size))
         return pa.Table.from_pylist([rows[image.name] for image in images], schema=MANIFEST_SCHEMA)
@@ -314,7 +316,7 @@ class _SegmentWorker:
 
         def registered(images: list[_Image]) -> Iterator[_Image]:
             for image in images:
-                ray.get(s.attempts.start.remote(image.name))  # recorded before the image can kill the worker
+                ray.get(s.attempts.start.remote(image.name, len(images) == 1))  # before it can kill the worker
                 yield image
 
         def load(image: _Image) -> Any:
@@ -345,13 +347,13 @@ def _row(
     return {"path": path, "name": name, "status": status, "labels": list(labels), "scores": list(scores), "reason": reason, "seconds": seconds}
 
 
-def _finished_row(layout: OutputLayout, path: str, name: str) -> dict[str, Any]:
-    """The manifest row of an image finished before: labels and scores from its JSON file when there is one."""
+def _finished_row(layout: OutputLayout, path: str, name: str, status: str = "skipped") -> dict[str, Any]:
+    """The manifest row of an image whose files exist: labels and scores from its JSON file when there is one."""
     try:
         segments = json.loads((layout.out / f"{name}.json").read_text(encoding="utf-8"))["segments"]
     except (OSError, ValueError, KeyError):
         segments = []
-    return _row(path, name, "skipped", [s["label"] for s in segments], [s["score"] for s in segments])
+    return _row(path, name, status, [s["label"] for s in segments], [s["score"] for s in segments])
 
 
 def _outcome(row: dict[str, Any], layout: OutputLayout) -> ImageOutcome:
