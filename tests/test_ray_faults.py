@@ -37,22 +37,12 @@ KILLED_FILES = ("scene01.overlay.png", "scene02.labels.png", "scene03.json", "ex
 
 
 def _worker_set_up(killed: frozenset[str], markers: Path, log: Path) -> Callable[[], None]:
-    """The set-up hook of every Ray worker process (see the module's docstring)."""
+    """The set-up hook of every Ray worker process (see the module's docstring); it imports no torch."""
 
     def set_up() -> None:
-        import torch
-
         from tagseg.builder import Backend, register_backend
-        from tagseg.toy import ToyPatchFeatures
 
-        class DyingFeatures(ToyPatchFeatures):
-            def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-                means = pixels.float().mean(dim=(2, 3))
-                if ((means[:, 0] > 0.98) & (means[:, 1] < 0.02) & (means[:, 2] > 0.98)).any():
-                    os._exit(1)  # the whole worker process dies, as on a decoder crash
-                return super().__call__(pixels)
-
-        register_backend(DYING, Backend(features=lambda spec, config: DyingFeatures()), replace=True)
+        register_backend(DYING, Backend(features=lambda spec, config: _dying_features()), replace=True)
         rename = os.replace
 
         def replace(source: str | os.PathLike[str], target: str | os.PathLike[str], **kwargs: object) -> None:
@@ -68,6 +58,22 @@ def _worker_set_up(killed: frozenset[str], markers: Path, log: Path) -> Callable
         os.replace = replace  # type: ignore[assignment]
 
     return set_up
+
+
+def _dying_features() -> object:
+    """The toy patch features, except that a plain magenta image ends the process (as a decoder crash would)."""
+    import torch
+
+    from tagseg.toy import ToyPatchFeatures
+
+    class DyingFeatures(ToyPatchFeatures):
+        def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+            means = pixels.float().mean(dim=(2, 3))
+            if ((means[:, 0] > 0.98) & (means[:, 1] < 0.02) & (means[:, 2] > 0.98)).any():
+                os._exit(1)
+            return super().__call__(pixels)
+
+    return DyingFeatures()
 
 
 @pytest.fixture(scope="module")
