@@ -28,12 +28,13 @@ from tagseg.toy import toy_scene
 
 pytestmark = pytest.mark.ray
 
-SCENES = 8
+SCENES = 6
 DYING = "dying:"
 CONFIG = preset("toy", image_size=72, feature_model=DYING)
 POISON = "poison"
 KILLED_FILES = ("scene01.overlay.png", "scene02.labels.png", "scene03.json", "export/embeddings/scene04.npy")
 """The files whose first write kills its worker: one of each kind a worker writes."""
+EXPORTS = ["embeddings", "coco"]
 
 
 def _worker_set_up(killed: frozenset[str], markers: Path, log: Path) -> Callable[[], None]:
@@ -78,13 +79,14 @@ def _dying_features() -> object:
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Six toy scenes and the poison (plain magenta) in one folder; the output, marker and log places."""
     root = tmp_path_factory.mktemp("faults")
-    names = ("images", "poisoned", "killed", "markers")
-    folders = {name: root / name for name in names} | {"log": root / "renamed.txt"}
-    for name in names:
+    folders = {name: root / name for name in ("images", "out", "markers")} | {"log": root / "renamed.txt"}
+    for name in ("images", "markers"):
         folders[name].mkdir()
     for seed in range(SCENES):
         Image.fromarray(toy_scene(seed, size=(72, 96))[0]).save(folders["images"] / f"scene{seed:02d}.png")
+    Image.new("RGB", (96, 72), (255, 0, 255)).save(folders["images"] / f"{POISON}.png")
     return folders
 
 
@@ -93,11 +95,19 @@ def ray_runtime(folders: dict[str, Path]):
     """A local Ray runtime (two CPUs) whose workers run the set-up hook."""
     ray = pytest.importorskip("ray")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the hook's code travels to the workers
-    killed = frozenset(str(folders["killed"] / name) for name in KILLED_FILES)
+    killed = frozenset(str(folders["out"] / name) for name in KILLED_FILES)
     hook = _worker_set_up(killed, folders["markers"], folders["log"])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"worker_process_setup_hook": hook})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def faulty_run(ray_runtime, folders: dict[str, Path]):
+    """One run over the folder: the poison kills every worker it meets, the killed files kill theirs once."""
+    from tagseg.engines.ray import segment_with_ray
+
+    return segment_with_ray([folders["images"]], folders["out"], config=CONFIG, exports=EXPORTS, workers=2, batch_size=1)
 
 
 def _renamed(out: Path) -> list[str]:
@@ -115,49 +125,39 @@ class _Recorder(BatchListener):
         self.loaded = True
 
 
-def test_an_image_that_kills_every_worker_becomes_a_failed_row_and_the_run_goes_on(ray_runtime, folders, tmp_path):
-    from tagseg.engines.ray import MANIFEST_FILE, TRIES_PER_IMAGE, segment_with_ray
+NAMES = [f"scene{seed:02d}" for seed in range(SCENES)]
 
-    images = folders["images"]
-    poison = tmp_path / f"{POISON}.png"
-    Image.new("RGB", (96, 72), (255, 0, 255)).save(poison)
-    out = folders["poisoned"]
-    inputs = [images, poison]
-    report = segment_with_ray(inputs, out, config=CONFIG, workers=2, batch_size=2)
 
+def test_an_image_that_kills_every_worker_becomes_a_failed_row_and_the_run_goes_on(faulty_run, folders):
+    from tagseg.engines.ray import MANIFEST_FILE, TRIES_PER_IMAGE
+
+    out, poison = folders["out"], folders["images"] / f"{POISON}.png"
     reason = f"the worker died while segmenting this image, {TRIES_PER_IMAGE} tries"
-    [failed] = report.failed
-    assert (failed.name, failed.path, failed.reason) == (POISON, poison, reason)
-    names = [f"scene{seed:02d}" for seed in range(SCENES)]
-    assert [(o.name, o.status) for o in report.outcomes] == [(name, "done") for name in names] + [(POISON, "failed")]
+    assert [(o.name, o.status) for o in faulty_run.outcomes] == [(POISON, "failed")] + [(name, "done") for name in NAMES]
+    assert (faulty_run.failed[0].path, faulty_run.failed[0].reason) == (poison, reason)
     manifest = {row["name"]: row for row in pq.read_table(out / MANIFEST_FILE).to_pylist()}
-    assert manifest[POISON]["status"] == "failed" and manifest[POISON]["reason"] == reason
-    assert {manifest[name]["status"] for name in names} == {"done"}
+    assert (manifest[POISON]["status"], manifest[POISON]["reason"]) == ("failed", reason)
+    assert {manifest[name]["status"] for name in NAMES} == {"done"}
     [line] = (out / FAILURES_FILE).read_text(encoding="utf-8").splitlines()
     assert json.loads(line) == {"path": str(poison), "name": POISON, "reason": reason}
     renamed = _renamed(out)
-    assert [renamed.count(f"{name}.json") for name in names] == [1] * SCENES  # nothing finished was segmented again
+    assert [renamed.count(f"{name}.json") for name in NAMES] == [1] * SCENES  # nothing finished was segmented again
     assert not any(POISON in f for f in renamed)
     coco = json.loads((out / "results.coco.json").read_text(encoding="utf-8"))
-    assert [image["file_name"] for image in coco["images"]] == [f"{name}.png" for name in names]
+    assert [image["file_name"] for image in coco["images"]] == [f"{name}.png" for name in NAMES]
 
 
-def test_a_worker_killed_while_writing_any_file_leaves_nothing_a_later_run_takes_as_finished(ray_runtime, folders):
+def test_a_worker_killed_while_writing_any_file_leaves_nothing_a_later_run_takes_as_finished(faulty_run, folders):
     from tagseg.engines.ray import MANIFEST_FILE, segment_with_ray
 
-    out = folders["killed"]
-    exports = ["embeddings", "coco"]
-    report = segment_with_ray([folders["images"]], out, config=CONFIG, exports=exports, workers=2, batch_size=2)
-
+    out = folders["out"]
     assert sorted(p.name for p in folders["markers"].iterdir()) == sorted(str(out / f).replace("/", "_") for f in KILLED_FILES)
-    names = [f"scene{seed:02d}" for seed in range(SCENES)]
-    assert report.ok and [(o.name, o.status) for o in report.outcomes] == [(name, "done") for name in names]
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    per_image = {f"{n}{s}" for n in names for s in (".json", ".labels.png", ".overlay.png")}
-    embeddings = {f"export/embeddings/{n}.npy" for n in names}
-    run_files = {MANIFEST_FILE, "results.coco.json", "export/categories.json", "export/coco/instances.json"}
+    per_image = {f"{n}{s}" for n in NAMES for s in (".json", ".labels.png", ".overlay.png")}
+    embeddings = {f"export/embeddings/{n}.npy" for n in NAMES}
+    run_files = {MANIFEST_FILE, FAILURES_FILE, "results.coco.json", "export/categories.json", "export/coco/instances.json"}
     assert files == per_image | embeddings | run_files  # no temporary file left, nothing missing
-    for name in names:
+    for name in NAMES:
         result, _ = read_result(out / f"{name}.json")
         labels = Image.open(out / f"{name}.labels.png")
         assert json.loads(labels.info["tagseg:labels"]) == result.labels
@@ -165,11 +165,11 @@ def test_a_worker_killed_while_writing_any_file_leaves_nothing_a_later_run_takes
         assert Image.open(out / f"{name}.overlay.png").size == (96, 72)
         assert np.load(out / "export" / "embeddings" / f"{name}.npy").shape[0] == len(result.segments)
     renamed = _renamed(out)
-    for killed in KILLED_FILES:
-        assert renamed.count(killed) == 1  # written whole once, by the retried task
+    assert [renamed.count(killed) for killed in KILLED_FILES] == [1] * len(KILLED_FILES)  # written whole, once
 
     before = {f: (out / f).stat().st_mtime_ns for f in files}
     rerun = _Recorder()
-    again = segment_with_ray([folders["images"]], out, config=CONFIG, exports=exports, workers=2, batch_size=2, listener=rerun)
+    scenes = [folders["images"] / f"{name}.png" for name in NAMES]
+    again = segment_with_ray(scenes, out, config=CONFIG, exports=EXPORTS, workers=2, batch_size=1, listener=rerun)
     assert [o.status for o in again.outcomes] == ["skipped"] * SCENES and not rerun.loaded
-    assert {f for f in files if (out / f).stat().st_mtime_ns != before[f]} <= run_files
+    assert {f for f in files if not (out / f).exists() or (out / f).stat().st_mtime_ns != before[f]} <= run_files
