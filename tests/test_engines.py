@@ -129,3 +129,13 @@ def test_a_missing_embeddings_file_means_the_image_is_not_finished(tmp_path: Pat
     again = segment_files([photos], out, config=config, exports=["embeddings"])
     assert [(o.name, o.status) for o in again.outcomes] == [("scene0", "done"), ("scene1", "skipped")]
     assert np.load(embeddings / "scene0.npy").shape == first.shape and (embeddings / "scene1.npy").is_file()
+
+
+def test_the_ray_engine_refuses_run_files_it_could_not_write_before_starting(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from tagseg.engines.ray import segment_with_ray
+
+    image = _scene(tmp_path / "scene.png", 0)
+    with pytest.raises(ConfigError, match="add json to the formats"):  # results.coco.json comes from the JSON files
+        segment_with_ray([image], tmp_path / "out", config=preset("toy"), formats=["overlay", "coco"])
+    assert list((tmp_path / "out").iterdir()) == []
