@@ -27,7 +27,8 @@ import skimage.data
 import torch
 from PIL import Image
 
-from tagseg.batch import BatchListener, ImageOutcome, segment_files
+from tagseg.batch import BatchListener, segment_files
+from tagseg.output_layout import ImageOutcome
 from tagseg.backbones.clip import CLIPTextEncoder
 from tagseg.config import preset
 from tagseg.database import build_database
@@ -75,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--texts", type=int, default=20_000)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=1, help="images per backbone forward, on both engines")
     parser.add_argument("--local-threads", type=int, default=1, help="torch threads of the local engine")
     parser.add_argument("--real", action="store_true", help="fast-preset sizes with random weights instead of the toy world")
     args = parser.parse_args()
@@ -107,7 +108,7 @@ def main() -> None:
             if workers:
                 segment_with_ray(inputs, out, config=config, workers=workers, batch_size=args.batch_size, listener=clock)
             else:
-                segment_files(inputs, out, config=config, listener=clock)
+                segment_files(inputs, out, config=config, listener=clock, batch_size=args.batch_size)
             wall, first, rate = clock.summary(args.images)
             rates[workers] = rate
             print(f"{label:<16}{wall:>8.1f}{first:>9.1f}{args.images / wall:>8.2f}{rate:>19.2f}")

@@ -120,14 +120,16 @@ def test_overlay_has_the_input_size_and_shows_the_segments(batch, photos: Path) 
         assert np.abs(np.asarray(drawn, dtype=int) - np.asarray(photo.convert("RGB"), dtype=int)).mean() > 10
 
 
-def test_collection_file_is_coco_with_every_segment(batch) -> None:
+def test_collection_file_is_coco_with_every_segment(batch, photos: Path) -> None:
     out, _ = batch
     coco = COCO(str(out / "results.coco.json"))
     assert len(coco.imgs) == 3
+    assert coco.dataset["info"]["image_root"] == str(photos)  # file names are relative to the input folder
     records = {
-        record["image"]["path"]: record
+        Path(record["image"]["path"]).relative_to(photos).as_posix(): record
         for record in (json.loads(p.read_text()) for p in out.rglob("*.json") if p.name != "results.coco.json")
     }
+    assert sorted(image["file_name"] for image in coco.imgs.values()) == ["astronaut.jpg", "toys/scene.png", "voc.png"]
     for image in coco.imgs.values():
         record = records[image["file_name"]]
         annotations = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))

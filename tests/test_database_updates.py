@@ -201,7 +201,7 @@ def test_the_shipped_vocabulary_is_packaged_with_its_licence() -> None:
 def test_the_command_line_builds_updates_inspects_and_searches(tmp_path: Path, monkeypatch) -> None:
     from tagseg.cli import app
 
-    monkeypatch.setattr("tagseg.cli.db._load_encoder", lambda source: HashingEncoder(model_id=source))
+    monkeypatch.setattr("tagseg.builder.text_encoder_for", lambda source, config=None: HashingEncoder(model_id=source))
     (tmp_path / "in.csv").write_text("caption,n\nred car,1\ntabby cat,2\nsmall dog,3\nred car,4\n")
     runner = CliRunner()
     db = str(tmp_path / "db")

@@ -207,7 +207,7 @@ def test_a_killed_worker_leaves_one_complete_output_per_image_and_a_rerun_does_n
     assert set(_files(out)) == expected | {MANIFEST_FILE, "results.coco.json"}  # nothing partial, nothing twice
     _assert_same_results(out, local_run[0], [f"{n}{suffix}" for n in names for suffix in (".json", ".labels.png")])
     coco = json.loads((out / "results.coco.json").read_text())
-    assert [image["file_name"] for image in coco["images"]] == inputs
+    assert [image["file_name"] for image in coco["images"]] == [Path(p).name for p in inputs]  # relative to their folder
     manifest = pq.read_table(out / MANIFEST_FILE).to_pylist()
     assert sorted(row["name"] for row in manifest) == names
     assert {row["status"] for row in manifest} <= {"done", "skipped"}  # skipped: finished by the killed attempt

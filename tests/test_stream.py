@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagseg.batch import _plan, segment_files, write_image_outputs
+from tagseg.batch import segment_files
+from tagseg.image import load_image
+from tagseg.output_layout import OutputLayout, plan_inputs
 from tagseg.pipeline import TAG
 from tagseg.stream import segment_stream
 from tagseg.toy import toy_scene
@@ -53,13 +55,14 @@ def _files(out: Path) -> dict[str, bytes]:
 
 
 def _one_at_a_time(tag: TAG, folder: Path, out: Path) -> list[str]:
-    """The reference: each image segmented and written alone (the per-image step the Ray engine uses)."""
-    out.mkdir()
+    """The reference: each image decoded, segmented and written alone."""
+    layout = OutputLayout.create(out, FORMATS)
     statuses = []
-    jobs, _ = _plan([folder], out)
+    jobs, _ = plan_inputs([folder], out)
     for job in jobs:
         try:
-            write_image_outputs(tag, job.path, job.path, job.name, out, FORMATS, 0.5)
+            rgb = load_image(job.path)
+            layout.write_image(rgb, tag(rgb), job.path, job.name, 0.5)
             statuses.append("done")
         except Exception:  # noqa: BLE001
             statuses.append("failed")

@@ -21,6 +21,12 @@ except ImportError:  # Windows: writers are not serialised between processes the
     fcntl = None  # type: ignore[assignment]
 
 
+def is_uri(text: str) -> bool:
+    """Whether ``text`` names a file by URI (``s3://bucket/key``, ``file:///path``) rather than a local path."""
+    scheme, separator, _ = text.partition("://")
+    return bool(separator) and scheme.isidentifier()
+
+
 def temporary_name(target: Path) -> Path:
     """A unique hidden name in ``target``'s folder (a rename within one folder is atomic)."""
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")

@@ -70,24 +70,18 @@ def build(
 ) -> None:
     """Embed texts from files into a new database (with --engine ray, on the workers of a Ray cluster)."""
     from tagseg.cli.progress import item_columns, progress_bars
-    from tagseg.database import build_database
 
-    options = dict(column=column, template=template, index=index, resume=resume, overwrite=overwrite)
     with reported_errors(), progress_bars(item_columns("texts")):
-        if engine is eng.EngineName.ray:
-            from tagseg.engines.ray_database import build_database_with_ray
-
-            run = build_database_with_ray(
-                path, inputs, text_model, workers=workers, batch_size=batch_size, cpus_per_worker=cpus_per_worker,
-                gpus_per_worker=gpus_per_worker, address=address, **options,
-            )
-            report = run.build
-            console.print(
-                f"Embedded {run.embedded} texts in {run.seconds:.1f} s on {run.workers} Ray workers: "
-                f"{run.texts_per_second:.0f} texts/s, {run.texts_per_second_per_worker:.0f} per worker."
-            )
-        else:
-            report = build_database(path, inputs, _load_encoder(text_model), batch_size=batch_size, **options)
+        runner = eng.open_engine(engine, address, workers, cpus_per_worker, gpus_per_worker)
+        run = runner.build_database(
+            path, inputs, text_model, batch_size=batch_size, column=column, template=template, index=index,
+            resume=resume, overwrite=overwrite,
+        )
+        report = run.build
+        console.print(
+            f"Embedded {run.embedded} texts in {run.seconds:.1f} s on {run.workers} worker(s) ({engine.value} engine): "
+            f"{run.texts_per_second:.0f} texts/s, {run.texts_per_second_per_worker:.0f} per worker."
+        )
         console.print(
             f"Stored {report.stored} texts in {report.path} ({report.index} index); skipped "
             f"{report.duplicates} duplicates, {report.blank} blank, {report.unreadable} unreadable."

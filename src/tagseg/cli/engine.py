@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
-
 from enum import Enum
+from typing import Annotated, Optional
 
 import typer
 
-from tagseg.engines import ENGINES
+from tagseg import engines
 
 RAY = "Engine (where the work runs)"
 
-EngineName = Enum("EngineName", {name: name for name in ENGINES}, type=str)  # type: ignore[misc]
+EngineName = Enum("EngineName", {name: name for name in engines.ENGINES}, type=str)  # type: ignore[misc]
 
 Engine = Annotated[
     EngineName,
@@ -34,3 +33,10 @@ CpusPerWorker = Annotated[float, typer.Option(min=0.01, help="CPUs reserved per 
 GpusPerWorker = Annotated[
     float, typer.Option(min=0.0, help="GPUs per Ray worker: 1, or 0.5 for two workers sharing a GPU; 0 on CPUs.", rich_help_panel=RAY)
 ]
+
+
+def open_engine(
+    name: EngineName, address: str | None, workers: int, cpus_per_worker: float, gpus_per_worker: float
+) -> engines.Engine:
+    """The engine the options above choose (:func:`tagseg.engines.open_engine`)."""
+    return engines.open_engine(name.value, engines.WorkerOptions(workers, cpus_per_worker, gpus_per_worker, address))

@@ -23,14 +23,15 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from tagseg.batch import FORMATS, BatchListener, BatchReport, segment_files
+from tagseg.batch import BatchListener
 from tagseg.cli import engine as eng
 from tagseg.cli import options as opt
 from tagseg.cli.progress import ProgressBars, progress_bars
 from tagseg.config import TAGConfig
 from tagseg.errors import ConfigError
-from tagseg.exports import CategoryTable
+from tagseg.exports import CategoryTable, ExportOptions
 from tagseg.image import check_inputs
+from tagseg.output_layout import FORMATS, BatchReport
 
 console = Console(highlight=False)
 
@@ -165,15 +166,22 @@ def segment(
     categories: Annotated[
         Optional[Path], typer.Option(help="Category ids for --export: categories.json of an earlier run.", show_default=False)
     ] = None,
-    forward_batch: Annotated[
-        int, typer.Option(min=1, help="Images per backbone forward (local engine); more than 1 pays on a GPU.")
+    image_root: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Folder the file_name of results.coco.json and --export coco/panoptic is relative to "
+            "(default: the deepest folder holding every image).",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Images per backbone forward, on every engine; more than 1 pays on a GPU.")
     ] = 1,
     engine: eng.Engine = eng.EngineName.local,
     address: eng.Address = None,
     workers: eng.Workers = 1,
     cpus_per_worker: eng.CpusPerWorker = 1.0,
     gpus_per_worker: eng.GpusPerWorker = 0.0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per Ray task.", rich_help_panel=eng.RAY)] = 4,
     *,
     settings: TAGConfig,
 ) -> None:
@@ -203,22 +211,15 @@ def segment(
             _RateColumn(), TimeElapsedColumn(), _TimeLeftColumn(),
         )
         try:
+            runner = eng.open_engine(engine, address, workers, cpus_per_worker, gpus_per_worker)
             with progress_bars(columns, transient=True) as bars:
                 listener = _BatchBars(bars)
                 listener.begin("finding images", None)
-                run = dict(
-                    config=settings, formats=_formats(formats), overwrite=overwrite, alpha=alpha,
+                report = runner.segment(
+                    paths, out, config=settings, formats=_formats(formats), overwrite=overwrite, alpha=alpha,
                     listener=listener, exports=_formats(export), categories=table,
+                    export_options=ExportOptions(image_root=image_root), batch_size=batch_size,
                 )
-                if engine is eng.EngineName.ray:
-                    from tagseg.engines.ray import segment_with_ray
-
-                    report = segment_with_ray(
-                        paths, out, **run, address=address, workers=workers, cpus_per_worker=cpus_per_worker,
-                        gpus_per_worker=gpus_per_worker, batch_size=batch_size,
-                    )
-                else:
-                    report = segment_files(paths, out, **run, batch_size=forward_batch)
         except KeyboardInterrupt:
             opt.errors.print("[yellow]Interrupted.[/yellow] Run the same command again to resume; finished images are skipped.")
             raise typer.Exit(130) from None

@@ -1,57 +1,57 @@
 """The Ray engine: ``tagseg segment`` and ``tagseg db build`` spread over the workers of a Ray cluster.
 
 Segmentation runs as Ray Data batch inference: a pool of actors, each building the TAG (models and
-database, the database memory-mapped read-only) once, segments the images and writes every image's
-files with :func:`tagseg.batch.write_image_outputs`, the code the local engine uses. The driver then
-writes the run files (``results.coco.json``, exports) from the per-image JSON files, in input
-order, with the local engine's code, and a Parquet manifest with one row per image (the failed
-ones are also listed in ``failures.jsonl``, as the local engine lists them).
+database, the database memory-mapped read-only) once, segments its images with
+:func:`tagseg.stream.segment_stream` (``batch_size`` images per backbone forward, as the local
+engine) and writes every image's files with :meth:`tagseg.output_layout.OutputLayout.write_image`,
+the local engine's code. The driver then writes the run files (``results.coco.json``, exports)
+from the per-image JSON files, in input order, through the same layout, and a Parquet manifest
+with one row per image (the failed ones are also listed in ``failures.jsonl``).
 
 Exactly once: each output file is written beside its target and renamed over it, the JSON last,
-and an image counts as finished when all its requested files exist. A re-run skips finished
-images; an actor that dies is restarted and its unfinished images are segmented again (Ray retries
-its tasks), overwriting nothing but their own partial files. A bad image is a ``failed`` row.
+and an image counts as finished when all its files exist. A re-run skips finished images. An actor
+that dies is restarted and Ray runs its task again (without limit): a register that outlives the
+workers (:class:`_Attempts`) hands back the rows of the images the dead attempt finished, the
+images it was segmenting are tried again one at a time, so that a death is charged to one image,
+and an image that :data:`TRIES_PER_IMAGE` workers died on while segmenting it alone becomes a
+``failed`` row: no image can stall the run. A bad image is a ``failed`` row.
 
 Database builds (:mod:`tagseg.engines.ray_database`) keep the local builder and only spread the
-embedding over actors; they share :func:`ray_runtime` and :func:`require_ray` with this module.
+embedding over actors; both use :mod:`tagseg.engines.ray_runtime`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tagseg.batch import (
+from tagseg.batch import BatchListener
+from tagseg.config import TAGConfig, preset
+from tagseg.engines.base import DatabaseBuild, WorkerOptions
+from tagseg.engines.ray_database import build_database_with_ray
+from tagseg.engines.ray_runtime import ray_runtime, require_ray
+from tagseg.errors import ConfigError, TagsegError
+from tagseg.exports import ExportOptions
+from tagseg.files import is_uri, write_bytes_atomically
+from tagseg.lazy_tag import LazyTAG
+from tagseg.output_layout import (
     FORMATS,
-    IMAGE_SUFFIXES,
-    BatchListener,
+    IMAGE_EXPORTS,
     BatchReport,
     ImageOutcome,
-    _add_existing,
-    _check_formats,
-    _exporter,
-    _Job,
-    _outputs_exist,
-    _per_image_paths,
-    _plan,
+    OutputLayout,
     failure_reason,
-    run_files,
-    write_failures,
-    write_image_outputs,
+    plan_inputs,
 )
-from tagseg.files import write_bytes_atomically
-from tagseg.config import TAGConfig, preset
-from tagseg.errors import ConfigError, TagsegError
+from tagseg.stream import segment_stream
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -60,7 +60,14 @@ if TYPE_CHECKING:
     from tagseg.exports import CategoryTable
     from tagseg.pipeline import TAG
 
-__all__ = ["MANIFEST_FILE", "MANIFEST_SCHEMA", "ray_runtime", "require_ray", "segment_with_ray"]
+__all__ = [
+    "FORWARDS_PER_TASK",
+    "MANIFEST_FILE",
+    "MANIFEST_SCHEMA",
+    "TRIES_PER_IMAGE",
+    "RayEngine",
+    "segment_with_ray",
+]
 
 MANIFEST_FILE = "manifest.parquet"
 MANIFEST_SCHEMA = pa.schema(
@@ -77,51 +84,42 @@ MANIFEST_SCHEMA = pa.schema(
 """One row per input: status ``done``, ``skipped`` (finished before) or ``failed`` (with ``reason``);
 ``labels`` and ``scores`` of its segments, largest first; ``seconds`` spent segmenting it."""
 
-TASK_RETRIES = 3
-"""Times a text chunk is retried after its actor died (Ray Data retries image batches without limit)."""
+FORWARDS_PER_TASK = 4
+"""Backbone forwards' worth of images in one Ray task (``4 × batch_size`` images): larger amortises
+scheduling, smaller redoes less when a worker dies."""
 
-CHUNKS_PER_WORKER = 4
-"""Chunks per worker in each call from the builder: workers wait for the driver (reading, committing) once per call."""
+TRIES_PER_IMAGE = 2
+"""Workers that may die while segmenting one image alone; then the image is a ``failed`` row and the run goes on."""
 
 _STOPPED = "stopped"
 """The status of a worker's row that stops the run (never in the manifest): its reason is the error."""
 
-_NOT_INSTALLED = "The Ray engine needs Ray, which is not installed: pip install 'tagseg[ray]' (on every machine of the cluster)."
 
+class RayEngine:
+    """The workers of a Ray cluster (``--engine ray``): :func:`segment_with_ray` and
+    :func:`~tagseg.engines.ray_database.build_database_with_ray` with the given :class:`WorkerOptions`."""
 
-def require_ray() -> Any:
-    """The ``ray`` module, or a :class:`TagsegError` that says what to install."""
-    try:
-        import ray
-        import ray.data  # noqa: F401 - the [data] extra
-    except ImportError:
-        raise TagsegError(_NOT_INSTALLED) from None
-    return ray
+    def __init__(self, workers: WorkerOptions = WorkerOptions()) -> None:
+        require_ray()
+        self.workers = workers
 
+    def segment(self, inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], **options: Any) -> BatchReport:
+        """:func:`segment_with_ray` (see :meth:`tagseg.engines.base.Engine.segment`)."""
+        w = self.workers
+        return segment_with_ray(
+            inputs, out_dir, **options, workers=w.workers, cpus_per_worker=w.cpus_per_worker,
+            gpus_per_worker=w.gpus_per_worker, address=w.address,
+        )
 
-@contextmanager
-def ray_runtime(address: str | None = None) -> Iterator[Any]:
-    """Use the Ray runtime already started in this process, else join ``address`` or start a local one.
-
-    ``address`` is what ``ray.init`` takes (``auto``, ``ray://host:10001``, ``host:6379``); ``None``
-    joins the cluster named by ``RAY_ADDRESS`` or starts a local runtime on this machine. A runtime
-    started here is shut down on leaving.
-    """
-    ray = require_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    if address is None and not os.environ.get("RAY_ADDRESS"):
-        ray.init(include_dashboard=False, log_to_driver=False)
-    else:
-        ray.init(address=address, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
-# ------------------------------------------------------------------------------------ segmentation
+    def build_database(
+        self, path: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]], text_model: str, **options: Any
+    ) -> DatabaseBuild:
+        """:func:`~tagseg.engines.ray_database.build_database_with_ray` (see :meth:`tagseg.engines.base.Engine.build_database`)."""
+        w = self.workers
+        return build_database_with_ray(
+            path, inputs, text_model, workers=w.workers, cpus_per_worker=w.cpus_per_worker,
+            gpus_per_worker=w.gpus_per_worker, address=w.address, **options,
+        )
 
 
 def segment_with_ray(
@@ -135,44 +133,40 @@ def segment_with_ray(
     listener: BatchListener | None = None,
     exports: Iterable[str] = (),
     categories: "CategoryTable | None" = None,
+    export_options: ExportOptions = ExportOptions(),
+    batch_size: int = 1,
     workers: int = 1,
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
-    batch_size: int = 4,
     address: str | None = None,
     filesystem: "pyarrow.fs.FileSystem | None" = None,
 ) -> BatchReport:
     """:func:`tagseg.batch.segment_files` on Ray: the same per-image files and run files, plus ``manifest.parquet``.
 
-    ``inputs`` are local files, folders and globs (named as the local engine names them), URIs that
-    ``pyarrow.fs`` opens (``s3://bucket/photos/``, ``gs://...``, ``file:///...``; or paths on
-    ``filesystem``), or a Ray Dataset with a ``path`` column and optionally ``name`` (output name,
-    default: the path without its scheme) and ``bytes`` (the encoded image). ``out_dir`` must be
-    a folder every worker can write to (a shared file system on a cluster).
+    ``inputs`` are local files, folders and globs, or URIs that ``pyarrow.fs`` opens
+    (``s3://bucket/photos/``, ``gs://...``, ``file:///...``; or paths on ``filesystem``), named as
+    :func:`tagseg.output_layout.plan_inputs` names them; or a Ray Dataset with a ``path`` column and
+    optionally ``name`` (output name, default: the path without its scheme) and ``bytes`` (the
+    encoded image). ``out_dir`` must be a folder every worker can write to (a shared file system on
+    a cluster).
 
     ``workers`` actors each take ``cpus_per_worker`` CPUs (their torch threads) and
-    ``gpus_per_worker`` GPUs, and segment ``batch_size`` images per task. Errors that stop the
-    whole run (models or database missing) raise :class:`TagsegError`.
+    ``gpus_per_worker`` GPUs and segment ``batch_size`` images per backbone forward, in tasks of
+    :data:`FORWARDS_PER_TASK` forwards. Errors that stop the whole run (models or database missing)
+    raise :class:`TagsegError`.
     """
     started_at = time.perf_counter()
     ray = require_ray()
     listener = listener or BatchListener()
-    wanted = _check_formats(formats)
-    if "embeddings" in set(exports):
-        raise ConfigError(
-            "The Ray engine writes exports from the per-image JSON files, which hold no embeddings: "
-            "export embeddings with the local engine (--engine local)."
-        )
     if workers < 1 or batch_size < 1 or cpus_per_worker <= 0 or gpus_per_worker < 0:
         raise ConfigError("workers and batch_size must be at least 1, cpus_per_worker above 0, gpus_per_worker 0 or more.")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"Cannot create the output folder {out}: {error.strerror or error}") from None
-    exporter = _exporter(out, exports, categories)
-    config = config or preset("paper")
-    settings = _WorkerSettings(config, out, wanted, alpha, overwrite, filesystem, max(1, int(cpus_per_worker)))
+    layout = OutputLayout.create(out_dir, formats, exports)
+    if ("coco" in layout.formats or layout.exports - IMAGE_EXPORTS) and "json" not in layout.formats:
+        raise ConfigError(
+            "The Ray engine writes results.coco.json and the exports from the per-image JSON files: "
+            "add json to the formats, or use the local engine (--engine local)."
+        )
+    settings = _WorkerSettings(config or preset("paper"), layout, alpha, overwrite, filesystem, max(1, int(cpus_per_worker)), batch_size)
     rows: dict[str, dict[str, Any]] = {}  # output name -> manifest row
     outcomes: list[ImageOutcome] = []
     if isinstance(inputs, ray.data.Dataset):
@@ -180,39 +174,41 @@ def segment_with_ray(
         pending = inputs
         listener.started(0)
     else:
-        jobs, outcomes = _plan_inputs(inputs, out, filesystem)
+        jobs, outcomes = plan_inputs(inputs, layout.out, filesystem)
         order = [job.name for job in jobs]
         listener.started(len(jobs) + len(outcomes))
         for outcome in outcomes:
             listener.image_finished(outcome)
         todo = []
         for job in jobs:
-            if overwrite or not _outputs_exist(out, job.name, wanted):
+            if overwrite or not layout.finished(job.name):
                 todo.append({"path": str(job.path), "name": job.name})
             else:
-                rows[job.name] = _finished_row(out, str(job.path), job.name)
-                listener.image_finished(_outcome(rows[job.name], out, wanted))
+                rows[job.name] = _finished_row(layout, str(job.path), job.name)
+                listener.image_finished(_outcome(rows[job.name], layout))
         pending = todo or None
     if pending is not None:
         listener.loading_models()
         with ray_runtime(address):
+            settings = replace(settings, attempts=ray.remote(num_cpus=0)(_Attempts).remote())
+            images_per_task = batch_size * FORWARDS_PER_TASK
             if isinstance(pending, list):
-                pending = ray.data.from_items(pending, override_num_blocks=_blocks(len(pending), batch_size, workers))
-            for row in _segment_on_workers(ray, pending, settings, workers, batch_size, cpus_per_worker, gpus_per_worker):
+                pending = ray.data.from_items(pending, override_num_blocks=_blocks(len(pending), images_per_task, workers))
+            for row in _segment_on_workers(ray, pending, settings, workers, images_per_task, cpus_per_worker, gpus_per_worker):
                 rows[row["name"]] = row
-                outcome = _outcome(row, out, wanted)
+                outcome = _outcome(row, layout)
                 if outcome.status != "skipped":
                     listener.image_started(outcome.path)
                 listener.image_finished(outcome)
     names = order if order is not None else list(rows)
-    outcomes += [_outcome(rows[name], out, wanted) for name in names]
-    _write_run_files(out, [rows[name] for name in names], wanted, exporter, [o for o in outcomes if not o.name])
-    write_failures(out, outcomes)
-    return BatchReport(outcomes, out, 0.0, time.perf_counter() - started_at)
+    outcomes += [_outcome(rows[name], layout) for name in names]
+    _write_run_files(layout, [rows[name] for name in names], categories, export_options, [o for o in outcomes if not o.name])
+    layout.write_failures(outcomes)
+    return BatchReport(outcomes, layout.out, 0.0, time.perf_counter() - started_at)
 
 
 def _segment_on_workers(
-    ray: Any, dataset: "ray.data.Dataset", settings: "_WorkerSettings", workers: int, batch_size: int,
+    ray: Any, dataset: "ray.data.Dataset", settings: "_WorkerSettings", workers: int, images_per_task: int,
     cpus_per_worker: float, gpus_per_worker: float,
 ) -> Iterator[dict[str, Any]]:
     """Manifest rows as the actor pool finishes them; raises the error of a worker that could not start."""
@@ -220,7 +216,7 @@ def _segment_on_workers(
     results = dataset.map_batches(
         _SegmentWorker,
         fn_constructor_args=(settings,),
-        batch_size=batch_size,
+        batch_size=images_per_task,
         batch_format="pyarrow",
         concurrency=workers,
         num_cpus=cpus_per_worker,
@@ -232,52 +228,115 @@ def _segment_on_workers(
         yield {key: row[key] for key in MANIFEST_SCHEMA.names}
 
 
+class _Attempts:
+    """The run's register of images started and finished on the workers (one actor, outliving them).
+
+    Ray runs the task of a worker that died again; the task then learns, per image, the row the
+    dead attempt finished it with, or how often it was started (alone, and among other images in
+    flight) without being finished: each such start is a worker that died.
+    """
+
+    def __init__(self) -> None:
+        self.starts: dict[str, list[int]] = {}  # name -> [alone, among others]
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def look_up(self, names: list[str]) -> list[dict[str, Any] | list[int]]:
+        return [self.rows.get(name, self.starts.get(name, [0, 0])) for name in names]
+
+    def start(self, name: str, alone: bool) -> None:
+        self.starts.setdefault(name, [0, 0])[0 if alone else 1] += 1
+
+    def finish(self, row: dict[str, Any]) -> None:
+        self.rows[row["name"]] = row
+
+
 @dataclass(frozen=True)
 class _WorkerSettings:
     config: TAGConfig
-    out: Path
-    wanted: frozenset[str]
+    layout: OutputLayout
     alpha: float
     overwrite: bool
     filesystem: Any
     threads: int
+    batch_size: int
+    attempts: Any = None  # the run's _Attempts actor
+
+
+@dataclass(frozen=True)
+class _Image:
+    path: str
+    name: str
+    data: bytes | None  # the encoded image when the Dataset row carries it
 
 
 class _SegmentWorker:
-    """One Ray actor: builds the TAG on its first unfinished image, then segments batch after batch."""
+    """One Ray actor: builds the TAG on its first unfinished image, then segments task after task."""
 
     def __init__(self, settings: _WorkerSettings) -> None:
         import torch
 
         torch.set_num_threads(settings.threads)
         self.settings = settings
-        self.tag: "TAG | None" = None
+        self.models = LazyTAG(settings.config)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        ray = require_ray()
+        s = self.settings
+        paths = batch.column("path").to_pylist()
         names = batch.column("name").to_pylist() if "name" in batch.column_names else [None] * batch.num_rows
         data = batch.column("bytes").to_pylist() if "bytes" in batch.column_names else [None] * batch.num_rows
-        rows = [self._one(path, name or _name_of(path), blob) for path, name, blob in zip(batch.column("path").to_pylist(), names, data)]
-        return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-
-    def _one(self, path: str, name: str, blob: bytes | None) -> dict[str, Any]:
-        s = self.settings
-        if not s.overwrite and _outputs_exist(s.out, name, s.wanted):
-            return _finished_row(s.out, path, name)
-        if self.tag is None:
-            from tagseg.pipeline import TAG
-
+        images = [_Image(path, name or _name_of(path), blob) for path, name, blob in zip(paths, names, data)]
+        rows: dict[str, dict[str, Any]] = {}
+        fresh: list[_Image] = []
+        retried: list[_Image] = []
+        for image, earlier in zip(images, ray.get(s.attempts.look_up.remote([image.name for image in images]))):
+            if isinstance(earlier, dict):  # finished by an attempt whose worker died afterwards
+                rows[image.name] = earlier
+            elif not s.overwrite and s.layout.finished(image.name):  # finished before, or by a dead attempt
+                rows[image.name] = _finished_row(s.layout, image.path, image.name, "done" if any(earlier) else "skipped")
+            elif earlier[0] >= TRIES_PER_IMAGE:
+                reason = f"the worker died while segmenting this image, {earlier[0]} tries"
+                rows[image.name] = _row(image.path, image.name, "failed", reason=reason)
+            else:
+                (retried if any(earlier) else fresh).append(image)
+        if fresh or retried:
             try:
-                self.tag = TAG.from_pretrained(s.config)
+                tag = self.models.get()
             except TagsegError as error:  # models or database missing: the driver stops the run with this
-                return _row(path, name, _STOPPED, reason=str(error))
-        start = time.perf_counter()
-        try:
-            image = _open_image(path, blob, s.filesystem)
-            result, _ = write_image_outputs(self.tag, image, path, name, s.out, s.wanted, s.alpha)
-        except Exception as error:  # noqa: BLE001 - one bad image must never stop the run
-            return _row(path, name, "failed", reason=failure_reason(error), seconds=time.perf_counter() - start)
-        scores = [segment.score for segment in result.segments]
-        return _row(path, name, "done", result.labels, scores, seconds=time.perf_counter() - start)
+                return pa.Table.from_pylist([_row(i.path, i.name, _STOPPED, reason=str(error)) for i in images], schema=MANIFEST_SCHEMA)
+            groups = [(fresh, s.batch_size)] + [([image], 1) for image in retried]  # one a worker died on: alone
+            for group, batch_size in groups:
+                rows.update((row["name"], row) for row in self._segment(ray, tag, group, batch_size))
+        return pa.Table.from_pylist([rows[image.name] for image in images], schema=MANIFEST_SCHEMA)
+
+    def _segment(self, ray: Any, tag: "TAG", images: list[_Image], batch_size: int) -> Iterator[dict[str, Any]]:
+        """Rows of ``images`` segmented and written, each registered as started before it is decoded."""
+        s = self.settings
+
+        def registered(images: list[_Image]) -> Iterator[_Image]:
+            for image in images:
+                ray.get(s.attempts.start.remote(image.name, len(images) == 1))  # before it can kill the worker
+                yield image
+
+        def load(image: _Image) -> Any:
+            return tag.decode(_open_image(image, s.filesystem))  # once, with the pipeline's own limits
+
+        last = time.perf_counter()
+        for streamed in segment_stream(tag, registered(images), load=load, batch_size=batch_size):
+            image = streamed.source
+            try:
+                if streamed.error is not None:
+                    raise streamed.error
+                assert streamed.rgb is not None and streamed.result is not None
+                s.layout.write_image(streamed.rgb, streamed.result, image.path, image.name, s.alpha)
+                scores = [segment.score for segment in streamed.result.segments]
+                row = _row(image.path, image.name, "done", streamed.result.labels, scores)
+            except Exception as error:  # noqa: BLE001 - one bad image must never stop the run
+                row = _row(image.path, image.name, "failed", reason=failure_reason(error))
+            now = time.perf_counter()
+            row["seconds"], last = now - last, now
+            s.attempts.finish.remote(row)  # delivered before this worker's next call to the register
+            yield row
 
 
 def _row(
@@ -287,103 +346,59 @@ def _row(
     return {"path": path, "name": name, "status": status, "labels": list(labels), "scores": list(scores), "reason": reason, "seconds": seconds}
 
 
-def _finished_row(out: Path, path: str, name: str) -> dict[str, Any]:
-    """The manifest row of an image finished before: labels and scores from its JSON file when there is one."""
+def _finished_row(layout: OutputLayout, path: str, name: str, status: str = "skipped") -> dict[str, Any]:
+    """The manifest row of an image whose files exist: labels and scores from its JSON file when there is one."""
     try:
-        segments = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))["segments"]
+        segments = json.loads((layout.out / f"{name}.json").read_text(encoding="utf-8"))["segments"]
     except (OSError, ValueError, KeyError):
         segments = []
-    return _row(path, name, "skipped", [s["label"] for s in segments], [s["score"] for s in segments])
+    return _row(path, name, status, [s["label"] for s in segments], [s["score"] for s in segments])
 
 
-def _outcome(row: dict[str, Any], out: Path, wanted: frozenset[str]) -> ImageOutcome:
+def _outcome(row: dict[str, Any], layout: OutputLayout) -> ImageOutcome:
     status = row["status"]
-    outputs = _per_image_paths(out, row["name"], wanted) if status != "failed" else []
+    outputs = layout.image_files(row["name"]) if status != "failed" else []
     labels = list(row["labels"]) if status == "done" else []
     return ImageOutcome(Path(row["path"]), status, row["name"], outputs, labels, row["reason"], row["seconds"])
 
 
-def _open_image(path: str, blob: bytes | None, filesystem: Any) -> Any:
-    """What :func:`tagseg.image.load_image` reads: a local path as it is, else the bytes, named by ``path``."""
-    if blob is None and filesystem is None and not _is_uri(path):
-        return path
+def _open_image(image: _Image, filesystem: Any) -> Any:
+    """What :func:`tagseg.image.load_image` reads: a local path as it is, else the bytes, named by the path."""
+    blob = image.data
+    if blob is None and filesystem is None and not is_uri(image.path):
+        return image.path
     if blob is None:
         import pyarrow.fs
 
-        fs, inner = (filesystem, path) if filesystem is not None else pyarrow.fs.FileSystem.from_uri(path)
+        fs, inner = (filesystem, image.path) if filesystem is not None else pyarrow.fs.FileSystem.from_uri(image.path)
         with fs.open_input_file(inner) as handle:
             blob = handle.read()
     stream = io.BytesIO(blob)
-    stream.name = path  # load_image names the file in its errors
+    stream.name = image.path  # load_image names the file in its errors
     return stream
-
-
-def _is_uri(text: str) -> bool:
-    scheme, separator, _ = text.partition("://")
-    return bool(separator) and scheme.isidentifier()
 
 
 def _name_of(path: str) -> str:
     """The output name of a Dataset row without one: its path without scheme, root or suffix."""
-    inner = path.partition("://")[2] if _is_uri(path) else path
+    inner = path.partition("://")[2] if is_uri(path) else path
     return Path(inner.lstrip("/")).with_suffix("").as_posix()
 
 
-def _plan_inputs(
-    inputs: Iterable[str | os.PathLike[str]], out: Path, filesystem: Any
-) -> tuple[list[_Job], list[ImageOutcome]]:
-    """Local inputs planned as the local engine plans them; URIs (or paths on ``filesystem``) listed with pyarrow."""
-    items = [os.fspath(item) for item in inputs]
-    remote = [item for item in items if filesystem is not None or _is_uri(item)]
-    jobs, failures = _plan([item for item in items if item not in remote], out)
-    taken = {job.name.casefold() for job in jobs}
-    for item in remote:
-        found = list(_list_remote(item, filesystem))
-        if not found:
-            failures.append(ImageOutcome(Path(item), "failed", reason=f"{item}: no such file or folder, or it holds no images"))
-        for path, name in found:
-            unique = name if name.casefold() not in taken else f"{name}-{_short_hash(path)}"
-            taken.add(unique.casefold())
-            jobs.append(_Job(path, unique))  # type: ignore[arg-type] - a URI, kept as text
-    return jobs, failures
-
-
-def _list_remote(item: str, filesystem: Any) -> Iterator[tuple[str, str]]:
-    """(URI or path, output name) of the image ``item`` names, or of the images below the folder it names."""
-    import pyarrow.fs
-
-    fs, root = (filesystem, item) if filesystem is not None else pyarrow.fs.FileSystem.from_uri(item)
-    prefix = item[: item.find(root.rstrip("/"))] if filesystem is None else ""  # scheme (and host) of the URI
-    info = fs.get_file_info(root)
-    if info.type == pyarrow.fs.FileType.File:
-        yield item, Path(root).stem
-    elif info.type == pyarrow.fs.FileType.Directory:
-        selector = pyarrow.fs.FileSelector(root.rstrip("/"), recursive=True)
-        for entry in sorted(fs.get_file_info(selector), key=lambda e: e.path):
-            relative = Path(entry.path).relative_to(root.rstrip("/"))
-            hidden = any(part.startswith(".") for part in relative.parts)
-            if entry.type == pyarrow.fs.FileType.File and not hidden and relative.suffix.lower() in IMAGE_SUFFIXES:
-                yield prefix + entry.path, relative.with_suffix("").as_posix()
-
-
-def _short_hash(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:8]
-
-
-def _blocks(count: int, batch_size: int, workers: int) -> int:
-    """Blocks of the input list: several batches per worker, so that a retried block redoes little."""
-    return max(1, min(-(-count // batch_size), workers * 64))
+def _blocks(count: int, images_per_task: int, workers: int) -> int:
+    """Blocks of the input list: several tasks per worker, so that a retried block redoes little."""
+    return max(1, min(-(-count // images_per_task), workers * 64))
 
 
 def _write_run_files(
-    out: Path, rows: list[dict[str, Any]], wanted: frozenset[str], exporter: Any, unplanned: list[ImageOutcome]
+    layout: OutputLayout, rows: list[dict[str, Any]], categories: "CategoryTable | None", options: ExportOptions,
+    unplanned: list[ImageOutcome],
 ) -> None:
     """``results.coco.json`` and exports from the per-image JSON files (the local engine's code), then the manifest."""
-    with run_files(out, wanted, exporter) as run_file:
+    with layout.run_files(categories, options) as run_files:
         for row in rows:
             if row["status"] != "failed":
-                _add_existing(out / f"{row['name']}.json", row["name"], run_file, exporter)
+                run_files.add_finished(row["name"])
     failures = [_row(str(o.path), "", "failed", reason=o.reason) for o in unplanned]
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(failures + rows, schema=MANIFEST_SCHEMA), buffer)
-    write_bytes_atomically(out / MANIFEST_FILE, buffer.getvalue())
+    write_bytes_atomically(layout.out / MANIFEST_FILE, buffer.getvalue())

@@ -3,27 +3,29 @@
 :class:`RayTextEncoder` is a :class:`~tagseg.interfaces.TextEncoder` whose ``encode`` sends chunks
 of texts to actors that each hold the text tower once; :func:`build_database_with_ray` hands it to
 the unchanged :func:`tagseg.database.build_database`, so the result (shards, manifest, atomic
-commits, resume) is byte for byte the local build's. Ray itself: :mod:`tagseg.engines.ray`.
+commits, resume) is byte for byte the local build's. Ray itself: :mod:`tagseg.engines.ray_runtime`.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from tagseg.config import preset
-from tagseg.engines.ray import CHUNKS_PER_WORKER, TASK_RETRIES, ray_runtime, require_ray
-from tagseg.errors import ConfigError, TagsegError
+from tagseg.engines.base import DatabaseBuild, stored_texts
+from tagseg.engines.ray_runtime import ray_runtime, require_ray
+from tagseg.errors import ConfigError
 
-if TYPE_CHECKING:
-    from tagseg.database import BuildReport
+__all__ = ["CHUNKS_PER_WORKER", "TASK_RETRIES", "RayTextEncoder", "build_database_with_ray"]
 
-__all__ = ["RayBuildReport", "RayTextEncoder", "build_database_with_ray"]
+TASK_RETRIES = 3
+"""Times a text chunk is retried after its actor died."""
+
+CHUNKS_PER_WORKER = 4
+"""Chunks per worker in each call from the builder: workers wait for the driver (reading, committing) once per call."""
 
 
 class _TextEncoderWorker:
@@ -76,24 +78,6 @@ class RayTextEncoder:
         return np.concatenate(list(self._pool.map(lambda worker, chunk: worker.encode.remote(chunk), chunks)))
 
 
-@dataclass(frozen=True)
-class RayBuildReport:
-    """A database build on Ray: what :func:`build_database` reports, with the wall time and workers."""
-
-    build: "BuildReport"
-    seconds: float
-    workers: int
-    embedded: int
-
-    @property
-    def texts_per_second(self) -> float:
-        return self.embedded / self.seconds if self.seconds else 0.0
-
-    @property
-    def texts_per_second_per_worker(self) -> float:
-        return self.texts_per_second / self.workers
-
-
 def build_database_with_ray(
     path: str | os.PathLike[str],
     inputs: Sequence[str | os.PathLike[str]],
@@ -105,7 +89,7 @@ def build_database_with_ray(
     gpus_per_worker: float = 0.0,
     address: str | None = None,
     **options: Any,
-) -> RayBuildReport:
+) -> DatabaseBuild:
     """:func:`tagseg.database.build_database` with the embedding spread over ``workers`` Ray actors.
 
     The database is the one the local build writes (same shards, manifest, checkpoints and
@@ -118,17 +102,8 @@ def build_database_with_ray(
         encoder = RayTextEncoder(
             text_model, workers=workers, chunk_size=batch_size, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker
         )
-        before = _stored(path) if options.get("resume") else 0
+        before = stored_texts(path) if options.get("resume") else 0
         start = time.perf_counter()
         report = build_database(path, inputs, encoder, batch_size=batch_size * workers * CHUNKS_PER_WORKER, **options)
         seconds = time.perf_counter() - start
-    return RayBuildReport(report, seconds, workers, report.stored - before)
-
-
-def _stored(path: str | os.PathLike[str]) -> int:
-    from tagseg.database.store import read_manifest
-
-    try:
-        return int(read_manifest(Path(path))["count"])
-    except TagsegError:
-        return 0
+    return DatabaseBuild(report, seconds, workers, report.stored - before)

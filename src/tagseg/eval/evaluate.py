@@ -8,7 +8,6 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from tagseg.builder import build_text_encoder
 from tagseg.config import ModelSettings, TAGConfig, preset
 from tagseg.errors import ConfigError, EvaluationError
 from tagseg.eval.cache import Prediction, PredictionCache
@@ -16,7 +15,7 @@ from tagseg.eval.datasets import IGNORE_INDEX, SegmentationDataset
 from tagseg.eval.metrics import scores
 from tagseg.eval.protocols import ImageOverlap, MappingProtocol, name_totals
 from tagseg.eval.report import EvaluationReport, ProtocolResult
-from tagseg.interfaces import TextEncoder
+from tagseg.lazy_tag import LazyTAG
 from tagseg.preprocess import working_image, working_size
 from tagseg.progress import ProgressListener, listener_for
 from tagseg.result import Segmentation
@@ -27,27 +26,6 @@ SCORINGS = ("tagseg", "reference")
 """``tagseg``: score the prediction at the image's size, after ``resolution``; unassigned pixels are misses.
 ``reference``: as the authors' code, score the working-size prediction directly and drop pixels of
 names a thresholded protocol left unassigned (docs/evaluation.md)."""
-
-
-class LazyTAG:
-    """A :class:`~tagseg.TAG` built from ``config`` on its first call, so cached runs load no model."""
-
-    def __init__(self, config: TAGConfig) -> None:
-        self.config = config
-        self._tag: Any = None
-
-    def __call__(self, image: np.ndarray) -> Segmentation:
-        if self._tag is None:
-            from tagseg.pipeline import TAG
-
-            self._tag = TAG.from_pretrained(self.config)
-        return self._tag(image)
-
-    def text_encoder(self) -> TextEncoder:
-        """The pipeline's text tower: the built pipeline's, or loaded alone (no image model)."""
-        if self._tag is not None:
-            return self._tag.text_encoder
-        return build_text_encoder(self.config)
 
 
 def evaluation_classes(dataset: SegmentationDataset, count_background: bool) -> tuple[tuple[str, ...], np.ndarray]:

@@ -14,7 +14,15 @@
 from tagseg.exports.categories import CategoryTable
 from tagseg.exports.coco import RESULTS_FILE, CocoWriter
 from tagseg.exports.detections import to_detections
-from tagseg.exports.run import EXPORT_FORMATS, WRITERS, RunExporter, export_folder, find_results, read_result
+from tagseg.exports.run import (
+    EXPORT_FORMATS,
+    WRITERS,
+    RunExporter,
+    check_export_formats,
+    export_folder,
+    find_results,
+    read_result,
+)
 from tagseg.exports.voc import class_map_image
 from tagseg.exports.writer import DEFAULT_MIN_INSTANCE_AREA, ExportOptions, ExportWriter
 from tagseg.masks import outer_polygon
@@ -29,6 +37,7 @@ __all__ = [
     "RESULTS_FILE",
     "RunExporter",
     "WRITERS",
+    "check_export_formats",
     "class_map_image",
     "export_folder",
     "find_results",

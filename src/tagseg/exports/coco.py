@@ -40,10 +40,9 @@ class CocoWriter:
     mask scored by its predicted IoU with its ``proposal`` index, or a segment's separate region;
     with its ``segment_id``), else one per segment. ``run_file``: the layout of ``results.coco.json``: one
     image or annotation per line (ASCII-escaped), ``info`` naming the tagseg version, models and
-    settings of the run, categories without panoptic's ``isthing``, ``file_name`` the image path as
-    given. Otherwise (the dataset export) ``options`` apply: the minimum instance area, and
-    ``file_name`` relative to the image root (recorded in ``info.image_root``). Names a frozen
-    ``categories`` table lacks are left out.
+    settings of the run, categories without panoptic's ``isthing``. ``options`` apply to both: the
+    minimum instance area (instance annotations only), and ``file_name`` relative to the image root
+    (recorded in ``info.image_root``). Names a frozen ``categories`` table lacks are left out.
     """
 
     def __init__(
@@ -55,7 +54,7 @@ class CocoWriter:
         self.per_instance = per_instance
         self.run_file = run_file
         self.options = options
-        self._image_paths: list[str] = []  # dataset export: file names are made relative on finish
+        self._image_paths: list[str] = []  # file names are made relative to the image root on finish
         self.settings: dict[str, Any] = {}
         self.models: dict[str, str] = {}
         self._images = 0
@@ -68,14 +67,9 @@ class CocoWriter:
         return cls(Path(out_dir) / "coco" / "instances.json", categories, options=options)
 
     @classmethod
-    def for_run(cls, out_dir: str | Path) -> "CocoWriter":
+    def for_run(cls, out_dir: str | Path, options: ExportOptions = ExportOptions()) -> "CocoWriter":
         """The run file ``OUT/results.coco.json``: one annotation per segment, categories in order of appearance."""
-        return cls(Path(out_dir) / RESULTS_FILE, per_instance=False, run_file=True)
-
-    @property
-    def images(self) -> int:
-        """How many images were added so far."""
-        return self._images
+        return cls(Path(out_dir) / RESULTS_FILE, per_instance=False, run_file=True, options=options)
 
     def add(self, name: str, result: Segmentation, image_path: str | Path = "") -> list[Path]:
         """Spool one image and its annotations; nothing is written to ``path`` yet."""
@@ -109,8 +103,7 @@ class CocoWriter:
                 annotation["proposal"] = proposal  # which SAM mask it is
             annotations.append(annotation)
         entry = image_entry(self._images, name, result, image_path)
-        if not self.run_file:
-            self._image_paths.append(str(image_path))
+        self._image_paths.append(str(image_path))
         self._spool.write(json.dumps({"image": entry, "annotations": annotations}, ensure_ascii=False) + "\n")
         return []
 
@@ -133,12 +126,11 @@ class CocoWriter:
         def dumps(data: Any) -> str:
             return json.dumps(data, ensure_ascii=self.run_file)
 
-        root = None if self.run_file else image_root_of(self._image_paths, self.options.image_root)
+        root = image_root_of(self._image_paths, self.options.image_root)
         with path.open("w", encoding="utf-8") as out:
             out.write('{"info": ' + dumps(self._info(root)) + sep + '"images": [')
             for index, entry in enumerate(self._spooled("image")):
-                if not self.run_file:
-                    entry = relative_file_name(entry, self._image_paths[index], root)
+                entry = relative_file_name(entry, self._image_paths[index], root)
                 out.write((sep if index else line) + dumps(entry))
             out.write("]" + sep + '"annotations": [')
             index = 0
@@ -154,13 +146,14 @@ class CocoWriter:
         for text in self._spool:
             yield json.loads(text)[key]
 
-    def _info(self, image_root: Path | None) -> dict[str, Any]:
+    def _info(self, image_root: str | None) -> dict[str, Any]:
         if not self.run_file:
-            return {**EXPORT_INFO, "image_root": str(image_root) if image_root is not None else None}
+            return {**EXPORT_INFO, "image_root": image_root}
         return {
             "description": "tagseg results: open-vocabulary segments named by the model, one category per name",
             "version": __version__,
             "date_created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "models": self.models,
             "settings": self.settings,
+            "image_root": image_root,
         }

@@ -75,7 +75,7 @@ class PanopticWriter:
     def finish(self) -> list[Path]:
         root = image_root_of(self._image_paths, self.options.image_root)
         data = {
-            "info": {**EXPORT_INFO, "image_root": str(root) if root is not None else None},
+            "info": {**EXPORT_INFO, "image_root": root},
             "images": [relative_file_name(e, p, root) for e, p in zip(self._images, self._image_paths)],
             "annotations": self._annotations,
             "categories": self.categories.coco_categories(stuff=self._stuff - self._things),

@@ -35,7 +35,16 @@ from tagseg.exports.writer import ExportOptions, ExportWriter, write_json
 from tagseg.exports.yolo import YoloWriter
 from tagseg.result import Segmentation
 
-__all__ = ["EXPORT_FORMATS", "WRITERS", "ExportOptions", "RunExporter", "export_folder", "find_results", "read_result"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "WRITERS",
+    "ExportOptions",
+    "RunExporter",
+    "check_export_formats",
+    "export_folder",
+    "find_results",
+    "read_result",
+]
 
 WRITERS: dict[str, Callable[[Path, CategoryTable, ExportOptions], ExportWriter]] = {
     "coco": CocoWriter.for_export,
@@ -50,6 +59,15 @@ EXPORT_FORMATS = tuple(WRITERS)
 """The formats tagseg ships."""
 
 
+def check_export_formats(formats: Iterable[str]) -> frozenset[str]:
+    """``formats`` as a set, or a :class:`ConfigError` naming the unknown ones and the known ones."""
+    chosen = frozenset(formats)
+    unknown = chosen - set(WRITERS)
+    if unknown:
+        raise ConfigError(f"Unknown export format(s): {', '.join(sorted(unknown))}. Choose from: {', '.join(WRITERS)}.")
+    return chosen
+
+
 class RunExporter:
     """Writes the chosen ``formats`` for every image :meth:`add`-ed, then the run files on :meth:`finish`."""
 
@@ -57,13 +75,9 @@ class RunExporter:
         self, out_dir: str | Path, formats: Iterable[str], categories: CategoryTable | None = None,
         options: ExportOptions = ExportOptions(),
     ) -> None:
-        self.formats = frozenset(formats)
-        unknown = self.formats - set(WRITERS)
-        if unknown or not self.formats:
-            raise ConfigError(
-                f"Unknown export format(s): {', '.join(sorted(unknown)) or '(none given)'}. "
-                f"Choose from: {', '.join(WRITERS)}."
-            )
+        self.formats = check_export_formats(formats)
+        if not self.formats:
+            raise ConfigError(f"No export format given. Choose from: {', '.join(WRITERS)}.")
         self.out = Path(out_dir)
         self.categories = categories or CategoryTable()
         self.options = options

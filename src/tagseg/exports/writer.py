@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Iterable, Protocol, runtime_checkable
 from PIL import Image
 
 from tagseg.exports.categories import CategoryTable
-from tagseg.files import write_bytes_atomically
+from tagseg.files import is_uri, write_bytes_atomically
 from tagseg.result import Instance, Segment, Segmentation
 
 __all__ = [
@@ -81,21 +82,44 @@ def image_entry(image_id: int, name: str, result: Segmentation, image_path: str 
     return {"id": image_id, "file_name": str(image_path or name), "height": height, "width": width}
 
 
-def image_root_of(paths: Iterable[str | Path], image_root: str | Path | None = None) -> Path | None:
+def image_root_of(paths: Iterable[str | Path], image_root: str | Path | None = None) -> str | None:
     """The folder COCO ``file_name`` is relative to: ``image_root`` when given, else the deepest
-    folder holding every one of ``paths`` (empty ones ignored); absolute; None when there is neither."""
+    folder holding every one of ``paths`` (empty ones ignored). Local folders are absolute; URIs
+    (``s3://bucket/photos``) keep their scheme and host. None when there is neither, or when the
+    paths share no folder (local files and URIs, two buckets)."""
     if image_root is not None:
-        return Path(os.path.abspath(image_root))
-    folders = [os.path.dirname(os.path.abspath(path)) for path in paths if path]
-    return Path(os.path.commonpath(folders)) if folders else None
+        return _joined(*_located(str(image_root)))
+    located = {_located(os.path.dirname(str(path))) for path in paths if str(path)}
+    if not located or len({location for location, _ in located}) > 1:
+        return None
+    [location] = {location for location, _ in located}
+    common = (posixpath if location else os.path).commonpath([folder for _, folder in located])
+    return _joined(location, common)
 
 
-def relative_file_name(entry: dict[str, Any], image_path: str, root: Path | None) -> dict[str, Any]:
+def relative_file_name(entry: dict[str, Any], image_path: str, root: str | None) -> dict[str, Any]:
     """A COCO ``images`` entry with ``file_name`` set to ``image_path`` relative to ``root`` (POSIX
-    separators); unchanged (the export name) when the image has no path."""
+    separators); unchanged when the image has no path or lies elsewhere than ``root``."""
     if not image_path or root is None:
         return entry
-    return {**entry, "file_name": Path(os.path.relpath(os.path.abspath(image_path), root)).as_posix()}
+    (location, path), (root_location, root_folder) = _located(str(image_path)), _located(root)
+    if location != root_location:
+        return entry
+    relative = posixpath.relpath(path, root_folder) if location else Path(os.path.relpath(path, root_folder)).as_posix()
+    return {**entry, "file_name": relative}
+
+
+def _located(path: str) -> tuple[str, str]:
+    """``(scheme://host, path on it)`` of a URI; ``("", absolute path)`` of a local path."""
+    if not is_uri(path):
+        return "", os.path.abspath(path)
+    scheme, _, rest = path.partition("://")
+    host, _, inner = rest.partition("/")
+    return f"{scheme}://{host}", posixpath.normpath("/" + inner)
+
+
+def _joined(location: str, path: str) -> str:
+    return location + path if location else path
 
 
 def classified_instances(
