@@ -44,9 +44,8 @@ def serve(
     with opt.reported_errors():
         from tagseg.serve import ServeSettings, create_app  # raises a clear error without the serve extra
 
-        import uvicorn
-
         from tagseg.pipeline import TAG
+        from tagseg.serve.lifecycle import run_server
 
         serve_settings = ServeSettings(
             workers=workers,
@@ -68,8 +67,10 @@ def serve(
             opt.errors.print("[yellow]Warning:[/yellow] database writes are on without a token on a public address.")
         opt.errors.print("Loading models…")
         tag = TAG.from_pretrained(settings)
-    opt.errors.print(f"Serving on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops.")
-    uvicorn.run(create_app(tag, serve_settings), host=host, port=port, log_level=os.environ.get("TAGSEG_LOG_LEVEL", "info"))
+    opt.errors.print(f"Serving on http://{host}:{port}/ (API docs at /docs); Ctrl+C or SIGTERM finishes the requests in flight and stops.")
+    app = create_app(tag, serve_settings)
+    log_level = os.environ.get("TAGSEG_LOG_LEVEL", "info")
+    run_server(app, app.state.drain, host=host, port=port, log_level=log_level, drain_timeout=timeout)
 
 
 def _read_aliases(path: Optional[Path]) -> dict[str, str]:

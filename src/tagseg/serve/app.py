@@ -26,6 +26,7 @@ from tagseg.errors import DatabaseError
 from tagseg.pipeline import TAG
 from tagseg.serve import labelstudio
 from tagseg.serve.errors import ApiError, error_body, error_responses, install_error_handlers, logger
+from tagseg.serve.lifecycle import Drain, RefuseWhileDraining
 from tagseg.serve.schemas import SEGMENT_EXAMPLE, SEGMENT_REQUEST_BODY, SegmentJSON, SegmentSettings, TextsRequest
 from tagseg.serve.service import Service
 from tagseg.serve.settings import ServeSettings
@@ -54,8 +55,10 @@ def create_app(tag: TAG, settings: ServeSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.drain = Drain(settings.retry_after)
     install_error_handlers(app)
     app.add_middleware(_BodyLimit, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(RefuseWhileDraining, drain=app.state.drain)
     app.add_middleware(_Observe, service=service)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
