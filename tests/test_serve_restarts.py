@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,15 +16,9 @@ from tagseg import toy
 from tagseg.database import PersistentTextDatabase
 from tagseg.database.store import LOCK, MANIFEST
 from tagseg.files import exclusive_lock
+from tagseg.serve.local import local_server
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals; /proc/locks")
-START_SECONDS = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def waits_for_a_lock(pid: int) -> bool:
@@ -41,30 +32,9 @@ def toy_database(path: Path) -> Path:
     return path
 
 
-@contextmanager
-def serve(database: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``tagseg serve --preset toy`` with writes to ``database`` on a free loopback port; killed on exit."""
-    port = free_port()
-    command = [sys.executable, "-c", "from tagseg.cli import main; main()", "serve", "--preset", "toy"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--database", str(database), "--database-writes", *extra]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(START_SECONDS * 10):
-            if process.poll() is not None:
-                raise AssertionError(f"the server exited: {process.stderr.read().decode() if process.stderr else ''}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                threading.Event().wait(0.1)
-        else:
-            raise AssertionError("the server did not start")
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(30)
+def serve(database: Path) -> Any:
+    """``tagseg serve --preset toy`` with writes to ``database``."""
+    return local_server("--preset", "toy", "--database", str(database), "--database-writes")
 
 
 def test_sigterm_finishes_requests_in_flight_and_answers_new_ones_503(tmp_path: Path) -> None:
