@@ -25,6 +25,9 @@ from PIL import Image
 from tagseg import toy
 from tagseg.serve.local import local_server
 
+CONNECTION_ERROR = 0
+"""Counted like a status: the connection failed or was closed before an answer."""
+
 
 def resident_mib(pid: int) -> float:
     """Resident memory of process ``pid`` in MiB."""
@@ -62,7 +65,10 @@ class Tally:
         answered = len(self.latencies)
         p50, p99 = (np.percentile(self.latencies, [50, 99]) * 1000) if answered else (float("nan"),) * 2
         errors = sum(n for s, n in self.statuses.items() if s >= 500)
-        return f"{answered / seconds:6.2f} req/s  p50 {p50:7.0f} ms  p99 {p99:7.0f} ms  429: {self.statuses.get(429, 0):5d}  5xx: {errors}"
+        return (
+            f"{answered / seconds:6.2f} req/s  p50 {p50:7.0f} ms  p99 {p99:7.0f} ms  429: {self.statuses.get(429, 0):5d}  "
+            f"5xx: {errors}  connection errors: {self.statuses.get(CONNECTION_ERROR, 0)}"
+        )
 
 
 async def soak(url: str, pid: int, clients: int, duration: float, interval: float, warmup: float) -> None:
@@ -73,10 +79,14 @@ async def soak(url: str, pid: int, clients: int, duration: float, interval: floa
     async def client(http: httpx.AsyncClient) -> None:
         while time.monotonic() < deadline:
             start = time.perf_counter()
-            answer = await http.post("/v1/segment", files={"image": ("s.png", image, "image/png")}, data={"masks": "false"})
+            try:
+                answer = await http.post("/v1/segment", files={"image": ("s.png", image, "image/png")}, data={"masks": "false"})
+                status = answer.status_code
+            except httpx.TransportError:
+                status = CONNECTION_ERROR
             for tally in (total, window):
-                tally.add(answer.status_code, time.perf_counter() - start)
-            if answer.status_code == 429:
+                tally.add(status, time.perf_counter() - start)
+            if status != 200:
                 await asyncio.sleep(0.05)
 
     async def report() -> list[tuple[float, float]]:
@@ -114,6 +124,7 @@ def main() -> None:
     serve_arguments = ("--preset", "toy", "--workers", str(args.workers), "--queue-size", str(args.queue_size))
     with local_server(*serve_arguments) as (process, url):
         asyncio.run(soak(url, process.pid, clients, args.duration, args.interval, args.warmup))
+        print(f"server still running at the end: {process.poll() is None}")
 
 
 if __name__ == "__main__":

@@ -89,11 +89,12 @@ def test_texts_added_to_an_ivfpq_database_are_found_at_once(tmp_path: Path) -> N
     assert reopened.search_texts(["yellow submarine"], encoder, 1)[0][0].text == "a yellow submarine"
 
 
-def test_a_clip_retrieval_folder_with_an_opq_ivfpq_index_opens(tmp_path: Path) -> None:
-    # autofaiss writes indexes like "OPQ256_768,IVF16384_HNSW32,PQ256x8" for LAION; this is the same layout, small.
+@pytest.mark.parametrize("layout", ["OPQ16_64,IVF64,PQ16x8", "OPQ16_64,IVF64_HNSW32,PQ16x8", "IVF64,PQ16x8"])
+def test_a_clip_retrieval_folder_with_an_ivfpq_index_opens(tmp_path: Path, layout: str) -> None:
+    # autofaiss writes indexes like "OPQ256_768,IVF16384_HNSW32,PQ256x8" for LAION: the same layouts, small.
     vectors = clustered(4_000, 3)
     captions = [f"caption {i}" for i in range(len(vectors))]
-    index = faiss.index_factory(DIM, "OPQ16_64,IVF64,PQ16x8", faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(DIM, layout, faiss.METRIC_INNER_PRODUCT)
     index.train(vectors)
     index.add(vectors)
     folder = tmp_path / "laion"
