@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,12 +28,14 @@ def local_server(*arguments: str) -> Iterator[tuple[subprocess.Popen[bytes], str
     its base URL, and kills the process on exit if it still runs."""
     port = free_port()
     command = [sys.executable, "-c", "from tagseg.cli import main; main()", "serve", *arguments]
-    process = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe nobody reads would block the server
+    process = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(START_SECONDS * 10):
             if process.poll() is not None:
-                raise RuntimeError(f"tagseg serve exited: {process.stderr.read().decode() if process.stderr else ''}")
+                log.seek(0)
+                raise RuntimeError(f"tagseg serve exited: {log.read().decode(errors='replace')}")
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
@@ -45,3 +48,4 @@ def local_server(*arguments: str) -> Iterator[tuple[subprocess.Popen[bytes], str
         if process.poll() is None:
             process.kill()
         process.wait(30)
+        log.close()
