@@ -23,7 +23,7 @@ fastest approximate search, slow to build. ``auto``: ``flat`` up to :data:`APPRO
 entries, ``ivf`` up to :data:`COMPRESS_FROM`, ``ivfpq`` above."""
 
 APPROXIMATE_FROM = 250_000
-COMPRESS_FROM = 2_000_000
+COMPRESS_FROM = 10_000_000
 IVF_PROBE_FRACTION = 1 / 256
 IVF_MIN_PROBES = 8
 IVF_TRAINING_ITERATIONS = 10
