@@ -17,9 +17,9 @@ from tagseg.errors import ConfigError, DatabaseError
 INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 """``flat``: exact search over float32 vectors. ``ivf``: inverted lists of float16 vectors, about
 half the memory, searched approximately. ``ivfpq``: inverted lists of product-quantised codes
-(one byte per 8 dimensions, 96 at 768-d; the layout of LAION-scale clip-retrieval indexes), a
-sixteenth of ``ivf``'s size, vectors given back approximately. ``hnsw``: a graph over float16 vectors, the
-fastest approximate search, slow to build. ``auto``: ``flat`` up to :data:`APPROXIMATE_FROM`
+(one byte per 8 dimensions, 96 at 768-d; the layout of LAION-scale clip-retrieval indexes), about
+a fourteenth of ``ivf``'s size, vectors given back approximately. ``hnsw``: a graph over float16
+vectors, the fastest approximate search, slow to build. ``auto``: ``flat`` up to :data:`APPROXIMATE_FROM`
 entries, ``ivf`` up to :data:`COMPRESS_FROM`, ``ivfpq`` above."""
 
 APPROXIMATE_FROM = 250_000
