@@ -58,7 +58,7 @@ def build(
     text_model: str = typer.Option(DEFAULT_TEXT_MODEL, "--text-model", help=TEXT_MODEL_HELP),
     column: Optional[str] = typer.Option(None, help="Column holding the texts (CSV/TSV/JSONL/Parquet)."),
     template: str = typer.Option("{}", help="Prompt template applied before embedding, e.g. 'a photo of {}'."),
-    index: str = typer.Option("auto", help="Index kind: auto, flat (exact), ivf or hnsw (approximate)."),
+    index: str = typer.Option("auto", help="Index kind: auto, flat (exact), ivf, ivfpq (product-quantised, 14x smaller) or hnsw (approximate)."),
     batch_size: int = typer.Option(256, min=1, help="Texts embedded at once."),
     resume: bool = typer.Option(False, help="Finish an interrupted build of the same inputs."),
     overwrite: bool = typer.Option(False, help="Replace an existing database (once the new one is complete)."),

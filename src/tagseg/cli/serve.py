@@ -30,10 +30,9 @@ def serve(
     with opt.reported_errors():
         from tagseg.serve import create_app  # raises a clear error without the serve extra
 
-        import uvicorn
-
         from tagseg.cli.progress import item_columns, progress_bars
         from tagseg.pipeline import TAG
+        from tagseg.serve.lifecycle import run_server
 
         if max_upload_mb is not None:
             service = dataclasses.replace(service, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
@@ -42,5 +41,7 @@ def serve(
         opt.errors.print("Loading models…")
         with progress_bars(item_columns("texts")):  # the shipped vocabulary is embedded on first use
             tag = TAG.from_pretrained(settings)
-    opt.errors.print(f"Serving on http://{host}:{port}/ (API docs at /docs); Ctrl+C stops.")
-    uvicorn.run(create_app(tag, service), host=host, port=port, log_level=os.environ.get("TAGSEG_LOG_LEVEL", "info"))
+    opt.errors.print(f"Serving on http://{host}:{port}/ (API docs at /docs); Ctrl+C or SIGTERM finishes the requests in flight and stops.")
+    app = create_app(tag, service)
+    log_level = os.environ.get("TAGSEG_LOG_LEVEL", "info")
+    run_server(app, app.state.drain, host=host, port=port, log_level=log_level, drain_timeout=service.request_timeout)

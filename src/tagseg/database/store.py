@@ -43,7 +43,9 @@ LOCK = ".lock"
 SMALL_SHARD = 65_536
 """New texts join the last shard while it stays this small; beyond it they start a new shard."""
 COMPACT_WHEN_REMOVED = 0.25
-"""A shard is rewritten without its removed rows once they exceed this fraction of it."""
+"""A shard is rewritten without its removed rows once they exceed this fraction of it..."""
+COMPACT_WHEN_REMOVED_ROWS = 4_096
+"""... or this many rows (a search asks each shard for ``k`` plus its removed rows)."""
 VERIFY_CHECKSUMS_UP_TO = 256 * 2**20
 """Opening verifies every file's checksum when the database is at most this many bytes."""
 
@@ -352,7 +354,7 @@ class PersistentTextDatabase:
             kept_shards: list[_Shard] = []
             for shard in self._shards:
                 dead = np.isin(shard.ids, removed)
-                if not dead.any() or dead.mean() <= COMPACT_WHEN_REMOVED:
+                if not dead.any() or (dead.mean() <= COMPACT_WHEN_REMOVED and dead.sum() <= COMPACT_WHEN_REMOVED_ROWS):
                     kept_shards.append(shard)
                 elif not dead.all():
                     kept_shards.append(self._rewrite_without(shard, dead))
@@ -454,17 +456,18 @@ class PersistentTextDatabase:
         return np.ascontiguousarray(np.concatenate(parts)[:wanted])
 
     def _rewrite_without(self, shard: _Shard, dead: np.ndarray) -> _Shard:
+        """The shard without its ``dead`` rows: IVF codes copied as they are, other kinds rebuilt
+        (``flat`` below :data:`~tagseg.database.index.APPROXIMATE_FROM` rows)."""
         keep = ~dead
-        vectors = faiss_index.all_vectors(shard.index)[keep]
+        ids, hashes = shard.ids[keep], shard.hashes[keep]
+        texts, sources = (column.filter(pa.array(keep)).combine_chunks() for column in (shard.texts, shard.sources))
+        if faiss_index.is_ivf(shard.index):
+            index = faiss_index.read_index(self.path / f"{shard.entry['name']}.faiss", mmap=False)
+            faiss_index.drop_rows(index, np.flatnonzero(dead))
+            return self._write_shard_index(ids, texts, sources, hashes, index, shard.entry["index"])
         kind = shard.entry["index"] if keep.sum() >= faiss_index.APPROXIMATE_FROM else "flat"
-        return self._write_shard(
-            shard.ids[keep],
-            shard.texts.filter(pa.array(keep)).to_pylist(),
-            shard.sources.filter(pa.array(keep)).to_pylist(),
-            shard.hashes[keep],
-            vectors,
-            kind,
-        )
+        vectors = faiss_index.all_vectors(shard.index)[keep]
+        return self._write_shard(ids, texts.to_pylist(), sources.to_pylist(), hashes, vectors, kind)
 
     def _write_shard(
         self, ids: np.ndarray, texts: list[str], sources: list[str], hashes: np.ndarray, vectors: np.ndarray, kind: str

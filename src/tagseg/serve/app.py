@@ -13,6 +13,7 @@ from tagseg import __version__
 from tagseg.pipeline import TAG
 from tagseg.serve.errors import install_error_handlers
 from tagseg.serve.labelstudio import LabelStudioBackend
+from tagseg.serve.lifecycle import Drain, RefuseWhileDraining
 from tagseg.serve.middleware import BodyLimit, Observe
 from tagseg.serve.routes import database, segment, status
 from tagseg.serve.service import Service
@@ -38,8 +39,10 @@ def create_app(tag: TAG, settings: ServeSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.drain = Drain(service.settings.retry_after)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_upload_bytes=service.settings.max_upload_bytes)
+    app.add_middleware(RefuseWhileDraining, drain=app.state.drain)
     app.add_middleware(Observe, metrics=service.metrics)
     app.mount("/static", StaticFiles(directory=str(status.STATIC)), name="static")
     for routes in (status.router, segment.router, database.router, LabelStudioBackend(service).router()):
