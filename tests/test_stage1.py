@@ -14,7 +14,7 @@ from tagseg import toy
 from tagseg.backbones.clip import CLIPTextEncoder
 from tagseg.builder import Backend, config_models, register_backend, unregister_backend
 from tagseg.cli import app
-from tagseg.config import SEGMENTER_NAMES, TAGConfig, preset
+from tagseg.config import TAGConfig, declared_settings, preset
 from tagseg.database.memory import InMemoryTextDatabase
 from tagseg.errors import ConfigError
 from tagseg.interfaces import MaskProposals, Segmenter
@@ -49,7 +49,7 @@ class CountingFeatures:
 
 
 def test_the_registry_is_the_setting_s_choices() -> None:
-    assert tuple(SEGMENTERS) == SEGMENTER_NAMES
+    assert tuple(next(item for item in declared_settings() if item.name == "segmenter").choices) == tuple(SEGMENTERS)
     for name, entry in SEGMENTERS.items():
         assert isinstance(entry.build(LeftHalf), Segmenter), name
     assert segmenter_entry("sam").models == ("sam_model",) and segmenter_entry("kmeans").models == ()
@@ -60,6 +60,21 @@ def test_the_registry_is_the_setting_s_choices() -> None:
     paper = preset("paper")
     assert config_models(paper) == [paper.feature_model, paper.clip_model]
     assert config_models(paper.replace(segmenter="sam"))[-1] == paper.sam_model
+
+
+def test_a_registered_segmenter_is_a_valid_setting_with_no_other_change() -> None:
+    from tagseg.segmenter_registry import register_segmenter
+
+    with pytest.raises(ConfigError, match="segmenter"):
+        TAGConfig(segmenter="left-half")
+    register_segmenter("left-half", lambda proposer: segmenter_entry("kmeans").build(proposer))
+    try:
+        assert TAGConfig(segmenter="left-half").segmenter == "left-half"
+        assert isinstance(segmenter_entry("left-half").build(LeftHalf), Segmenter)
+        with pytest.raises(ConfigError, match="already registered"):
+            register_segmenter("left-half", lambda proposer: segmenter_entry("kmeans").build(proposer))
+    finally:
+        SEGMENTERS.pop("left-half")
 
 
 def test_only_kmeans_needs_every_image_s_patch_features() -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Collection, Mapping, TypeVar
 
 from tagseg.dense_registry import DENSE_METHODS, SlidingWindow, dense_method_settings
+from tagseg.segmenter_registry import SEGMENTERS
 from tagseg.errors import ConfigError
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
     "NamingSettings",
     "PRESETS",
     "SECTIONS",
-    "SEGMENTER_NAMES",
     "SamSettings",
     "Setting",
     "SettingsSection",
@@ -239,17 +239,13 @@ class ModelSettings(SettingsSection):
     )
 
 
-SEGMENTER_NAMES = ("kmeans", "sam")
-"""The segmenters registered in :mod:`tagseg.segmenters` (kept here so that settings import no torch)."""
-
-
 @dataclass(frozen=True)
 class ClusterSettings(SettingsSection):
     """Stage 1: k-means segment candidates (or SAM's masks), their number per image, small regions and the CRF."""
 
     segmenter: str = setting(
         "kmeans", "Stage 1: 'kmeans' (DINOv2 k-means segments, the paper's) or 'sam' (Segment Anything's masks, docs/sam.md).",
-        choices=SEGMENTER_NAMES,
+        choices=SEGMENTERS,
     )
     uncovered: str = setting(
         "fallback", "With segmenter sam, pixels no mask covers: 'fallback' (take the k-means segments, named as usual) "
