@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from bench_crf import CLUSTERS, SIZE, feature_extractor, photos, stride16_features
-from tagseg import segments as seg
+from tagseg.segmenters import kmeans as seg
+from tagseg.segments import compact_labels
 from tagseg.config import CRFSettings
 from tagseg.segmenters.crf_torch import crf_labels
 from tagseg.segmenters.kmeans_torch import kmeans
@@ -152,7 +153,7 @@ def main() -> None:
             row["inertia"] /= reference_inertia
             row["scores"], scores = best_of(lambda: seg.upsample(seg.cluster_scores(features, centres), (SIZE, SIZE)), args.repeats)
             row["crf"], labels = best_of(lambda: refine(scores, rgb, option), args.repeats)
-            row["regions"], _ = best_of(lambda: seg.compact_labels(labels), args.repeats)
+            row["regions"], _ = best_of(lambda: compact_labels(labels), args.repeats)
             reference_labels = labels if reference_labels is None else reference_labels
             row["agreement"] = matched_agreement(labels, reference_labels)
             results[option].append(row)

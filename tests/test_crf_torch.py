@@ -8,7 +8,7 @@ import torch
 from efficientnet_support import LitePatchFeatures
 from PIL import Image
 
-from tagseg import segments as seg
+from tagseg.segmenters import kmeans as seg
 from tagseg.segmenters.crf_torch import PermutohedralLattice, crf_labels, dense_crf, unary_from_scores
 
 PAPER = {"gaussian_sxy": 1.0, "gaussian_compat": 3.0, "bilateral_sxy": 67.0, "bilateral_srgb": 3.0, "bilateral_compat": 4.0}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from efficientnet_support import LitePatchFeatures
 
-from tagseg import segments as seg
+from tagseg.segmenters import kmeans as seg
 from tagseg.segmenters.kmeans_torch import kmeans
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
