@@ -50,10 +50,10 @@ def test_serve_without_the_extra_names_it_and_exits_1(tmp_path: Path) -> None:
         tmp_path,
     )
     assert done.returncode == 1
-    assert "fastapi, uvicorn, python-multipart" in done.stderr and "pip install 'tagseg[serve]'" in done.stderr
+    assert "fastapi, uvicorn, python-multipart" in done.stderr and "pip install -e '.[serve]'" in done.stderr
     assert "Traceback" not in done.stderr
     imported = run_without_serve("import tagseg.serve\n", tmp_path)
-    assert "MissingDependencyError" in imported.stderr and "tagseg[serve]" in imported.stderr
+    assert "MissingDependencyError" in imported.stderr and "'.[serve]'" in imported.stderr
 
 
 def test_the_version_is_the_installed_distributions_which_is_pyprojects() -> None:

@@ -276,7 +276,7 @@ def test_without_ray_the_engine_says_what_to_install(tmp_path, monkeypatch: pyte
     image = tmp_path / "scene.png"
     Image.fromarray(toy_scene(0, size=(72, 96))[0]).save(image)
     result = CliRunner().invoke(app, ["segment", str(image), "--out", str(tmp_path / "out"), "--preset", "toy", "--engine", "ray"])
-    assert result.exit_code != 0 and "pip install 'tagseg[ray]'" in result.output
+    assert result.exit_code != 0 and "pip install -e '.[ray]'" in result.output
     result = CliRunner().invoke(app, ["segment", str(image), "--out", str(tmp_path / "out"), "--preset", "toy"])
     assert result.exit_code == 0 and (tmp_path / "out" / "scene.json").is_file()
 

@@ -2,7 +2,7 @@
 
 ``local`` (:mod:`tagseg.engines.local`) runs in this process and needs nothing more; ``ray``
 (:mod:`tagseg.engines.ray`) spreads the same work over the workers of a Ray cluster and writes the
-same files; it needs ``pip install 'tagseg[ray]'``. ``tagseg segment --engine NAME`` and
+same files; it needs ``pip install -e '.[ray]'`` in the tagseg checkout. ``tagseg segment --engine NAME`` and
 ``tagseg db build --engine NAME`` make the engine with :func:`open_engine`.
 """
 

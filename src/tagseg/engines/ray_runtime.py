@@ -11,7 +11,7 @@ from tagseg.errors import TagsegError
 
 __all__ = ["ray_runtime", "require_ray"]
 
-_NOT_INSTALLED = "The Ray engine needs Ray, which is not installed: pip install 'tagseg[ray]' (on every machine of the cluster)."
+_NOT_INSTALLED = "The Ray engine needs Ray, which is not installed: pip install -e '.[ray]' in the tagseg checkout (on every machine of the cluster)."
 
 
 def require_ray() -> Any:

@@ -143,7 +143,7 @@ def _load_sentence_model(model: str) -> Any:
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise ConfigError(
-            "The tag protocol needs sentence-transformers: pip install 'tagseg[eval]' "
+            "The tag protocol needs sentence-transformers: pip install -e '.[eval]' in the tagseg checkout "
             "(or choose --protocol clip / oracle-image / oracle-dataset)."
         ) from None
     from tagseg.backbones.hub import hub_reachable, looks_like_path

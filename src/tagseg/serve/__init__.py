@@ -1,6 +1,6 @@
 """``tagseg serve``: an HTTP API, a web page and a Label Studio ML backend around one loaded TAG.
 
-Needs the ``serve`` extra (``pip install 'tagseg[serve]'``); without it, importing this package
+Needs the ``serve`` extra (``pip install -e '.[serve]'`` in the tagseg checkout); without it, importing this package
 raises :class:`~tagseg.errors.MissingDependencyError` naming what is missing.
 """
 
@@ -15,7 +15,7 @@ _missing = [distribution for module, distribution in SERVE_PACKAGES.items() if f
 if _missing:
     raise MissingDependencyError(
         f"The web service needs {', '.join(_missing)}, which are not installed. "
-        "Install them with: pip install 'tagseg[serve]'"
+        "Install them with: pip install -e '.[serve]' in the tagseg checkout"
     )
 
 from tagseg.serve.app import create_app  # noqa: E402  (after the check, so a missing package gets the message above)
