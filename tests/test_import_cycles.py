@@ -31,8 +31,8 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
-    """The tagseg modules that module ``name`` imports anywhere in its body."""
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every tagseg module or ``module.name`` imported by module ``name``, outside ``if TYPE_CHECKING:``."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
 
@@ -49,14 +49,22 @@ def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
                 source = ".".join(base + ([node.module] if node.module else []))
             else:
                 source = node.module or ""
-            for alias in node.names:
-                submodule = f"{source}.{alias.name}"
-                found.add(submodule if submodule in known else source)
+            found.update(f"{source}.{alias.name}" for alias in node.names)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
     visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
-    return {module for module in found if module in known and module != name}
+    return {item for item in found if item.split(".")[0] == "tagseg"}
+
+
+def imported_module(item: str, known: set[str]) -> str:
+    """The module an imported item names: itself if a module, else the module it comes from."""
+    return item if item in known else item.rpartition(".")[0]
+
+
+def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
+    """The tagseg modules that module ``name`` imports anywhere in its body."""
+    return {module for module in (imported_module(item, known) for item in imports(name, path, known)) if module in known and module != name}
 
 
 def import_graph() -> dict[str, set[str]]:

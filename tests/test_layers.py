@@ -12,7 +12,7 @@ import ast
 import re
 from pathlib import Path
 
-from test_import_cycles import _is_type_checking, module_names
+from test_import_cycles import imported_module, imports, module_names
 
 ARCHITECTURE = Path(__file__).parent.parent / "docs" / "architecture.md"
 
@@ -52,37 +52,6 @@ def _unit_name(written: str) -> str:
 def unit_of(module: str) -> str:
     """The top-level module or subpackage a module belongs to."""
     return ".".join(module.split(".")[:2])
-
-
-def imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """Every tagseg module or ``module.name`` imported by module ``name``, outside ``if TYPE_CHECKING:``."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                source = ".".join(base + ([node.module] if node.module else []))
-            else:
-                source = node.module or ""
-            found.update(f"{source}.{alias.name}" for alias in node.names)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
-    return {item for item in found if item.split(".")[0] == "tagseg"}
-
-
-def imported_module(item: str, known: set[str]) -> str:
-    """The module an imported item names: itself if a module, else the module it comes from."""
-    return item if item in known else item.rpartition(".")[0]
 
 
 def layer_breaks(table: tuple[dict[str, int], dict[int, set[str]]]) -> list[str]:
