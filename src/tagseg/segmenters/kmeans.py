@@ -14,8 +14,7 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import faiss
 import numpy as np
@@ -27,7 +26,7 @@ from tagseg.interfaces import SegmenterInput, Segments
 from tagseg.masks import connected_components
 from tagseg.segmenters import crf_torch, kmeans_torch
 from tagseg.segments import compact_labels
-from tagseg.timing import timed
+from tagseg.timing import timed, timed_shared
 
 __all__ = [
     "KMeansSegmenter",
@@ -79,14 +78,14 @@ def kmeans_segments(
         groups.setdefault((working.shape, tuple(image_features.shape)), []).append(index)
     for group in groups.values():
         group_timings = [timings[i] for i in group]
-        with _shared_timing(group_timings, "kmeans"):
+        with timed_shared(group_timings, "kmeans"):
             points = [features[i].reshape(-1, features[i].shape[-1]) for i in group]
             centres = _group_centres(points, clusters)
             scores = [
                 upsample(cluster_scores(features[i], image_centres), workings[i].shape[:2])
                 for i, image_centres in zip(group, centres)
             ]
-        with _shared_timing(group_timings, "crf"):
+        with timed_shared(group_timings, "crf"):
             cluster_maps = _group_labels(scores, [workings[i] for i in group], clusters.crf)
         for i, cluster_map, image_scores in zip(group, cluster_maps, scores):
             with timed(timings[i], "regions"):
@@ -95,16 +94,6 @@ def kmeans_segments(
                 merged = merge_small_regions(cluster_map, image_scores.float().cpu().numpy(), min_area)
                 outputs[i] = compact_labels(merged)
     return outputs
-
-
-@contextmanager
-def _shared_timing(timings: Sequence[dict[str, float]], stage: str) -> Iterator[None]:
-    """Time the ``with`` block once and add an equal share of it to each image's ``timings[stage]``."""
-    shared: dict[str, float] = {}
-    with timed(shared, stage):
-        yield
-    for image_timings in timings:
-        image_timings[stage] = image_timings.get(stage, 0.0) + shared[stage] / len(timings)
 
 
 def _group_centres(points: Sequence[torch.Tensor], clusters: ClusterSettings) -> list[torch.Tensor]:
