@@ -159,8 +159,8 @@ def kmeans(
     """Euclidean k-means over the rows of ``features`` (N, C); the centres of the best of ``restarts`` runs.
 
     ``backend``: ``"faiss"`` (on the CPU) or ``"torch"`` (:func:`tagseg.segmenters.kmeans_torch.kmeans`,
-    on the features' device). Deterministic for a given ``seed``. Fewer points than clusters gives one
-    centre per point.
+    on the features' device); the centres are on the features' device. Deterministic for a given
+    ``seed``. Fewer points than clusters gives one centre per point.
     """
     if backend == "torch":
         return kmeans_torch.kmeans(features, num_clusters, restarts=restarts, max_iter=iterations, seed=seed).centres
@@ -181,7 +181,7 @@ def kmeans(
         clustering.train(points)
     finally:
         faiss.omp_set_num_threads(threads)
-    return torch.from_numpy(clustering.centroids.copy())
+    return torch.from_numpy(clustering.centroids.copy()).to(features.device)
 
 
 def cluster_scores(features: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
