@@ -113,3 +113,6 @@ def test_torch_stage1_keeps_the_features_on_the_gpu(dinov2_dir: Path, clip_dir: 
     assert all(not item.features.is_cuda for item in tag.forward(photos))  # type: ignore[union-attr]
     for result in tag.finish_batch(forwarded, **TORCH_STAGE1):
         assert result.label_map.dtype.kind == "i" and len(result.segments) >= 1
+    faiss_on_gpu_features = {"crf": {"backend": "torch"}, "num_clusters": "auto", "max_clusters": 5}
+    for result in tag.finish_batch(tag.forward(photos, **faiss_on_gpu_features), **faiss_on_gpu_features):
+        assert 2 <= len(np.unique(result.cluster_map)) <= 5
