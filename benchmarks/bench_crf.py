@@ -31,7 +31,7 @@ OPTIONS = {
     "scale 1, 5 it": CRFSettings(iterations=5),
     "scale 0.5 (224), 10 it": CRFSettings(scale=0.5),
     "scale 0.5 (224), 5 it": CRFSettings(scale=0.5, iterations=5),
-    "scale 0.36 (160), 10 it": CRFSettings(scale=160 / 448),
+    "scale 0.36 (160), 10 it": CRFSettings(scale=160 / 448, min_side=160),
 }
 
 

@@ -10,12 +10,14 @@ to the sum of the two plain forwards, the peak resident memory (``VmHWM``: ``ru_
 carry the parent's peak across ``exec``) and the naming cost of the first image (spaCy loads).
 In the default dtype's process it then runs ``tagseg segment``'s runner (:func:`tagseg.batch.segment_files`)
 on a folder of ``--folder`` real photos (skimage's, cycled, at their own sizes) and prints its
-images/s, once with the forwards of the next image overlapping the current one's CPU stages and
-once without (``--ahead``); ``--preset toy`` measures only that, with the toy world. Several presets
+images/s for each ``--batch-size`` (default 1 and 8: images per forward and per finished batch),
+once with the forwards of the next batch overlapping the current one's CPU stages and once
+without (``--ahead``), then the peak resident memory after those runs; ``--preset toy`` measures
+only that, with the toy world. Several presets
 (``--preset paper talk2dino``) run one after the other and end with each one's s/image relative to the first.
 
     python benchmarks/bench_pipeline.py [--preset paper|fast|proxyclip|talk2dino|toy ...] [--runs 2] [--entries 100000]
-        [--crf/--no-crf] [--folder 20] [--batch-size 1] [--ahead 1 0] [--no-float32] [--json bench.json]
+        [--crf/--no-crf] [--folder 20] [--batch-size 1 8] [--ahead 1 0] [--no-float32] [--json bench.json]
 
 ``--json`` also writes the results with the command, the CPU (model and flags), the load average
 and the date, which ``python scripts/write_speed_section.py bench.json`` puts into the README (the
@@ -103,18 +105,20 @@ def folder_photos(folder: Path, count: int) -> None:
         Image.fromarray(sources[index % len(sources)]()).save(folder / f"photo{index:03d}.png")
 
 
-def folder_throughput(tag: TAG, count: int, batch_size: int, modes: list[int]) -> dict[str, float]:
-    """Images/s of the folder runner on ``count`` photos for each ``ahead`` of ``modes`` (1: forwards ahead, 0: in turn)."""
+def folder_throughput(tag: TAG, count: int, batch_sizes: list[int], modes: list[int]) -> dict[str, float]:
+    """Images/s of the folder runner on ``count`` photos for each batch size and each ``ahead`` of
+    ``modes`` (1: forwards ahead, 0: in turn)."""
     from tagseg.batch import segment_files
 
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder_photos(Path(tmp) / "photos", count)
-        for ahead in modes:
-            start = time.perf_counter()
-            out = Path(tmp) / f"out{ahead}"
-            report = segment_files([Path(tmp) / "photos"], out, tag=tag, batch_size=batch_size, ahead=ahead)
-            rates[f"ahead={ahead}"] = len(report.done) / (time.perf_counter() - start)
+        for batch_size in batch_sizes:
+            for ahead in modes:
+                start = time.perf_counter()
+                out = Path(tmp) / f"out-batch{batch_size}-ahead{ahead}"
+                report = segment_files([Path(tmp) / "photos"], out, tag=tag, batch_size=batch_size, ahead=ahead)
+                rates[f"batch {batch_size} ahead={ahead}"] = len(report.done) / (time.perf_counter() - start)
     return rates
 
 
@@ -126,7 +130,8 @@ def measure(args: argparse.Namespace) -> dict:
         for image in photos():
             tag(image)
         single = (time.perf_counter() - start) / 3
-        return {"single": single, "folder": folder_throughput(tag, args.folder, args.batch_size, args.ahead)}
+        folder = folder_throughput(tag, args.folder, args.batch_size, args.ahead)
+        return {"single": single, "folder": folder, "folder_peak_rss_gib": peak_rss_gib()}
     dim = ARCHITECTURES[args.preset][2]
     database = synthetic_database(args.entries, dim, args.clip)
     tag = TAG.from_pretrained(
@@ -159,6 +164,7 @@ def measure(args: argparse.Namespace) -> dict:
     result = {"dtype": tag.models.get("dtype"), "stages": median, "forwards": forwards, "first": first, "peak_rss_gib": peak_rss_gib()}
     if args.folder and args.dtype == args.folder_dtype:
         result["folder"] = folder_throughput(tag, args.folder, args.batch_size, args.ahead)
+        result["folder_peak_rss_gib"] = peak_rss_gib()
     return result
 
 
@@ -179,14 +185,15 @@ def report(result: dict, configured: str, preset: str) -> float:
     print(f"stage 1 outside DINOv2 (kmeans + crf + regions) {stage1:.2f} s (target <= 0.2)")
     print(f"peak RSS {result['peak_rss_gib']:.2f} GiB (target <= 1.6); first image {result['first']['seconds']:.2f} s, its naming {1000 * result['first']['naming']:.0f} ms")
     if "folder" in result:
-        report_folder(result["folder"], 1 / per_image, 1 / (1.1 * plain))
+        report_folder(result["folder"], 1 / per_image, result["folder_peak_rss_gib"], 1 / (1.1 * plain))
     return per_image
 
 
-def report_folder(rates: dict[str, float], single: float, target: float | None = None) -> None:
+def report_folder(rates: dict[str, float], single: float, peak_rss: float, target: float | None = None) -> None:
     rates_text = ", ".join(f"{mode} {rate:.3f}" for mode, rate in rates.items())
     aim = f" (target >= {target:.3f})" if target else ""
     print(f"folder throughput images/s: {rates_text}{aim}; one image at a time {single:.3f}")
+    print(f"peak RSS after the folder runs {peak_rss:.2f} GiB")
 
 
 def main() -> None:
@@ -196,7 +203,7 @@ def main() -> None:
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--preset", choices=[*sorted(ARCHITECTURES), "toy"], nargs="+", default=["paper"])
     parser.add_argument("--folder", type=int, default=20, help="photos in the folder throughput run (0: none)")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per backbone forward in the folder run")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[1, 8], help="folder runs: images per forward and per finished batch")
     parser.add_argument("--ahead", type=int, nargs="+", default=[1, 0], help="folder runs: 1 forwards ahead, 0 in turn")
     parser.add_argument("--float32", action=argparse.BooleanOptionalAction, default=True, help="also measure float32")
     parser.add_argument("--json", type=Path, help="also write the results, the command and the machine to this file")
@@ -220,7 +227,7 @@ def main() -> None:
         if preset == "toy":
             result = measure(argparse.Namespace(**{**vars(args), "preset": "toy"}))
             print(f"toy world, {args.folder} photos")
-            report_folder(result["folder"], 1 / result["single"])
+            report_folder(result["folder"], 1 / result["single"], result["folder_peak_rss_gib"])
             continue
         results[preset] = {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -229,7 +236,7 @@ def main() -> None:
             for dtype in dict.fromkeys(["float32"] * args.float32 + [default, "auto"]):
                 command = [sys.executable, __file__, "--dtype", dtype, "--dinov2", str(dinov2), "--clip", clip,
                            "--runs", str(args.runs), "--entries", str(args.entries), "--preset", preset,
-                           "--folder", str(args.folder), "--batch-size", str(args.batch_size), "--ahead", *map(str, args.ahead), "--folder-dtype", default,
+                           "--folder", str(args.folder), "--batch-size", *map(str, args.batch_size), "--ahead", *map(str, args.ahead), "--folder-dtype", default,
                            "--crf" if args.crf else "--no-crf"]
                 output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
                 results[preset][dtype] = json.loads(output.strip().splitlines()[-1])

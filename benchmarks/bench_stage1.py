@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from bench_crf import CLUSTERS, SIZE, feature_extractor, photos, stride16_features
-from tagseg.segmenters import kmeans as seg
-from tagseg.segments import compact_labels
+from tagseg import segments as seg
+from tagseg.segmenters import kmeans as stage1
 from tagseg.config import CRFSettings
 from tagseg.segmenters.crf_torch import crf_labels
 from tagseg.segmenters.kmeans_torch import kmeans
@@ -102,14 +102,14 @@ def inertia(points: torch.Tensor, centres: torch.Tensor) -> float:
 
 def cluster(points: torch.Tensor, option: Option) -> torch.Tensor:
     if option.kmeans_backend == "faiss":
-        return seg.kmeans(points, CLUSTERS, restarts=option.restarts, iterations=option.kmeans_iterations)
+        return stage1.kmeans(points, CLUSTERS, restarts=option.restarts, iterations=option.kmeans_iterations)
     return kmeans(points, CLUSTERS, restarts=option.restarts, max_iter=option.kmeans_iterations).centres
 
 
 def refine(scores: torch.Tensor, rgb: np.ndarray, option: Option) -> np.ndarray:
-    settings = CRFSettings(iterations=option.crf_iterations, scale=option.crf_side / SIZE)
+    settings = CRFSettings(iterations=option.crf_iterations, scale=option.crf_side / SIZE, min_side=option.crf_side)
     if option.crf_backend == "pydensecrf":
-        return seg.refine_with_crf(scores, rgb, settings)
+        return stage1.refine_with_crf(scores, rgb, settings)
     constants = {name: getattr(settings, name) for name in (
         "iterations", "gaussian_sxy", "gaussian_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat"
     )}
@@ -119,7 +119,7 @@ def refine(scores: torch.Tensor, rgb: np.ndarray, option: Option) -> np.ndarray:
 
 def kmeans_on_dinov2_sized_points(repeats: int) -> None:
     points = torch.randn(1024, 768, generator=torch.Generator().manual_seed(0))
-    reference = inertia(points, seg.kmeans(points, CLUSTERS))
+    reference = inertia(points, stage1.kmeans(points, CLUSTERS))
     print(f"\nk-means, {CLUSTERS} clusters, 1024 x 768 points (DINOv2-B/14 at 448), ms / inertia vs faiss 8x100")
     for backend, restarts, iterations in [("faiss", 8, 100), ("torch", 8, 100), ("torch", 4, 50), ("faiss", 4, 50)]:
         option = Option(backend, restarts, iterations, "", 0, 0)
@@ -151,9 +151,9 @@ def main() -> None:
             row["inertia"] = inertia(points, centres)
             reference_inertia = reference_inertia or row["inertia"]
             row["inertia"] /= reference_inertia
-            row["scores"], scores = best_of(lambda: seg.upsample(seg.cluster_scores(features, centres), (SIZE, SIZE)), args.repeats)
+            row["scores"], scores = best_of(lambda: stage1.upsample(stage1.cluster_scores(features, centres), (SIZE, SIZE)), args.repeats)
             row["crf"], labels = best_of(lambda: refine(scores, rgb, option), args.repeats)
-            row["regions"], _ = best_of(lambda: compact_labels(labels), args.repeats)
+            row["regions"], _ = best_of(lambda: seg.compact_labels(labels), args.repeats)
             reference_labels = labels if reference_labels is None else reference_labels
             row["agreement"] = matched_agreement(labels, reference_labels)
             results[option].append(row)

@@ -8,7 +8,7 @@ import torch
 from efficientnet_support import LitePatchFeatures
 from PIL import Image
 
-from tagseg.segmenters import kmeans as seg
+from tagseg.segmenters import kmeans as stage1
 from tagseg.segmenters.crf_torch import PermutohedralLattice, crf_labels, dense_crf, unary_from_scores
 
 PAPER = {"gaussian_sxy": 1.0, "gaussian_compat": 3.0, "bilateral_sxy": 67.0, "bilateral_srgb": 3.0, "bilateral_compat": 4.0}
@@ -127,8 +127,8 @@ def photo_scores() -> tuple[torch.Tensor, torch.Tensor]:
     features = LitePatchFeatures()(rgb.permute(0, 3, 1, 2).float() / 255)
     scores = []
     for grid in features:
-        centres = seg.kmeans(grid.reshape(-1, grid.shape[-1]), 15)
-        scores.append(seg.upsample(seg.cluster_scores(grid, centres), (448, 448)))
+        centres = stage1.kmeans(grid.reshape(-1, grid.shape[-1]), 15)
+        scores.append(stage1.upsample(stage1.cluster_scores(grid, centres), (448, 448)))
     return torch.stack(scores), rgb
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from efficientnet_support import LitePatchFeatures
 
-from tagseg.segmenters import kmeans as seg
+from tagseg.segmenters import kmeans as stage1
 from tagseg.segmenters.kmeans_torch import kmeans
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -39,7 +39,7 @@ def test_inertia_within_one_percent_of_faiss_on_real_photo_features(photo_points
     result = kmeans(photo_points, 15, restarts=8, max_iter=100, seed=0, init=init)
     assert result.centres.shape == (3, 15, photo_points.shape[2])
     for points, centres, inertia in zip(photo_points, result.centres, result.inertia):
-        faiss_inertia = _inertia(points, seg.kmeans(points, 15, restarts=8, iterations=100, seed=0))
+        faiss_inertia = _inertia(points, stage1.kmeans(points, 15, restarts=8, iterations=100, seed=0))
         assert _inertia(points, centres) <= 1.01 * faiss_inertia
         assert float(inertia) == pytest.approx(_inertia(points, centres), rel=1e-4)
 
@@ -49,7 +49,7 @@ def test_inertia_within_one_percent_of_faiss_on_dinov2_sized_random_features() -
     points = torch.randn(2, 1024, 768, generator=generator)  # DINOv2-B/14 at 448x448: 32x32 tokens of 768
     result = kmeans(points, 15, restarts=8, max_iter=100)
     for image, centres in zip(points, result.centres):
-        assert _inertia(image, centres) <= 1.01 * _inertia(image, seg.kmeans(image, 15, restarts=8, iterations=100))
+        assert _inertia(image, centres) <= 1.01 * _inertia(image, stage1.kmeans(image, 15, restarts=8, iterations=100))
 
 
 def test_same_partition_as_faiss_on_well_separated_clusters() -> None:
@@ -58,7 +58,7 @@ def test_same_partition_as_faiss_on_well_separated_clusters() -> None:
     truth = torch.arange(600) % 6
     points = means[truth] + torch.randn(600, 32, generator=generator)
     labels = kmeans(points, 6, restarts=8).labels
-    faiss_labels = torch.cdist(points, seg.kmeans(points, 6, restarts=8)).argmin(dim=1)
+    faiss_labels = torch.cdist(points, stage1.kmeans(points, 6, restarts=8)).argmin(dim=1)
     pairs = torch.unique(torch.stack([labels, faiss_labels, truth], dim=1), dim=0)
     assert pairs.shape[0] == 6  # one-to-one: each true cluster is one cluster of each method
 

@@ -119,7 +119,7 @@ def test_full_size_crf_is_the_reference_computation() -> None:
 
 def test_reduced_grid_crf_runs_small_and_upsamples_its_marginals() -> None:
     scores, image = _photo_scores()
-    settings = CRFSettings(scale=0.5)
+    settings = CRFSettings(scale=0.5, min_side=48)
     small_scores = F.interpolate(scores[None], size=(48, 48), mode="bilinear", antialias=True)[0].numpy()
     small_image = F.interpolate(
         torch.from_numpy(image).permute(2, 0, 1)[None].float(), size=(48, 48), mode="bilinear", antialias=True
@@ -131,6 +131,8 @@ def test_reduced_grid_crf_runs_small_and_upsamples_its_marginals() -> None:
     assert (labels == expected).mean() > 0.995
     full = kmeans.refine_with_crf(scores, image, CRFSettings(scale=1.0))
     assert 0.8 < (labels == full).mean() < 1.0  # an approximation of the full-size CRF, not a copy of it
+    floored = kmeans.refine_with_crf(scores, image, CRFSettings(scale=0.5, min_side=96))
+    assert np.array_equal(floored, full)  # the floor keeps a small image's full grid
 
 
 def test_compact_labels_drops_empty_clusters() -> None:

@@ -148,6 +148,15 @@ class CRFSettings(SettingsSection):
         1.0, "CRF grid relative to the working image; below 1 the marginals are upsampled (1 = the reference).",
         check=lambda v: isinstance(v, (int, float)) and 0.0 < v <= 1.0,
     )
+    min_side: int = setting(
+        224, "With scale below 1, the reduced CRF grid's shorter side is never below this many pixels (nor above the image's).",
+        check=lambda v: _is_int(v) and v >= 1,
+    )
+    backend: str = setting(
+        "pydensecrf", "Dense CRF implementation: 'pydensecrf' (C++, one image at a time on the CPU; the reference) or "
+        "'torch' (on the features' device, all same-size images of a batch at once: choose it on GPUs or for batches).",
+        choices=("pydensecrf", "torch"),
+    )
 
 
 def _is_fraction(value: Any) -> bool:
@@ -259,6 +268,11 @@ class ClusterSettings(SettingsSection):
     )
     kmeans_restarts: int = setting(8, "k-means restarts; the best run is kept.", check=lambda v: _is_int(v) and v >= 1)
     kmeans_iterations: int = setting(100, "Iterations per k-means run.", check=lambda v: _is_int(v) and v >= 1)
+    kmeans_backend: str = setting(
+        "faiss", "k-means implementation: 'faiss' (the CPU, one image at a time; the reference) or 'torch' (on the "
+        "features' device, all same-size images of a batch in one call: choose it on GPUs or for batches).",
+        choices=("faiss", "torch"),
+    )
     seed: int = setting(0, "Random seed of k-means.")
     min_clusters: int = setting(2, "Smallest k tried when num_clusters is 'auto'.", check=lambda v: _is_int(v) and v >= 2)
     max_clusters: int = setting(15, "Largest k tried when num_clusters is 'auto'.", check=_is_int)
@@ -275,6 +289,11 @@ class ClusterSettings(SettingsSection):
 
     def _invalid(self) -> list[str]:
         return [] if self.min_clusters <= self.max_clusters else ["min_clusters", "max_clusters"]
+
+    @property
+    def on_device(self) -> bool:
+        """Whether Stage 1 runs in torch (either backend 'torch'): the patch features then stay on the forward's device."""
+        return self.kmeans_backend == "torch" or (self.crf.enabled and self.crf.backend == "torch")
 
 
 @dataclass(frozen=True)

@@ -172,8 +172,10 @@ class SegmenterInput:
 
     ``rgb`` is the decoded image ``(H, W, 3)`` uint8 and ``working`` its copy at the working size
     ``(h, w, 3)``. ``patch_features()`` gives the :class:`PatchFeatureExtractor`'s features of the
-    working image, ``(h', w', C)`` float32 on the CPU: the batch's forward when it ran them, else
-    computed on the first call (a segmenter that needs them only sometimes calls it only then).
+    working image, ``(h', w', C)`` float32, on the extractor's device when the cluster settings run
+    Stage 1 in torch (:attr:`~tagseg.config.ClusterSettings.on_device`), else on the CPU: the batch's
+    forward when it ran them, else computed on the first call (a segmenter that needs them only
+    sometimes calls it only then).
     A segmenter adds the seconds of its own stages to ``timings``.
     """
 

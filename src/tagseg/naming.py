@@ -85,25 +85,34 @@ CASED_TEMPERATURE = 0.07
 """Softmax temperature of CaSED's blend (the inverse of CLIP's initial logit scale)."""
 
 
+def retrieve(embeddings: torch.Tensor, database: TextDatabase, naming: NamingSettings = NamingSettings()) -> list[list[Hit]]:
+    """Each segment embedding's (rows of ``(S, dim)``, any norm) ``top_k`` texts, in one search, near-duplicates dropped."""
+    if embeddings.shape[0] == 0:
+        return []
+    queries = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    return [drop_near_duplicates(hits, naming.duplicate_threshold) for hits in database.search(queries.cpu().numpy(), naming.top_k)]
+
+
 def name_segments(
     embeddings: torch.Tensor,
     database: TextDatabase,
     candidate_embeddings: CandidateEmbeddings,
     naming: NamingSettings = NamingSettings(),
+    retrieved: list[list[Hit]] | None = None,
 ) -> list[Naming]:
     """Name each segment embedding (rows of ``(S, dim)``, any norm) under the ``naming`` settings.
 
-    Each segment retrieves ``top_k`` texts, near-duplicates count once, the CaSED rules turn them
-    into candidates (``names``: ``"words"`` or ``"phrases"``), and the candidate with the highest
-    score wins (see the module notes: cosine with the segment, less ``length_penalty`` per extra
-    word, blended with the retrieved texts' centroid by ``cased_alpha``). Candidates are scored
-    only against their own segment.
+    Each segment retrieves ``top_k`` texts (:func:`retrieve`; or takes them from ``retrieved``, e.g.
+    one search for the segments of several images), near-duplicates count once, the CaSED rules turn
+    them into candidates (``names``: ``"words"`` or ``"phrases"``), and the candidate with the
+    highest score wins (see the module notes: cosine with the segment, less ``length_penalty`` per
+    extra word, blended with the retrieved texts' centroid by ``cased_alpha``). Candidates are
+    scored only against their own segment.
     """
     if embeddings.shape[0] == 0:
         return []
     queries = torch.nn.functional.normalize(embeddings.float(), dim=-1)
-    all_hits = database.search(queries.cpu().numpy(), naming.top_k)
-    kept_hits = [drop_near_duplicates(hits, naming.duplicate_threshold) for hits in all_hits]
+    kept_hits = retrieve(embeddings, database, naming) if retrieved is None else retrieved
     options = {"min_count": naming.min_count, "pos_filter": naming.pos_filter}
     if naming.names == "words":
         segment_names = [candidate_words([hit.text for hit in hits], **options) for hits in kept_hits]

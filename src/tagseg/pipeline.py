@@ -20,6 +20,7 @@ from tagseg.errors import ConfigError
 from tagseg.image import ImageSource, load_image
 from tagseg.interfaces import (
     DenseImageEmbedder,
+    Hit,
     PatchFeatureExtractor,
     RegionProposer,
     Segmenter,
@@ -28,11 +29,11 @@ from tagseg.interfaces import (
     TextDatabase,
     TextEncoder,
 )
-from tagseg.naming import CandidateEmbeddings, Naming, name_segments
+from tagseg.naming import CandidateEmbeddings, Naming, name_segments, retrieve
 from tagseg.preprocess import area_resize, fit_to_patches, resize_labels, working_image, working_pixels
 from tagseg.result import Region, Segment, Segmentation
 from tagseg.segmenters import segmenter_entry
-from tagseg.timing import timed
+from tagseg.timing import timed, timed_shared
 
 T = TypeVar("T")
 
@@ -132,7 +133,7 @@ class TAG:
         are fixed when the TAG is built. The same as ``finish(forward([image])[0])``.
         """
         call = self._resolve(overrides)  # bad overrides fail before any forward
-        return self._finish_with(self._forward_with([image], call.embedder, call.needs_patch_features)[0], call)
+        return self._finish_with(self._forward_with([image], call), call)[0]
 
     def decode(self, image: ImageSource) -> np.ndarray:
         """``image`` decoded and checked with this pipeline's limits (``max_pixels``): an RGB uint8
@@ -150,11 +151,18 @@ class TAG:
         method uses them as proxy features (one forward for both).
         """
         call = self._resolve(overrides)
-        return self._forward_with(images, call.embedder, call.needs_patch_features)
+        return self._forward_with(images, call)
 
     def finish(self, forwarded: "Forwarded", **overrides: Any) -> Segmentation:
         """The rest of :meth:`__call__` on one image's :meth:`forward` output: Stage 1 (the segmenter:
         k-means, CRF and small regions, or SAM's masks), pooling, naming and the result."""
+        return self.finish_batch([forwarded], **overrides)[0]
+
+    def finish_batch(self, forwarded: Sequence["Forwarded"], **overrides: Any) -> list[Segmentation]:
+        """:meth:`finish` of several forwarded images at once, each with the result it gets alone:
+        one Stage 1 call for all of them (with ``kmeans_backend`` or ``crf.backend`` ``"torch"``,
+        one k-means and one CRF per image size, on the features' device) and one database search
+        for all their segments; the rest of naming runs image by image."""
         return self._finish_with(forwarded, self._resolve(overrides))
 
     def name_regions(self, image: ImageSource, regions: np.ndarray, **overrides: Any) -> Segmentation:
@@ -175,18 +183,21 @@ class TAG:
                 f"not {regions.dtype} of shape {regions.shape}"
             )
         # no Stage 1 here: the patch features only when the dense method needs them
-        forwarded = self._forward_with([rgb], call.embedder, needs_patch_features=False)[0]
+        forwarded = self._forward_with([rgb], dataclasses.replace(call, needs_patch_features=False))[0]
         timings = dict(forwarded.timings)
         segments = Segments(*seg.compact_labels(regions))
-        result = self._name_segments(forwarded, segments, call.config, timings)
+        pooled = self._pool(forwarded, segments, timings)
+        with timed(timings, "naming"):
+            retrieved = retrieve(pooled, self.database, call.config.naming)
+        result = self._name_segments(forwarded, segments, pooled, retrieved, call.config, timings)
         return self._finish(result, timings, call.config)
 
-    def _forward_with(
-        self, images: Sequence[ImageSource], embedder: DenseImageEmbedder, needs_patch_features: bool
-    ) -> list["Forwarded"]:
+    def _forward_with(self, images: Sequence[ImageSource], call: "_Call") -> list["Forwarded"]:
         """Decode and resize ``images``, then one forward per backbone and working size: the patch
-        features when ``needs_patch_features`` or the embedder uses them as proxy, the dense embeddings always."""
-        with_features = needs_patch_features or _uses_proxy_features(embedder)
+        features when the call's segmenter needs them or its embedder uses them as proxy (kept on the
+        forward's device when Stage 1 runs in torch, else float32 on the CPU), the dense embeddings always."""
+        embedder = call.embedder
+        with_features = call.needs_patch_features or _uses_proxy_features(embedder)
         prepared = []
         for image in images:
             timings: dict[str, float] = {}
@@ -200,7 +211,9 @@ class TAG:
             middle = time.perf_counter()
             batch_embeddings = _dense_embeddings(embedder, pixels, patch_features)
             end = time.perf_counter()
-            batch_features = patch_features.float().cpu() if patch_features is not None else None
+            batch_features = None
+            if patch_features is not None:
+                batch_features = _stage1_features(patch_features, call.config.clusters.on_device)
             for position, i in enumerate(group):
                 embeddings[i] = batch_embeddings[position]
                 prepared[i][3]["embedder"] = (end - middle) / len(group)
@@ -212,45 +225,71 @@ class TAG:
             for i, (rgb, working, _, timings) in enumerate(prepared)
         ]
 
-    def _finish_with(self, forwarded: "Forwarded", call: "_Call") -> Segmentation:
-        """Stage 1 by the call's segmenter, then Stages 2 and 3 and the result."""
-        timings = dict(forwarded.timings)
-        image = SegmenterInput(forwarded.rgb, forwarded.working, self._patch_features_of(forwarded, timings), timings)
-        segments = call.segmenter.segment([image], call.config.clusters)[0]
-        result = self._name_segments(forwarded, segments, call.config, timings)
-        return self._finish(result, timings, call.config, segments.proposer)
+    def _finish_with(self, forwarded: Sequence["Forwarded"], call: "_Call") -> list[Segmentation]:
+        """Stage 1 of all ``forwarded`` images by the call's segmenter, one database search for all
+        their segments, then each image's naming and result."""
+        timings = [dict(image.timings) for image in forwarded]
+        on_device = call.config.clusters.on_device
+        inputs = [
+            SegmenterInput(image.rgb, image.working, self._patch_features_of(image, image_timings, on_device), image_timings)
+            for image, image_timings in zip(forwarded, timings)
+        ]
+        segments = call.segmenter.segment(inputs, call.config.clusters)
+        pooled = [self._pool(*parts) for parts in zip(forwarded, segments, timings)]
+        with timed_shared(timings, "naming"):
+            hits = retrieve(torch.cat(pooled), self.database, call.config.naming)
+        starts = np.cumsum([0, *(len(image_pooled) for image_pooled in pooled)])
+        return [
+            self._finish(
+                self._name_segments(image, image_segments, image_pooled, hits[start:end], call.config, image_timings),
+                image_timings, call.config, image_segments.proposer,
+            )
+            for image, image_segments, image_pooled, start, end, image_timings
+            in zip(forwarded, segments, pooled, starts[:-1], starts[1:], timings)
+        ]
 
-    def _patch_features_of(self, forwarded: "Forwarded", timings: dict[str, float]) -> Callable[[], torch.Tensor]:
-        """The forwarded image's patch features: those of its forward, else computed once when first asked for."""
+    def _patch_features_of(
+        self, forwarded: "Forwarded", timings: dict[str, float], on_device: bool
+    ) -> Callable[[], torch.Tensor]:
+        """The forwarded image's patch features: those of its forward, else computed once when first
+        asked for (on the extractor's device when ``on_device``, else float32 on the CPU)."""
         if forwarded.features is not None:
             return lambda: forwarded.features  # type: ignore[return-value]
 
         @functools.cache
         def computed() -> torch.Tensor:
             with timed(timings, "features"):
-                return self._patch_features(working_pixels(forwarded.working))[0].float().cpu()
+                return _stage1_features(self._patch_features(working_pixels(forwarded.working))[0], on_device)
 
         return computed
 
-    def _name_segments(
-        self, forwarded: "Forwarded", segments: Segments, config: TAGConfig, timings: dict[str, float]
-    ) -> Segmentation:
-        """Stages 2 and 3 on Stage 1's ``segments``: each segment's embedding pooled from the dense
-        embeddings of the working image, names, then the segments at the image's size.
+    def _pool(self, forwarded: "Forwarded", segments: Segments, timings: dict[str, float]) -> torch.Tensor:
+        """Stage 2: each segment's embedding ``(n, D)`` pooled from the dense embeddings of the working image.
 
         A label map at the working size is pooled as the mean over its pixels; one at the image's
         size with the weight of how much of each working pixel a label covers (no small region
-        disappears). The ``unnamed`` label is named ``unknown_label`` without retrieval.
+        disappears).
         """
         working_size = forwarded.working.shape[:2]
         count = len(segments.ids)
         with timed(timings, "pooling"):
             if segments.label_map.shape == working_size:
-                pooled = seg.pool_embeddings(forwarded.embeddings, segments.label_map, count)
-            else:
-                coverage = np.stack([area_resize(segments.label_map == k, working_size) for k in range(count)])
-                pooled = seg.pool_embeddings_weighted(forwarded.embeddings, torch.from_numpy(coverage))
-        namings = self._name(pooled, timings, config)
+                return seg.pool_embeddings(forwarded.embeddings, segments.label_map, count)
+            coverage = np.stack([area_resize(segments.label_map == k, working_size) for k in range(count)])
+            return seg.pool_embeddings_weighted(forwarded.embeddings, torch.from_numpy(coverage))
+
+    def _name_segments(
+        self,
+        forwarded: "Forwarded",
+        segments: Segments,
+        pooled: torch.Tensor,
+        retrieved: list[list[Hit]],
+        config: TAGConfig,
+        timings: dict[str, float],
+    ) -> Segmentation:
+        """Stage 3 on Stage 1's ``segments`` with their ``pooled`` embeddings and ``retrieved`` texts,
+        then the segments at the image's size. The ``unnamed`` label is named ``unknown_label``."""
+        namings = self._name(pooled, retrieved, timings, config)
         if segments.unnamed is not None:
             namings[segments.unnamed] = Naming(config.controls.unknown_label, 0.0, [], [])
         with timed(timings, "assemble"):
@@ -319,13 +358,15 @@ class TAG:
             pixels = working_pixels(working)
         return rgb, working, pixels
 
-    def _name(self, pooled: torch.Tensor, timings: dict[str, float], config: TAGConfig) -> list[Naming]:
-        """Stage 3 on segment embeddings, then the optional naming controls."""
+    def _name(
+        self, pooled: torch.Tensor, retrieved: list[list[Hit]], timings: dict[str, float], config: TAGConfig
+    ) -> list[Naming]:
+        """Stage 3 on segment embeddings and their ``retrieved`` texts, then the optional naming controls."""
         candidate_embeddings = self.candidate_embeddings
         if config.naming.prompt_template != candidate_embeddings.template:  # a per-call template: no shared cache
             candidate_embeddings = CandidateEmbeddings(self.text_encoder, config.naming.prompt_template)
         with timed(timings, "naming"):
-            namings = name_segments(pooled, self.database, candidate_embeddings, config.naming)
+            namings = name_segments(pooled, self.database, candidate_embeddings, config.naming, retrieved)
             return apply_controls(namings, pooled, candidate_embeddings, config.controls)
 
     def _finish(
@@ -341,7 +382,8 @@ class TAG:
 class Forwarded:
     """One image after :meth:`TAG.forward`: the decoded image, its working-size copy, the patch
     features ``(h, w, C)`` (``None`` when the forward did not need them; :meth:`TAG.finish` computes
-    them if its segmenter asks) and the dense CLIP embeddings ``(h', w', D)`` (float32, CPU)."""
+    them if its segmenter asks; float32, on the forward's device when Stage 1 runs in torch, else on
+    the CPU) and the dense CLIP embeddings ``(h', w', D)`` (float32, CPU)."""
 
     rgb: np.ndarray
     working: np.ndarray
@@ -371,6 +413,12 @@ def _same_size_groups(shapes: Sequence[torch.Size]) -> list[list[int]]:
 
 MODEL_KEYS = frozenset({"models", *(item.name for item in dataclasses.fields(ModelSettings))})
 """Settings that :meth:`TAG.__call__` refuses per call: the model section, whole or field by field."""
+
+
+def _stage1_features(features: torch.Tensor, on_device: bool) -> torch.Tensor:
+    """Patch features as Stage 1 takes them: float32, on their device when ``on_device``
+    (:attr:`~tagseg.config.ClusterSettings.on_device`), else on the CPU."""
+    return features.float() if on_device else features.float().cpu()
 
 
 def _uses_proxy_features(embedder: DenseImageEmbedder) -> bool:

@@ -3,7 +3,8 @@
 :func:`segment_stream` is the runner behind ``tagseg segment`` on files and folders
 (:mod:`tagseg.batch`). A background thread decodes images and runs the backbone forwards
 (:meth:`TAG.forward`, ``batch_size`` images per forward) up to ``ahead`` batches in advance; the
-caller's thread runs the CPU stages (:meth:`TAG.finish`: k-means, CRF, naming). Results come in
+caller's thread finishes each forwarded batch at once (:meth:`TAG.finish_batch`: k-means, CRF,
+naming; batched on the features' device with Stage 1's torch backends). Results come in
 input order and are the same as ``tag(image)`` one at a time; a failing image becomes an
 :class:`Streamed` with its ``error`` and the stream goes on.
 """
@@ -68,17 +69,30 @@ def segment_stream(
         batches = _in_background(batches, ahead)
     try:
         for batch in batches:
-            for item in batch:
-                yield _finished(tag, item)
+            yield from _finished(tag, batch)
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
             close()
 
 
-def _finished(tag: "TAG", item: _Pending[S]) -> Streamed[S]:
+def _finished(tag: "TAG", batch: list[_Pending[S]]) -> list[Streamed[S]]:
+    """A forwarded batch finished in one :meth:`TAG.finish_batch` call; if that fails, image by
+    image, so that the error lands on its own image."""
+    ready = [item for item in batch if item.forwarded is not None]
+    try:
+        results = dict(zip(map(id, ready), tag.finish_batch([item.forwarded for item in ready])))
+    except Exception:  # noqa: BLE001 - one bad image must never stop the stream
+        results = {}
+    return [_finished_alone(tag, item, results.get(id(item))) for item in batch]
+
+
+def _finished_alone(tag: "TAG", item: _Pending[S], result: "Segmentation | None") -> Streamed[S]:
+    """``item`` with its ``result`` from the batch, else finished by itself (or its error)."""
     if item.forwarded is None:
         return Streamed(item.source, item.rgb, error=item.error)
+    if result is not None:
+        return Streamed(item.source, item.rgb, result)
     try:
         return Streamed(item.source, item.rgb, tag.finish(item.forwarded))
     except Exception as error:  # noqa: BLE001 - one bad image must never stop the stream

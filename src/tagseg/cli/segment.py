@@ -175,7 +175,7 @@ def segment(
         ),
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(min=1, help="Images per backbone forward, on every engine; more than 1 pays on a GPU.")
+        int, typer.Option(min=1, help="Images per backbone forward and per Stage 1 batch (with kmeans_backend and crf.backend torch), on every engine; more than 1 pays on a GPU.")
     ] = 1,
     engine: eng.Engine = eng.EngineName.local,
     address: eng.Address = None,

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import faiss
 import numpy as np
@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from tagseg.config import ClusterSettings, CRFSettings
 from tagseg.interfaces import SegmenterInput, Segments
 from tagseg.masks import connected_components
+from tagseg.segmenters import crf_torch, kmeans_torch
 from tagseg.segments import compact_labels
-from tagseg.timing import timed
+from tagseg.timing import timed, timed_shared
 
 __all__ = [
     "KMeansSegmenter",
@@ -42,7 +43,7 @@ __all__ = [
 
 
 class KMeansSegmenter:
-    """The paper's Stage 1 (``segmenter="kmeans"``): :func:`kmeans_segments` of every image's patch features."""
+    """The paper's Stage 1 (``segmenter="kmeans"``): :func:`kmeans_segments` of a batch's patch features."""
 
     def needs_patch_features(self, clusters: ClusterSettings) -> bool:
         """Always: k-means clusters the patch features of every image."""
@@ -50,37 +51,94 @@ class KMeansSegmenter:
 
     def segment(self, images: Sequence[SegmenterInput], clusters: ClusterSettings) -> list[Segments]:
         """Each image's compact cluster map at the working size, with its original cluster ids."""
-        return [
-            Segments(*kmeans_segments(image.working, image.patch_features(), clusters, image.timings)) for image in images
-        ]
+        outputs = kmeans_segments(
+            [image.working for image in images], [image.patch_features() for image in images],
+            clusters, [image.timings for image in images],
+        )
+        return [Segments(*output) for output in outputs]
 
 
 def kmeans_segments(
-    working: np.ndarray, features: torch.Tensor, clusters: ClusterSettings, timings: dict[str, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """k-means on the patch ``features`` (h, w, C), CRF on the ``working`` image, small regions merged.
+    workings: Sequence[np.ndarray],
+    features: Sequence[torch.Tensor],
+    clusters: ClusterSettings,
+    timings: Sequence[dict[str, float]],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k-means on each image's patch ``features`` (h, w, C), CRF on its ``working`` image, small regions merged.
 
-    Returns the compact cluster map at the working size and each label's original cluster; adds
-    the ``kmeans``, ``crf`` and ``regions`` stages to ``timings``.
+    Images of the same size go through each step together: with ``kmeans_backend="torch"`` (and a
+    fixed k) one batched k-means, with ``crf.backend="torch"`` one batched CRF, on the features'
+    device. Returns each image's compact cluster map at the working size and each label's original
+    cluster; adds the ``kmeans``, ``crf`` and ``regions`` stages to its ``timings`` (a batched
+    step's time shared equally).
     """
-    height, width = working.shape[:2]
-    with timed(timings, "kmeans"):
-        centres = cluster_centres(features.reshape(-1, features.shape[-1]), clusters)
-        scores = upsample(cluster_scores(features, centres), (height, width))
-    with timed(timings, "crf"):
-        if clusters.crf.enabled:
-            cluster_map = refine_with_crf(scores, working, clusters.crf)
-        else:
-            cluster_map = scores.argmax(dim=0).numpy().astype(np.int32)
-    with timed(timings, "regions"):
-        min_area = round(clusters.min_region_area * height * width)
-        cluster_map = merge_small_regions(cluster_map, scores.numpy(), min_area)
-        return compact_labels(cluster_map)
+    outputs: list[tuple[np.ndarray, np.ndarray]] = [None] * len(workings)  # type: ignore[list-item]
+    groups: dict[tuple, list[int]] = {}
+    for index, (working, image_features) in enumerate(zip(workings, features)):
+        groups.setdefault((working.shape, tuple(image_features.shape)), []).append(index)
+    for group in groups.values():
+        group_timings = [timings[i] for i in group]
+        with timed_shared(group_timings, "kmeans"):
+            points = [features[i].reshape(-1, features[i].shape[-1]) for i in group]
+            centres = _group_centres(points, clusters)
+            scores = [
+                upsample(cluster_scores(features[i], image_centres), workings[i].shape[:2])
+                for i, image_centres in zip(group, centres)
+            ]
+        with timed_shared(group_timings, "crf"):
+            cluster_maps = _group_labels(scores, [workings[i] for i in group], clusters.crf)
+        for i, cluster_map, image_scores in zip(group, cluster_maps, scores):
+            with timed(timings[i], "regions"):
+                height, width = cluster_map.shape
+                min_area = round(clusters.min_region_area * height * width)
+                merged = merge_small_regions(cluster_map, image_scores.float().cpu().numpy(), min_area)
+                outputs[i] = compact_labels(merged)
+    return outputs
+
+
+def _group_centres(points: Sequence[torch.Tensor], clusters: ClusterSettings) -> list[torch.Tensor]:
+    """Each same-size image's k-means centres: one batched torch k-means for a fixed k with the torch backend."""
+    if clusters.kmeans_backend == "torch" and clusters.num_clusters != "auto":
+        fit = kmeans_torch.kmeans(
+            torch.stack(points), int(clusters.num_clusters),
+            restarts=clusters.kmeans_restarts, max_iter=clusters.kmeans_iterations, seed=clusters.seed,
+        )
+        return list(fit.centres)
+    return [cluster_centres(image_points, clusters) for image_points in points]
+
+
+_CRF_CONSTANTS = ("iterations", "gaussian_sxy", "gaussian_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat")
+"""The CRF settings that :func:`tagseg.segmenters.crf_torch.crf_labels` takes by the same name."""
+
+
+def _group_labels(scores: Sequence[torch.Tensor], workings: Sequence[np.ndarray], crf: CRFSettings) -> list[np.ndarray]:
+    """Each image's cluster map (H, W) int32 from its scores (K, H, W): the CRF (one batched call per
+    number of clusters with the torch backend), or the argmax when the CRF is off."""
+    if not crf.enabled:
+        return [image_scores.argmax(dim=0).cpu().numpy().astype(np.int32) for image_scores in scores]
+    if crf.backend == "pydensecrf":
+        return [refine_with_crf(image_scores.cpu(), working, crf) for image_scores, working in zip(scores, workings)]
+    labels: list[np.ndarray] = [None] * len(scores)  # type: ignore[list-item]
+    by_count: dict[int, list[int]] = {}
+    for index, image_scores in enumerate(scores):
+        by_count.setdefault(image_scores.shape[0], []).append(index)
+    for indices in by_count.values():
+        batch_scores = torch.stack([scores[i] for i in indices])
+        images = torch.stack([torch.from_numpy(np.ascontiguousarray(workings[i])) for i in indices]).to(batch_scores.device)
+        constants = {name: getattr(crf, name) for name in _CRF_CONSTANTS}
+        batch_labels = crf_torch.crf_labels(batch_scores, images, scale=crf.scale, min_side=crf.min_side, **constants)
+        batch_labels = batch_labels.cpu().numpy().astype(np.int32)
+        for position, i in enumerate(indices):
+            labels[i] = batch_labels[position]
+    return labels
 
 
 def cluster_centres(points: torch.Tensor, clusters: ClusterSettings) -> torch.Tensor:
     """k-means centres of ``points`` (N, C): ``clusters.num_clusters`` of them, or the automatic choice."""
-    options = {"restarts": clusters.kmeans_restarts, "iterations": clusters.kmeans_iterations, "seed": clusters.seed}
+    options = {
+        "restarts": clusters.kmeans_restarts, "iterations": clusters.kmeans_iterations, "seed": clusters.seed,
+        "backend": clusters.kmeans_backend,
+    }
     if clusters.num_clusters != "auto":
         return kmeans(points, int(clusters.num_clusters), **options)
     _, centres, _ = choose_num_clusters(
@@ -90,12 +148,22 @@ def cluster_centres(points: torch.Tensor, clusters: ClusterSettings) -> torch.Te
 
 
 def kmeans(
-    features: torch.Tensor, num_clusters: int, *, restarts: int = 8, iterations: int = 100, seed: int = 0
+    features: torch.Tensor,
+    num_clusters: int,
+    *,
+    restarts: int = 8,
+    iterations: int = 100,
+    seed: int = 0,
+    backend: str = "faiss",
 ) -> torch.Tensor:
     """Euclidean k-means over the rows of ``features`` (N, C); the centres of the best of ``restarts`` runs.
 
-    Deterministic for a given ``seed``. Fewer points than clusters gives one centre per point.
+    ``backend``: ``"faiss"`` (on the CPU) or ``"torch"`` (:func:`tagseg.segmenters.kmeans_torch.kmeans`,
+    on the features' device); the centres are on the features' device. Deterministic for a given
+    ``seed``. Fewer points than clusters gives one centre per point.
     """
+    if backend == "torch":
+        return kmeans_torch.kmeans(features, num_clusters, restarts=restarts, max_iter=iterations, seed=seed).centres
     points = np.ascontiguousarray(features.detach().float().cpu().numpy())
     num_clusters = min(num_clusters, points.shape[0])
     clustering = faiss.Kmeans(
@@ -113,7 +181,7 @@ def kmeans(
         clustering.train(points)
     finally:
         faiss.omp_set_num_threads(threads)
-    return torch.from_numpy(clustering.centroids.copy())
+    return torch.from_numpy(clustering.centroids.copy()).to(features.device)
 
 
 def cluster_scores(features: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -131,15 +199,17 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def refine_with_crf(scores: torch.Tensor, image: np.ndarray, settings: CRFSettings) -> np.ndarray:
-    """Dense-CRF labels (H, W) from pixel scores (K, H, W) and the RGB uint8 image (H, W, 3).
+    """Dense-CRF labels (H, W) with pydensecrf from pixel scores (K, H, W) and the RGB uint8 image (H, W, 3).
 
     The unary is minus the log softmax of the scores over clusters, probabilities clipped at 1e-5.
-    With ``settings.scale < 1`` the CRF runs on a grid that much smaller (scores and image resized
-    with antialiasing, both spatial standard deviations scaled alike) and its marginals are
-    upsampled bilinearly before the argmax at full size; ``scale=1`` is the reference's full-size CRF.
+    With ``settings.scale < 1`` the CRF runs on a grid that much smaller, its shorter side never
+    below ``settings.min_side`` (scores and image resized with antialiasing, both spatial standard
+    deviations scaled alike) and its marginals are upsampled bilinearly before the argmax at full
+    size; ``scale=1`` is the reference's full-size CRF.
     """
     num_labels, height, width = scores.shape
-    size = (max(1, round(height * settings.scale)), max(1, round(width * settings.scale)))
+    factor = min(1.0, max(settings.scale, settings.min_side / min(height, width)))
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
     if size == (height, width):
         marginals = _crf_marginals(scores, image, settings, spatial_scale=1.0)
         return marginals.argmax(axis=0).astype(np.int32)
@@ -176,7 +246,7 @@ _SILHOUETTE_SAMPLE = 1024
 
 
 def choose_num_clusters(
-    points: torch.Tensor, min_k: int, max_k: int, criterion: str = "silhouette", **kmeans_options: int
+    points: torch.Tensor, min_k: int, max_k: int, criterion: str = "silhouette", **kmeans_options: Any
 ) -> tuple[int, torch.Tensor, dict[int, float]]:
     """Run k-means for every k in ``[min_k, max_k]`` and keep the best k.
 
@@ -190,7 +260,7 @@ def choose_num_clusters(
     sample = points
     if points.shape[0] > _SILHOUETTE_SAMPLE:
         generator = torch.Generator().manual_seed(int(kmeans_options.get("seed", 0)))
-        sample = points[torch.randperm(points.shape[0], generator=generator)[:_SILHOUETTE_SAMPLE]]
+        sample = points[torch.randperm(points.shape[0], generator=generator)[:_SILHOUETTE_SAMPLE].to(points.device)]
     fits: dict[int, torch.Tensor] = {}
     values: dict[int, float] = {}
     for k in range(min_k, max_k + 1):

@@ -50,7 +50,7 @@ def proposal_segments(proposer: RegionProposer, image: SegmenterInput, clusters:
         proposals = proposer(image.rgb)
     fallback = None
     if clusters.uncovered == "fallback" and not proposals.masks.any(axis=0).all():
-        cluster_map, cluster_ids = kmeans_segments(image.working, image.patch_features(), clusters, image.timings)
+        [(cluster_map, cluster_ids)] = kmeans_segments([image.working], [image.patch_features()], clusters, [image.timings])
         fallback = resize_labels(cluster_ids[cluster_map], image.rgb.shape[:2])
     with timed(image.timings, "regions"):  # without a fallback map no pixel is uncovered, or they stay unlabelled
         regions = regions_from_masks(proposals, uncovered="fallback" if fallback is not None else "unlabelled", fallback=fallback)
