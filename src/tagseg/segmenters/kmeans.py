@@ -1,15 +1,18 @@
 """Stage 1 as in the paper: k-means segments of the patch features, refined by a dense CRF.
 
-* :func:`kmeans` — faiss k-means on the patch features, best of several restarts;
+* :func:`kmeans` — k-means on the patch features, best of several restarts: faiss, or the torch
+  k-means of :mod:`tagseg.segmenters.kmeans_torch` (``kmeans_backend``);
   :func:`cluster_centres` with a fixed ``k`` or ``k`` chosen per image (``num_clusters="auto"``) by the
   silhouette or elbow criterion over ``[min_clusters, max_clusters]`` (:func:`choose_num_clusters`);
 * :func:`cluster_scores` and :func:`upsample` — every pixel's dot product with every centre, through
   bilinearly upsampled scores;
-* :func:`refine_with_crf` — the dense CRF (pydensecrf) on those scores and the working image;
+* :func:`refine_with_crf` — the dense CRF (pydensecrf) on those scores and the working image, or
+  the torch CRF of :mod:`tagseg.segmenters.crf_torch` (``crf.backend``);
 * :func:`merge_small_regions` — connected regions below a minimum area join their most similar
   adjacent cluster instead of being dropped (regions from :func:`tagseg.masks.connected_components`);
-* :func:`kmeans_segments` — all of the above for one image, and :class:`KMeansSegmenter`, the
-  :class:`~tagseg.interfaces.Segmenter` registered as ``kmeans``.
+* :func:`kmeans_segments` — all of the above for a batch of images (same-size images batched with
+  the torch backends), and :class:`KMeansSegmenter`, the :class:`~tagseg.interfaces.Segmenter`
+  registered as ``kmeans``.
 """
 
 from __future__ import annotations
