@@ -74,6 +74,7 @@ def test_a_batch_of_four_gives_each_image_its_own_result(tiny_tag: TAG, photos: 
     assert len(database.queries) == 1 and database.queries[0] > len(photos)  # one search for all segments
     for photo, result in zip(photos, batched):
         _assert_same_result(result, tiny_tag(photo), exact=True)
+    assert tag.finish_batch([]) == []
 
 
 def test_torch_stage1_runs_once_per_batch(
