@@ -74,22 +74,29 @@ def test_a_batch_of_four_gives_each_image_its_own_result(tiny_tag: TAG, photos: 
     assert len(database.queries) == 1 and database.queries[0] > len(photos)  # one search for all segments
     for photo, result in zip(photos, batched):
         _assert_same_result(result, tiny_tag(photo), exact=True)
+    assert tag.finish_batch([]) == []
 
 
+AUTO_K = {"num_clusters": "auto", "min_clusters": 2, "max_clusters": 4}
+
+
+@pytest.mark.parametrize("clusters", [{}, AUTO_K], ids=["fixed-k", "auto-k"])
 def test_torch_stage1_runs_once_per_batch(
-    tiny_tag: TAG, photos: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+    tiny_tag: TAG, photos: list[np.ndarray], monkeypatch: pytest.MonkeyPatch, clusters: dict
 ) -> None:
     kmeans_batches: list[int] = []
     crf_batches: list[int] = []
     kmeans, crf_labels = kmeans_torch.kmeans, crf_torch.crf_labels
     monkeypatch.setattr(kmeans_torch, "kmeans", lambda points, *a, **o: kmeans_batches.append(len(points)) or kmeans(points, *a, **o))
     monkeypatch.setattr(crf_torch, "crf_labels", lambda scores, *a, **o: crf_batches.append(len(scores)) or crf_labels(scores, *a, **o))
-    forwarded = tiny_tag.forward(photos, **TORCH_STAGE1)
+    overrides = {**TORCH_STAGE1, **clusters}
+    forwarded = tiny_tag.forward(photos, **overrides)
     assert all(item.features is not None and item.features.dtype == torch.float32 for item in forwarded)
-    batched = tiny_tag.finish_batch(forwarded, **TORCH_STAGE1)
-    assert kmeans_batches == [4] and crf_batches == [4]
+    batched = tiny_tag.finish_batch(forwarded, **overrides)
+    assert kmeans_batches == [4] * (3 if clusters else 1)  # one call per k tried
+    assert sum(crf_batches) == 4 and (clusters or crf_batches == [4])  # one CRF per number of clusters
     for photo, result in zip(photos, batched):
-        _assert_same_result(result, tiny_tag(photo, **TORCH_STAGE1), exact=False)
+        _assert_same_result(result, tiny_tag(photo, **overrides), exact=False)
 
 
 def test_the_stream_finishes_a_forwarded_batch_at_once(tiny_tag: TAG, photos: list[np.ndarray]) -> None:

@@ -228,6 +228,8 @@ class TAG:
     def _finish_with(self, forwarded: Sequence["Forwarded"], call: "_Call") -> list[Segmentation]:
         """Stage 1 of all ``forwarded`` images by the call's segmenter, one database search for all
         their segments, then each image's naming and result."""
+        if not forwarded:
+            return []
         timings = [dict(image.timings) for image in forwarded]
         on_device = call.config.clusters.on_device
         inputs = [

@@ -1,15 +1,18 @@
 """Stage 1 as in the paper: k-means segments of the patch features, refined by a dense CRF.
 
-* :func:`kmeans` — faiss k-means on the patch features, best of several restarts;
+* :func:`kmeans` — k-means on the patch features, best of several restarts: faiss, or the torch
+  k-means of :mod:`tagseg.segmenters.kmeans_torch` (``kmeans_backend``);
   :func:`cluster_centres` with a fixed ``k`` or ``k`` chosen per image (``num_clusters="auto"``) by the
   silhouette or elbow criterion over ``[min_clusters, max_clusters]`` (:func:`choose_num_clusters`);
 * :func:`cluster_scores` and :func:`upsample` — every pixel's dot product with every centre, through
   bilinearly upsampled scores;
-* :func:`refine_with_crf` — the dense CRF (pydensecrf) on those scores and the working image;
+* :func:`refine_with_crf` — the dense CRF (pydensecrf) on those scores and the working image, or
+  the torch CRF of :mod:`tagseg.segmenters.crf_torch` (``crf.backend``);
 * :func:`merge_small_regions` — connected regions below a minimum area join their most similar
   adjacent cluster instead of being dropped (regions from :func:`tagseg.masks.connected_components`);
-* :func:`kmeans_segments` — all of the above for one image, and :class:`KMeansSegmenter`, the
-  :class:`~tagseg.interfaces.Segmenter` registered as ``kmeans``.
+* :func:`kmeans_segments` — all of the above for a batch of images (same-size images batched with
+  the torch backends), and :class:`KMeansSegmenter`, the :class:`~tagseg.interfaces.Segmenter`
+  registered as ``kmeans``.
 """
 
 from __future__ import annotations
@@ -66,9 +69,9 @@ def kmeans_segments(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """k-means on each image's patch ``features`` (h, w, C), CRF on its ``working`` image, small regions merged.
 
-    Images of the same size go through each step together: with ``kmeans_backend="torch"`` (and a
-    fixed k) one batched k-means, with ``crf.backend="torch"`` one batched CRF, on the features'
-    device. Returns each image's compact cluster map at the working size and each label's original
+    Images of the same size go through each step together: with ``kmeans_backend="torch"`` one
+    batched k-means (per k tried with ``num_clusters="auto"``), with ``crf.backend="torch"`` one
+    batched CRF (per number of clusters), on the features' device. Returns each image's compact cluster map at the working size and each label's original
     cluster; adds the ``kmeans``, ``crf`` and ``regions`` stages to its ``timings`` (a batched
     step's time shared equally).
     """
@@ -97,14 +100,17 @@ def kmeans_segments(
 
 
 def _group_centres(points: Sequence[torch.Tensor], clusters: ClusterSettings) -> list[torch.Tensor]:
-    """Each same-size image's k-means centres: one batched torch k-means for a fixed k with the torch backend."""
-    if clusters.kmeans_backend == "torch" and clusters.num_clusters != "auto":
-        fit = kmeans_torch.kmeans(
-            torch.stack(points), int(clusters.num_clusters),
-            restarts=clusters.kmeans_restarts, max_iter=clusters.kmeans_iterations, seed=clusters.seed,
-        )
-        return list(fit.centres)
-    return [cluster_centres(image_points, clusters) for image_points in points]
+    """Each same-size image's k-means centres: with the torch backend one batched k-means (per k
+    tried when ``num_clusters="auto"``), else :func:`cluster_centres` image by image."""
+    if clusters.kmeans_backend != "torch":
+        return [cluster_centres(image_points, clusters) for image_points in points]
+    options = _kmeans_options(clusters)
+    if clusters.num_clusters != "auto":
+        return list(kmeans(torch.stack(points), int(clusters.num_clusters), **options))
+    choices = _choose_num_clusters(
+        torch.stack(points), clusters.min_clusters, clusters.max_clusters, clusters.cluster_criterion, **options
+    )
+    return [centres for _, centres, _ in choices]
 
 
 _CRF_CONSTANTS = ("iterations", "gaussian_sxy", "gaussian_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat")
@@ -135,16 +141,21 @@ def _group_labels(scores: Sequence[torch.Tensor], workings: Sequence[np.ndarray]
 
 def cluster_centres(points: torch.Tensor, clusters: ClusterSettings) -> torch.Tensor:
     """k-means centres of ``points`` (N, C): ``clusters.num_clusters`` of them, or the automatic choice."""
-    options = {
-        "restarts": clusters.kmeans_restarts, "iterations": clusters.kmeans_iterations, "seed": clusters.seed,
-        "backend": clusters.kmeans_backend,
-    }
+    options = _kmeans_options(clusters)
     if clusters.num_clusters != "auto":
         return kmeans(points, int(clusters.num_clusters), **options)
     _, centres, _ = choose_num_clusters(
         points, clusters.min_clusters, clusters.max_clusters, clusters.cluster_criterion, **options
     )
     return centres
+
+
+def _kmeans_options(clusters: ClusterSettings) -> dict[str, Any]:
+    """:func:`kmeans`'s keywords from the cluster settings."""
+    return {
+        "restarts": clusters.kmeans_restarts, "iterations": clusters.kmeans_iterations, "seed": clusters.seed,
+        "backend": clusters.kmeans_backend,
+    }
 
 
 def kmeans(
@@ -156,14 +167,19 @@ def kmeans(
     seed: int = 0,
     backend: str = "faiss",
 ) -> torch.Tensor:
-    """Euclidean k-means over the rows of ``features`` (N, C); the centres of the best of ``restarts`` runs.
+    """Euclidean k-means over the rows of ``features`` (N, C), or of each point set of a batch
+    (B, N, C); the centres (k, C) or (B, k, C) of the best of ``restarts`` runs.
 
-    ``backend``: ``"faiss"`` (on the CPU) or ``"torch"`` (:func:`tagseg.segmenters.kmeans_torch.kmeans`,
-    on the features' device); the centres are on the features' device. Deterministic for a given
-    ``seed``. Fewer points than clusters gives one centre per point.
+    ``backend``: ``"faiss"`` (on the CPU, image by image) or ``"torch"``
+    (:func:`tagseg.segmenters.kmeans_torch.kmeans`, on the features' device, a batch at once); the
+    centres are on the features' device. Deterministic for a given ``seed``, and an image's centres
+    do not depend on the batch. Fewer points than clusters gives one centre per point.
     """
     if backend == "torch":
         return kmeans_torch.kmeans(features, num_clusters, restarts=restarts, max_iter=iterations, seed=seed).centres
+    if features.dim() == 3:
+        options = {"restarts": restarts, "iterations": iterations, "seed": seed}
+        return torch.stack([kmeans(points, num_clusters, **options) for points in features])
     points = np.ascontiguousarray(features.detach().float().cpu().numpy())
     num_clusters = min(num_clusters, points.shape[0])
     clustering = faiss.Kmeans(
@@ -248,33 +264,40 @@ _SILHOUETTE_SAMPLE = 1024
 def choose_num_clusters(
     points: torch.Tensor, min_k: int, max_k: int, criterion: str = "silhouette", **kmeans_options: Any
 ) -> tuple[int, torch.Tensor, dict[int, float]]:
-    """Run k-means for every k in ``[min_k, max_k]`` and keep the best k.
+    """Run k-means for every k in ``[min_k, max_k]`` on ``points`` (N, C) and keep the best k.
 
     ``silhouette``: the highest mean silhouette (Euclidean, on up to 1024 sampled points).
     ``elbow``: the k whose inertia lies furthest below the straight line joining the first and last
     k's inertia (the knee of the curve). Returns ``(k, centres, {k: criterion value})``.
     Costs one k-means run (with its restarts) per k in the range.
     """
+    return _choose_num_clusters(points[None], min_k, max_k, criterion, **kmeans_options)[0]
+
+
+def _choose_num_clusters(
+    points: torch.Tensor, min_k: int, max_k: int, criterion: str, **kmeans_options: Any
+) -> list[tuple[int, torch.Tensor, dict[int, float]]]:
+    """:func:`choose_num_clusters` of each point set of a batch (B, N, C), one :func:`kmeans` call per k."""
     points = points.float()
-    max_k = max(min_k, min(max_k, points.shape[0] - 1))
-    sample = points
-    if points.shape[0] > _SILHOUETTE_SAMPLE:
+    max_k = max(min_k, min(max_k, points.shape[1] - 1))
+    samples = points
+    if points.shape[1] > _SILHOUETTE_SAMPLE:
         generator = torch.Generator().manual_seed(int(kmeans_options.get("seed", 0)))
-        sample = points[torch.randperm(points.shape[0], generator=generator)[:_SILHOUETTE_SAMPLE].to(points.device)]
+        samples = points[:, torch.randperm(points.shape[1], generator=generator)[:_SILHOUETTE_SAMPLE].to(points.device)]
     fits: dict[int, torch.Tensor] = {}
-    values: dict[int, float] = {}
+    values: list[dict[int, float]] = [{} for _ in points]
     for k in range(min_k, max_k + 1):
-        centres = kmeans(points, k, **kmeans_options)
-        fits[k] = centres
-        if criterion == "silhouette":
-            values[k] = silhouette(sample, torch.cdist(sample, centres).argmin(dim=1))
-        else:
-            values[k] = float(torch.cdist(points, centres).min(dim=1).values.pow(2).sum())
-    if criterion == "silhouette":
-        best = max(values, key=lambda k: values[k])
-    else:
-        best = _knee(values)
-    return best, fits[best], values
+        fits[k] = kmeans(points, k, **kmeans_options)
+        for image_values, image_points, sample, centres in zip(values, points, samples, fits[k]):
+            if criterion == "silhouette":
+                image_values[k] = silhouette(sample, torch.cdist(sample, centres).argmin(dim=1))
+            else:
+                image_values[k] = float(torch.cdist(image_points, centres).min(dim=1).values.pow(2).sum())
+    choices = []
+    for image, image_values in enumerate(values):
+        best = max(image_values, key=lambda k: image_values[k]) if criterion == "silhouette" else _knee(image_values)
+        choices.append((best, fits[best][image], image_values))
+    return choices
 
 
 def _knee(inertia: dict[int, float]) -> int:
