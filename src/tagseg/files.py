@@ -27,6 +27,14 @@ def is_uri(text: str) -> bool:
     return bool(separator) and scheme.isidentifier()
 
 
+def is_glob_pattern(text: str) -> bool:
+    """Whether an input path is a glob pattern (``photos/*.jpg``, ``shots/**/img?.png``) to expand."""
+    return bool(_GLOB_CHARS & set(text))
+
+
+_GLOB_CHARS = frozenset("*?[")
+
+
 def temporary_name(target: Path) -> Path:
     """A unique hidden name in ``target``'s folder (a rename within one folder is atomic)."""
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")

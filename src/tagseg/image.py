@@ -38,6 +38,7 @@ from PIL import Image, ImageOps
 
 from tagseg.config import ModelSettings
 from tagseg.errors import ConfigError, ImageError
+from tagseg.files import is_glob_pattern, is_uri
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
 
@@ -116,7 +117,7 @@ def check_inputs(inputs: Iterable[str | os.PathLike[str]], *, max_pixels: int = 
     for item in inputs:
         text = os.fspath(item)
         path = Path(text)
-        if "://" in text or path.is_dir() or set("*?[") & set(text):
+        if is_uri(text) or path.is_dir() or is_glob_pattern(text):
             continue
         if not path.exists():
             problems.append(InputProblem(text, f"{text}: no such file or folder", "check the path"))

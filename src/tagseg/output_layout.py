@@ -27,7 +27,7 @@ from PIL.PngImagePlugin import PngInfo
 from tagseg.errors import ConfigError, TagsegError
 from tagseg.exports import RESULTS_FILE, CategoryTable, CocoWriter, ExportOptions, RunExporter, check_export_formats, read_result
 from tagseg.exports.embeddings import EmbeddingsWriter
-from tagseg.files import is_uri, remove_interrupted_writes, write_bytes_atomically
+from tagseg.files import is_glob_pattern, is_uri, remove_interrupted_writes, write_bytes_atomically
 from tagseg.render import label_image, overlay
 from tagseg.result import Segmentation
 
@@ -61,7 +61,6 @@ IMAGE_EXPORTS = frozenset({"embeddings"})
 JSON does not hold them), and counted in whether the image is finished."""
 
 _PER_IMAGE_SUFFIX = {"overlay": ".overlay.png", "labels": ".labels.png", "json": ".json"}
-_GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
@@ -312,7 +311,7 @@ def _why_nothing(text: str) -> str:
     path = Path(text)
     if path.is_dir():
         return f"{text}: the folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-    if _GLOB_CHARS & set(text):
+    if is_glob_pattern(text):
         return f"{text}: the pattern matches no images"
     return f"{text}: no such file or folder"
 
@@ -324,7 +323,7 @@ def _expand(text: str, out_resolved: Path) -> Iterator[tuple[Path, str]]:
         yield path, path.stem
     elif path.is_dir():
         yield from _walk(path, path, out_resolved)
-    elif _GLOB_CHARS & set(text):
+    elif is_glob_pattern(text):
         root = _glob_root(text)
         for match in sorted(glob.glob(text, recursive=True)):
             candidate = Path(match)
@@ -351,7 +350,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def _glob_root(pattern: str) -> Path:
     """The folder a glob pattern starts from: its parts before the first one with a wildcard."""
     parts = Path(pattern).parts
-    static = parts[: next(i for i, part in enumerate(parts) if _GLOB_CHARS & set(part))]
+    static = parts[: next(i for i, part in enumerate(parts) if is_glob_pattern(part))]
     return Path(*static) if static else Path(".")
 
 
