@@ -31,6 +31,14 @@ def dinov2_dir(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
+def registers_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random-weight DINOv2 with registers (``Dinov2WithRegistersModel``) saved with ``save_pretrained``."""
+    from tagseg.testing import save_random_dinov2
+
+    return save_random_dinov2(tmp_path_factory.mktemp("dinov2-registers"), registers=True)
+
+
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch/OpenMP thread for a module: faiss k-means on tiny inputs busy-waits badly on shared CPUs otherwise."""
     import torch

@@ -13,16 +13,6 @@ from tagseg.interfaces import PatchFeatureExtractor
 from tagseg.testing import save_random_dinov2
 
 
-@pytest.fixture(scope="module")
-def dinov2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random_dinov2(tmp_path_factory.mktemp("dinov2"))
-
-
-@pytest.fixture(scope="module")
-def registers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random_dinov2(tmp_path_factory.mktemp("dinov2-registers"), registers=True)
-
-
 def _pixels(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 

@@ -19,7 +19,7 @@ from tagseg.backbones.talk2dino import (
     load_projection,
 )
 from tagseg.errors import ConfigError, ModelNotAvailableError
-from tagseg.testing import TALK2DINO_CLIP_FOLDER, TINY_CAPTIONS, save_random_dinov2, save_random_talk2dino
+from tagseg.testing import TALK2DINO_CLIP_FOLDER, TINY_CAPTIONS, save_random_talk2dino
 
 CLIP_DIM, DINO_DIM = 24, 32  # the tiny CLIP's projection and the tiny DINOv2's width
 
@@ -27,11 +27,6 @@ CLIP_DIM, DINO_DIM = 24, 32  # the tiny CLIP's projection and the tiny DINOv2's 
 @pytest.fixture(scope="module")
 def talk2dino_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_random_talk2dino(tmp_path_factory.mktemp("talk2dino"))
-
-
-@pytest.fixture(scope="module")
-def registers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random_dinov2(tmp_path_factory.mktemp("dinov2_reg"), registers=True)
 
 
 def _official_state(seed: int = 0) -> dict[str, torch.Tensor]:
